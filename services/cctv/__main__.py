@@ -1,0 +1,3 @@
+from cctv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The ``cctv`` command: one entry point for every service and tool.
+
+    cctv local        run everything on this machine (redis, ingest, inference, web, demo camera)
+    cctv ingest       the frame ingest HTTP service (gunicorn)
+    cctv inference    an inference replica (leader or warm standby, decided by the lease)
+    cctv web          the viewer and dashboard HTTP service (gunicorn)
+    cctv status       print the inference leader, epoch, standbys and recent failovers
+    cctv check-config validate the CCTV_* settings and exit
+
+Every service is configured with CCTV_* environment variables (see docs/configuration.md);
+flags given here override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cctv.core.logs import setup_logging
+from cctv.core.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("cctv")
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    settings = load_settings(**overrides)
+    setup_logging(settings.log_level, settings.log_json, service=args.command)
+    return settings
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from cctv.core.serve import serve
+    from cctv.ingest.app import create_app
+
+    s = _settings(args, ingest_bind=args.bind, ingest_workers=args.workers)
+    serve(lambda: create_app(s), bind=s.ingest_bind, workers=s.ingest_workers,
+          threads=s.ingest_threads, name="cctv-ingest")
+    return 0
+
+
+def cmd_inference(args: argparse.Namespace) -> int:
+    from cctv.inference.service import run_inference
+
+    s = _settings(args, model=args.model, role=args.role, worker_id=args.id)
+    return run_inference(s)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from cctv.core.serve import serve
+    from cctv.web.app import create_app
+
+    s = _settings(args, web_bind=args.bind)
+    # One worker process: each annotated frame is encoded once and shared by every viewer
+    # thread; MJPEG viewers are long-lived requests, so threads, not processes, scale them.
+    serve(lambda: create_app(s), bind=s.web_bind, workers=1, threads=s.web_threads,
+          name="cctv-web", timeout_s=120)
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from cctv.local import run_local
+
+    return run_local(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cctv.status import print_status
+
+    s = _settings(args)
+    return print_status(s, as_json=args.json)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    print(f"settings OK: redis={s.redis_url} cameras={sorted(s.camera_tokens)} model={s.model!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cctv`` (all subcommands)."""
+    p = argparse.ArgumentParser(prog="cctv", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sp = sub.add_parser("ingest", help="run the frame ingest HTTP service")
+    sp.add_argument("--bind", help="host:port (CCTV_INGEST_BIND, default 0.0.0.0:8080)")
+    sp.add_argument("--workers", type=int, help="gunicorn worker processes (CCTV_INGEST_WORKERS)")
+    sp.set_defaults(func=cmd_ingest)
+
+    sp = sub.add_parser("inference", help="run an inference replica (leader or warm standby)")
+    sp.add_argument("--model", help="YOLO weights: .pt, .onnx or an OpenVINO dir (CCTV_MODEL)")
+    sp.add_argument("--role", choices=["auto", "standby"],
+                    help="auto: lead when the lease is free (default); standby: never lead")
+    sp.add_argument("--id", help="worker id (CCTV_WORKER_ID, default node-pid)")
+    sp.set_defaults(func=cmd_inference)
+
+    sp = sub.add_parser("web", help="run the viewer and dashboard HTTP service")
+    sp.add_argument("--bind", help="host:port (CCTV_WEB_BIND, default 0.0.0.0:8000)")
+    sp.set_defaults(func=cmd_web)
+
+    sp = sub.add_parser("local", help="run everything on this machine with a demo camera")
+    sp.add_argument("--clip", help="video file the demo camera streams "
+                    "(default $CCTV_SHARED/media/intersection_cctv.mp4)")
+    sp.add_argument("--fps", type=float, default=10.0, help="demo camera frame rate (default 10)")
+    sp.add_argument("--web-port", type=int, default=8000, help="viewer port (default 8000)")
+    sp.add_argument("--ingest-port", type=int, default=8080, help="ingest port (default 8080)")
+    sp.add_argument("--redis-port", type=int, default=0, help="redis port (default: a free one)")
+    sp.add_argument("--standby", action="store_true",
+                    help="also start a warm standby inference replica")
+    sp.add_argument("--model", help="model path (default: fastest CPU model in $CCTV_SHARED)")
+    sp.add_argument("--duration", type=float, default=0,
+                    help="stop after this many seconds (default: run until Ctrl-C)")
+    sp.set_defaults(func=cmd_local)
+
+    sp = sub.add_parser("status", help="print leader, epoch, standbys and recent failovers")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("check-config", help="validate CCTV_* settings and exit")
+    sp.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cctv`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"cctv {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

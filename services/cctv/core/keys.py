@@ -1,0 +1,73 @@
+"""Every Redis key name used by cctv-swarm, in one place.
+
+See docs/architecture.md for what each key holds. Nothing else in the code base spells a key.
+"""
+
+from __future__ import annotations
+
+PREFIX = "cctv"
+
+#: consumer group that inference replicas read frame streams through
+INFER_GROUP = "infer"
+
+#: set of camera names that have sent at least one frame
+CAMERAS_ACTIVE = f"{PREFIX}:cameras:active"
+#: hash camera -> JSON registry entry (token hash, name, fps limit); written by ingest at start
+CAMERAS_REGISTRY = f"{PREFIX}:cameras"
+#: leadership lease of the inference service (string with PX TTL, value = worker id)
+LEASE_INFERENCE = f"{PREFIX}:lease:inference"
+#: fencing token, INCR on every acquisition of the lease
+EPOCH_INFERENCE = f"{PREFIX}:epoch:inference"
+#: hash: who held the lease last and whether it released it (for the failover reason)
+LEASE_HOLDER = f"{PREFIX}:lease:inference:holder"
+#: pub/sub channel announcing a released lease so standbys take over at once
+LEASE_RELEASED_CHANNEL = f"{PREFIX}:lease:inference:released"
+#: hash: epoch, worker and time (ms) of the last published result (for the measured gap)
+LEADER_LAST_RESULT = f"{PREFIX}:leader:last"
+#: stream of every leadership change
+FAILOVERS = f"{PREFIX}:failovers"
+
+
+def frames(camera: str) -> str:
+    """Stream of JPEG frames sent by ``camera`` (bounded by CCTV_FRAMES_MAXLEN)."""
+    return f"{PREFIX}:frames:{camera}"
+
+
+def detections(camera: str) -> str:
+    """Stream of inference results for ``camera``, written only through the fenced script."""
+    return f"{PREFIX}:det:{camera}"
+
+
+def drops(camera: str) -> str:
+    """Stream recording every frame dropped by policy: ids, seqs, reason, epoch."""
+    return f"{PREFIX}:drops:{camera}"
+
+
+def stats(camera: str) -> str:
+    """Hash of per-camera counters: accepted, duplicate, processed, dropped_<reason>."""
+    return f"{PREFIX}:stats:{camera}"
+
+
+def dedup(camera: str, seq: int) -> str:
+    """Marker that (camera, seq) was accepted; expires after CCTV_DEDUP_TTL_S."""
+    return f"{PREFIX}:seen:{camera}:{seq}"
+
+
+def ratelimit(camera: str) -> str:
+    """Token-bucket state of ``camera``'s frame rate limit."""
+    return f"{PREFIX}:rl:{camera}"
+
+
+def heartbeat(service: str, instance: str) -> str:
+    """Heartbeat hash of one service instance (expires when the instance stops beating)."""
+    return f"{PREFIX}:hb:{service}:{instance}"
+
+
+def heartbeat_pattern(service: str = "*") -> str:
+    """SCAN pattern matching the heartbeats of ``service`` (all services by default)."""
+    return f"{PREFIX}:hb:{service}:*"
+
+
+def camera_from_frames_key(key: str) -> str:
+    """Inverse of :func:`frames`."""
+    return key.removeprefix(f"{PREFIX}:frames:")

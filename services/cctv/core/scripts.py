@@ -1,0 +1,238 @@
+"""Server-side Lua scripts: every multi-step change to Redis state happens atomically here.
+
+* ``INGEST``: dedupe on (camera, seq), per-camera token bucket, exact stream cap with counted
+  eviction of frames no consumer has read, then XADD.
+* ``PUBLISH_RESULT`` / ``DROP_FRAMES``: the only ways inference writes; both are fenced by
+  the lease owner and epoch so a deposed leader cannot publish or ack anything.
+* ``LEASE_*``: acquire (SET NX PX + INCR epoch), compare-and-extend, compare-and-delete.
+"""
+
+from __future__ import annotations
+
+import redis
+
+# Compare two stream ids "ms-seq"; true when a > b.
+_ID_GT = """
+local function id_gt(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am > bm end
+  return as > bs
+end
+local function field(entry_fields, name)
+  for i = 1, #entry_fields, 2 do
+    if entry_fields[i] == name then return entry_fields[i + 1] end
+  end
+  return nil
+end
+local function group_last_delivered(stream, group)
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if not ok then return nil end
+  for _, g in ipairs(groups) do
+    local name, last = nil, nil
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == group then return last end
+  end
+  return nil
+end
+"""
+
+# KEYS: frames, stats, dedup, ratelimit, cameras_active, drops
+# ARGV: camera, seq, ts, w, h, rx, late, maxlen, dedup_ttl, rate, burst, group, jpeg
+# Returns {status, id}: ok / dup (id of the first copy) / rate.
+INGEST = _ID_GT + """
+local frames, stats, dedup, rl, active, drops = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prev = redis.call('GET', dedup)
+if prev then
+  redis.call('HINCRBY', stats, 'duplicate', 1)
+  return {'dup', prev}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, burst = tonumber(ARGV[10]), tonumber(ARGV[11])
+local b = redis.call('HMGET', rl, 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local last = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+if tokens < 1 then
+  redis.call('HSET', rl, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', rl, 60000)
+  redis.call('HINCRBY', stats, 'rejected_rate', 1)
+  return {'rate', ''}
+end
+redis.call('HSET', rl, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+redis.call('PEXPIRE', rl, 60000)
+local group = ARGV[12]
+if redis.call('EXISTS', frames) == 0 then
+  redis.pcall('XGROUP', 'CREATE', frames, group, '0', 'MKSTREAM')
+end
+redis.call('SADD', active, ARGV[1])
+local maxlen = tonumber(ARGV[8])
+local len = redis.call('XLEN', frames)
+if len >= maxlen then
+  -- Exact cap: trim the oldest entries ourselves so that frames no consumer has read yet
+  -- are counted (and their seqs recorded) instead of vanishing in an approximate trim.
+  local old = redis.call('XRANGE', frames, '-', '+', 'COUNT', len - maxlen + 1)
+  local last = group_last_delivered(frames, group) or '0-0'
+  local ids, seqs = {}, {}
+  for _, e in ipairs(old) do
+    if id_gt(e[1], last) then
+      table.insert(ids, e[1])
+      table.insert(seqs, field(e[2], 'seq') or '')
+    end
+  end
+  redis.call('XTRIM', frames, 'MAXLEN', maxlen - 1)
+  if #ids > 0 then
+    redis.call('HINCRBY', stats, 'dropped_evicted', #ids)
+    redis.call('XADD', drops, 'MAXLEN', '~', 10000, '*', 'reason', 'evicted',
+      'ids', table.concat(ids, ','), 'seqs', table.concat(seqs, ','), 'epoch', '', 'worker', 'ingest')
+  end
+end
+local id = redis.call('XADD', frames, '*', 'jpeg', ARGV[13], 'ts', ARGV[3], 'seq', ARGV[2],
+  'w', ARGV[4], 'h', ARGV[5], 'rx', ARGV[6], 'late', ARGV[7])
+redis.call('SET', dedup, id, 'EX', tonumber(ARGV[9]))
+redis.call('HINCRBY', stats, 'accepted', 1)
+if ARGV[7] == '1' then redis.call('HINCRBY', stats, 'accepted_late', 1) end
+return {'ok', id}
+"""
+
+_FENCE = """
+local function fenced(lease, epoch_key, worker, epoch)
+  return redis.call('GET', lease) == worker and redis.call('GET', epoch_key) == epoch
+end
+"""
+
+# KEYS: lease, epoch, frames, det, stats, leader_last, failovers
+# ARGV: worker, epoch, frame_id, det_maxlen, group, field1, value1, ...
+# Returns the det entry id, 0 when the frame was no longer pending (already handled),
+# or the error STALE when this worker is not the current leader/epoch.
+PUBLISH_RESULT = _FENCE + """
+if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
+  return redis.error_reply('STALE fenced: not the current leader/epoch')
+end
+if redis.call('XACK', KEYS[3], ARGV[5], ARGV[3]) == 0 then return 0 end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', tonumber(ARGV[4]), '*', unpack(fields))
+redis.call('HINCRBY', KEYS[5], 'processed', 1)
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prev = redis.call('HMGET', KEYS[6], 'epoch', 'worker', 'ms')
+if prev[1] and prev[1] ~= ARGV[2] then
+  -- first result of a new epoch: record the measured gap since the old leader's last result
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', 1000, '*', 'event', 'first_result',
+    'epoch', ARGV[2], 'new', ARGV[1], 'old', prev[2] or '', 'old_epoch', prev[1],
+    'gap_ms', tostring(now_ms - tonumber(prev[3])), 'time_ms', tostring(now_ms))
+end
+redis.call('HSET', KEYS[6], 'epoch', ARGV[2], 'worker', ARGV[1], 'ms', tostring(now_ms))
+return id
+"""
+
+# KEYS: lease, epoch, frames, stats, drops
+# ARGV: worker, epoch, reason, group, n, id1..idn, seq1..seqn
+# Acks the ids that are still pending, counts them as dropped_<reason>, records them.
+DROP_FRAMES = _FENCE + """
+if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
+  return redis.error_reply('STALE fenced: not the current leader/epoch')
+end
+local n = tonumber(ARGV[5])
+local ids, seqs = {}, {}
+for i = 1, n do
+  if redis.call('XACK', KEYS[3], ARGV[4], ARGV[5 + i]) == 1 then
+    ids[#ids + 1] = ARGV[5 + i]
+    seqs[#seqs + 1] = ARGV[5 + n + i]
+  end
+end
+if #ids > 0 then
+  redis.call('HINCRBY', KEYS[4], 'dropped_' .. ARGV[3], #ids)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'reason', ARGV[3],
+    'ids', table.concat(ids, ','), 'seqs', table.concat(seqs, ','), 'epoch', ARGV[2],
+    'worker', ARGV[1])
+end
+return #ids
+"""
+
+# KEYS: lease, epoch, frames, stats, drops
+# ARGV: worker, epoch, group
+# Leaves only the newest undelivered frame for the group to read: every older undelivered frame
+# is skipped (XGROUP SETID) and counted as dropped_behind with its seq. Returns the count.
+SKIP_BACKLOG = _ID_GT + _FENCE + """
+if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
+  return redis.error_reply('STALE fenced: not the current leader/epoch')
+end
+local last = group_last_delivered(KEYS[3], ARGV[3])
+if not last then return 0 end
+local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if #newest == 0 or not id_gt(newest[1][1], last) then return 0 end
+local entries = redis.call('XRANGE', KEYS[3], '(' .. last, '+')
+if #entries <= 1 then return 0 end
+local ids, seqs = {}, {}
+for i = 1, #entries - 1 do
+  ids[#ids + 1] = entries[i][1]
+  seqs[#seqs + 1] = field(entries[i][2], 'seq') or ''
+end
+redis.call('XGROUP', 'SETID', KEYS[3], ARGV[3], entries[#entries - 1][1])
+redis.call('HINCRBY', KEYS[4], 'dropped_behind', #ids)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'reason', 'behind',
+  'ids', table.concat(ids, ','), 'seqs', table.concat(seqs, ','), 'epoch', ARGV[2],
+  'worker', ARGV[1])
+return #ids
+"""
+
+# KEYS: lease, epoch, holder_info
+# ARGV: worker, ttl_ms
+# Returns {epoch, previous_holder, reason} when acquired, or {} when the lease is held.
+LEASE_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {} end
+local epoch = redis.call('INCR', KEYS[2])
+local prev = redis.call('HMGET', KEYS[3], 'worker', 'released')
+local reason = 'initial'
+if prev[1] then
+  if prev[2] == '1' then reason = 'released' else reason = 'expired' end
+end
+redis.call('HSET', KEYS[3], 'worker', ARGV[1], 'released', '0', 'epoch', epoch)
+return {epoch, prev[1] or '', reason}
+"""
+
+# KEYS: lease  ARGV: worker, ttl_ms   -> 1 renewed, 0 not ours
+LEASE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease, holder_info, channel  ARGV: worker  -> 1 released, 0 not ours
+LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'released', '1')
+  redis.call('PUBLISH', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class Scripts:
+    """The scripts registered on one Redis client (EVALSHA with automatic reload)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.ingest = client.register_script(INGEST)
+        self.publish_result = client.register_script(PUBLISH_RESULT)
+        self.drop_frames = client.register_script(DROP_FRAMES)
+        self.skip_backlog = client.register_script(SKIP_BACKLOG)
+        self.lease_acquire = client.register_script(LEASE_ACQUIRE)
+        self.lease_renew = client.register_script(LEASE_RENEW)
+        self.lease_release = client.register_script(LEASE_RELEASE)
+
+
+def is_stale_error(exc: BaseException) -> bool:
+    """True when ``exc`` is the fencing refusal raised by the result/drop scripts."""
+    return isinstance(exc, redis.ResponseError) and "STALE" in str(exc)
+

@@ -1,0 +1,209 @@
+"""One typed settings object built from ``CCTV_*`` environment variables.
+
+Every service reads its configuration through :func:`load_settings`. Values are validated at
+start; a bad value raises :class:`SettingsError` whose message names the variable, so a
+misconfigured container fails fast with one clear line instead of a traceback later.
+
+Sensitive values (camera tokens, viewer credentials) can come from files: for a variable
+``CCTV_X`` the value of ``CCTV_X_FILE`` (for example ``/run/secrets/cctv_cameras``) is read
+instead, which is how Docker secrets are mounted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration of every cctv service. Field ``x`` is read from ``CCTV_X``."""
+
+    # --- shared ---
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    node: str = field(default_factory=socket.gethostname)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # --- cameras and ingest ---
+    # "cam1:token1,cam2:token2" (or a file with one "cam:token" per line via CCTV_CAMERAS_FILE)
+    cameras: str = ""
+    # strict: only cameras in the registry may send (unknown -> 404)
+    cameras_strict: bool = True
+    # token accepted for cameras not in the registry when not strict
+    ingest_token: str = ""
+    max_frame_bytes: int = 8 * 1024 * 1024
+    camera_fps_limit: float = 30.0
+    # frames kept per camera stream; evictions of unread frames are counted
+    frames_maxlen: int = 300
+    dedup_ttl_s: int = 900
+    ingest_bind: str = "0.0.0.0:8080"
+    ingest_workers: int = 2
+    ingest_threads: int = 8
+
+    # --- inference ---
+    model: str = ""
+    device: str = "auto"
+    imgsz: int = 640
+    conf: float = 0.25
+    iou: float = 0.7
+    classes: tuple[int, ...] = ()
+    max_frame_age_s: float = 2.0
+    det_maxlen: int = 2000
+    lease_ttl_ms: int = 1000
+    worker_id: str = ""
+    role: str = "auto"
+    heartbeat_s: float = 1.0
+
+    # --- web ---
+    web_bind: str = "0.0.0.0:8000"
+    web_threads: int = 64
+    mjpeg_quality: int = 80
+    viewer_idle_s: float = 10.0
+
+    @property
+    def camera_tokens(self) -> dict[str, str]:
+        """The camera registry parsed from ``cameras``: camera name -> token."""
+        return parse_cameras(self.cameras, "CCTV_CAMERAS")
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_name(field_name: str) -> str:
+    return "CCTV_" + field_name.upper()
+
+
+def parse_cameras(raw: str, var: str) -> dict[str, str]:
+    """Parse ``cam:token`` pairs separated by commas or newlines into a dict."""
+    out: dict[str, str] = {}
+    for item in re.split(r"[,\n]", raw):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, token = item.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not token:
+            raise SettingsError(f"{var}: entry {name!r} must be written camera:token")
+        if not CAMERA_NAME_RE.match(name):
+            raise SettingsError(f"{var}: camera name {name!r} must match {CAMERA_NAME_RE.pattern}")
+        out[name] = token
+    return out
+
+
+def _convert(name: str, raw: str, target: object, default: object) -> object:
+    var = _env_name(name)
+    try:
+        if isinstance(default, bool):
+            low = raw.strip().lower()
+            if low in _BOOL_TRUE:
+                return True
+            if low in _BOOL_FALSE:
+                return False
+            raise ValueError("expected true/false")
+        if isinstance(default, int):
+            return int(raw.strip())
+        if isinstance(default, float):
+            return float(raw.strip())
+        if isinstance(default, tuple):
+            return tuple(int(x) for x in raw.replace(" ", "").split(",") if x)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{var}={raw!r} is not valid: {exc}") from None
+
+
+def _read_raw(name: str, env: Mapping[str, str]) -> str | None:
+    var = _env_name(name)
+    file_var = var + "_FILE"
+    if env.get(file_var):
+        path = Path(env[file_var])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{file_var}: cannot read {path}: {exc.strerror}") from None
+    return env.get(var)
+
+
+def _validate(s: Settings) -> None:
+    def bad(name: str, why: str) -> SettingsError:
+        return SettingsError(f"{_env_name(name)}={getattr(s, name)!r} is not valid: {why}")
+
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise bad("redis_url", "must start with redis://, rediss:// or unix://")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise bad("log_level", "use DEBUG, INFO, WARNING or ERROR")
+    positive = ("max_frame_bytes", "frames_maxlen", "dedup_ttl_s", "ingest_workers",
+                "ingest_threads", "imgsz", "det_maxlen", "lease_ttl_ms", "web_threads")
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    for name in ("camera_fps_limit", "max_frame_age_s", "heartbeat_s", "viewer_idle_s"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    if s.frames_maxlen < 10:
+        raise bad("frames_maxlen", "must be >= 10 so viewers and take-over find recent frames")
+    if s.lease_ttl_ms < 100:
+        raise bad("lease_ttl_ms", "must be >= 100")
+    if not 0.0 < s.conf < 1.0:
+        raise bad("conf", "must be between 0 and 1")
+    if not 0.0 < s.iou < 1.0:
+        raise bad("iou", "must be between 0 and 1")
+    if s.imgsz % 32:
+        raise bad("imgsz", "must be a multiple of 32")
+    if s.role not in {"auto", "standby"}:
+        raise bad("role", "use auto (lead when the lease is free) or standby (never lead)")
+    if not (s.device in {"auto", "cpu"} or re.fullmatch(r"(cuda:)?\d+", s.device)):
+        raise bad("device", "use auto, cpu, 0 or cuda:0")
+    if not 1 <= s.mjpeg_quality <= 100:
+        raise bad("mjpeg_quality", "must be 1..100")
+    for name in ("ingest_bind", "web_bind"):
+        host, sep, port = getattr(s, name).rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(name, "use host:port")
+    s.camera_tokens  # noqa: B018 - parses and raises on a malformed registry
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build and validate :class:`Settings` from ``env`` (default ``os.environ``).
+
+    Keyword ``overrides`` win over the environment (used by the CLI's flags).
+    Raises :class:`SettingsError` naming the first bad variable.
+    """
+    env = os.environ if env is None else env
+    defaults = Settings()
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(Settings):
+        raw = _read_raw(f.name, env)
+        if raw is not None and raw != "":
+            values[f.name] = _convert(f.name, raw, f.type, getattr(defaults, f.name))
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(
+        k for k in env if k.startswith("CCTV_") and k.removesuffix("_FILE")[5:].lower() not in known
+        and k not in _NON_SETTINGS_VARS and not k.startswith(_NON_SETTINGS_PREFIXES)
+    )
+    if unknown:
+        raise SettingsError(f"{unknown[0]} is not a known setting (typo?); see docs/configuration.md")
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+# CCTV_* variables that belong to the tooling, not to the services.
+_NON_SETTINGS_VARS = {"CCTV_SHARED", "CCTV_TEST_ARTIFACTS", "CCTV_KEEP_TMP", "CCTV_BENCH_QUICK"}
+# The Pi sender (pi/) and the swarm tooling (stack/) keep their own variables.
+_NON_SETTINGS_PREFIXES = ("CCTV_SENDER_", "CCTV_STACK_", "CCTV_TESTBED_", "CCTV_BENCH_")

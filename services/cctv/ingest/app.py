@@ -1,0 +1,213 @@
+"""Ingest: accepts JPEG frames over HTTP and appends them to the camera's Redis stream.
+
+``POST /api/v1/cameras/<camera>/frames`` with an ``image/jpeg`` body and headers:
+
+* ``Authorization: Bearer <camera token>``
+* ``X-Frame-Seq``: the sender's sequence number (non-negative integer, unique per camera)
+* ``X-Capture-Ts``: capture time in microseconds since the Unix epoch (sender clock)
+* ``X-Frame-Late: 1`` (optional): the frame was spooled during an outage and is sent late
+
+Replies: 202 ``{"id": ...}`` for a new frame, 200 with ``"duplicate": true`` for a repeated
+(camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise. The body is never
+decoded: the JPEG markers and the frame header give validity and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+
+import redis
+from flask import Flask, Response, jsonify, request
+from prometheus_client import Counter, Histogram
+
+from cctv.core import keys
+from cctv.core.jpeg import JpegError, jpeg_dimensions
+from cctv.core.metrics import render_metrics
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
+from cctv.core.scripts import Scripts
+from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings
+
+log = logging.getLogger("cctv.ingest")
+
+REQUESTS = Counter("cctv_ingest_requests_total", "Frame POSTs by HTTP status", ["status"])
+FRAMES = Counter("cctv_ingest_frames_total", "Frames accepted", ["camera"])
+BYTES = Counter("cctv_ingest_bytes_total", "JPEG bytes accepted", ["camera"])
+LATENCY = Histogram(
+    "cctv_ingest_request_seconds", "Time to handle a frame POST",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+MAX_INT64 = 2**63 - 1
+
+
+class Rejection(Exception):
+    """A request that gets a JSON error reply."""
+
+    def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _int_header(name: str, *, required: bool) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise Rejection(400, "missing_header", f"header {name} is required")
+        return None
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_INT64:
+        raise Rejection(400, "bad_header", f"header {name} must be a non-negative integer")
+    return int(raw)
+
+
+class Ingest:
+    """The request handling of one ingest process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = connect(settings.redis_url, name="cctv-ingest")
+        self.scripts = Scripts(self.redis)
+        self.tokens = {cam: _token_digest(tok) for cam, tok in settings.camera_tokens.items()}
+        self.default_token = _token_digest(settings.ingest_token) if settings.ingest_token else None
+
+    def authorize(self, camera: str) -> None:
+        """Raise a 400/401/403/404 :class:`Rejection` unless the request may post for camera."""
+        if not CAMERA_NAME_RE.match(camera):
+            raise Rejection(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Rejection(401, "unauthorized", "send Authorization: Bearer <camera token>",
+                            **{"WWW-Authenticate": 'Bearer realm="cctv-ingest"'})
+        expected = self.tokens.get(camera)
+        if expected is None:
+            if self.settings.cameras_strict or self.default_token is None:
+                raise Rejection(404, "unknown_camera", f"camera {camera!r} is not registered")
+            expected = self.default_token
+        if not hmac.compare_digest(_token_digest(token.strip()), expected):
+            raise Rejection(403, "forbidden", f"token not valid for camera {camera!r}")
+
+    def read_body(self) -> bytes:
+        """The request body, refusing (413) before reading when it is over the limit."""
+        limit = self.settings.max_frame_bytes
+        ctype = (request.mimetype or "").lower()
+        if ctype != "image/jpeg":
+            raise Rejection(415, "unsupported_media_type",
+                            f"Content-Type must be image/jpeg, got {ctype or 'none'!r}")
+        length = request.content_length
+        if length is not None and length > limit:
+            raise Rejection(413, "too_large", f"frame of {length} bytes is over the {limit} limit",
+                            Connection="close")
+        # Chunked or lying Content-Length: never read more than limit + 1 bytes.
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
+            raise Rejection(413, "too_large", f"frame is over the {limit} byte limit",
+                            Connection="close")
+        if not body:
+            raise Rejection(400, "empty_body", "the body is empty; send one JPEG image")
+        return body
+
+    def post_frame(self, camera: str) -> tuple[dict, int]:
+        """Validate and append one frame; returns the JSON reply and status."""
+        rx_us = time.time_ns() // 1000
+        self.authorize(camera)
+        body = self.read_body()
+        seq = _int_header("X-Frame-Seq", required=True)
+        ts = _int_header("X-Capture-Ts", required=True)
+        late = request.headers.get("X-Frame-Late", "0").strip()
+        if late not in ("0", "1"):
+            raise Rejection(400, "bad_header", "header X-Frame-Late must be 0 or 1")
+        try:
+            width, height = jpeg_dimensions(body)
+        except JpegError as exc:
+            raise Rejection(400, "bad_jpeg", str(exc)) from None
+        s = self.settings
+        rate = s.camera_fps_limit
+        status, entry_id = self.scripts.ingest(
+            keys=[keys.frames(camera), keys.stats(camera), keys.dedup(camera, seq),
+                  keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera)],
+            args=[camera, seq, ts, width, height, rx_us, late, s.frames_maxlen, s.dedup_ttl_s,
+                  rate, max(1.0, rate), keys.INFER_GROUP, body],
+        )
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        if status == b"rate":
+            raise Rejection(429, "rate_limited",
+                            f"camera {camera!r} is over its limit of {rate:g} frames/s",
+                            **{"Retry-After": "1"})
+        label = camera if camera in self.tokens else "_other"
+        if status == b"dup":
+            return {"id": entry, "camera": camera, "seq": seq, "duplicate": True}, 200
+        FRAMES.labels(label).inc()
+        BYTES.labels(label).inc(len(body))
+        return {"id": entry, "camera": camera, "seq": seq, "duplicate": False,
+                "width": width, "height": height}, 202
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The ingest Flask application (gunicorn: ``cctv.ingest.app:create_app()``)."""
+    settings = settings or load_settings()
+    ingest = Ingest(settings)
+    app = Flask("cctv.ingest")
+    app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, with a JSON reply
+    app.extensions["cctv_ingest"] = ingest
+
+    @app.post("/api/v1/cameras/<camera>/frames")
+    def post_frame(camera: str) -> Response:
+        started = time.perf_counter()
+        try:
+            body, status = ingest.post_frame(camera)
+            resp = jsonify(body)
+            resp.status_code = status
+        except Rejection as rej:
+            log.warning("rejected frame for %s: %s %s", camera[:64], rej.status, rej.message,
+                        extra={"camera": camera[:64], "status": rej.status, "code": rej.code})
+            resp = jsonify({"error": rej.code, "message": rej.message})
+            resp.status_code = rej.status
+            for name, value in rej.headers.items():
+                resp.headers[name] = value
+        except REDIS_DOWN_ERRORS as exc:
+            log.error("redis unavailable: %s", exc)
+            resp = jsonify({"error": "unavailable", "message": "frame store unavailable; retry"})
+            resp.status_code = 503
+            resp.headers["Retry-After"] = "1"
+        REQUESTS.labels(str(resp.status_code)).inc()
+        LATENCY.observe(time.perf_counter() - started)
+        return resp
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        try:
+            ingest.redis.ping()
+        except (redis.RedisError, OSError) as exc:
+            return jsonify({"status": "not ready", "redis": str(exc)}), 503
+        return jsonify({"status": "ready"}), 200
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        data, ctype = render_metrics()
+        return Response(data, content_type=ctype)
+
+    @app.errorhandler(404)
+    def not_found(_exc: Exception) -> tuple[Response, int]:
+        return jsonify({"error": "not_found", "message": "no such route"}), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_exc: Exception) -> tuple[Response, int]:
+        return jsonify({"error": "method_not_allowed", "message": "method not allowed"}), 405
+
+    @app.errorhandler(500)
+    def internal(_exc: Exception) -> tuple[Response, int]:
+        return jsonify({"error": "internal", "message": "internal error"}), 500
+
+    return app
