@@ -89,7 +89,8 @@ if len >= maxlen then
   if #ids > 0 then
     redis.call('HINCRBY', stats, 'dropped_evicted', #ids)
     redis.call('XADD', drops, 'MAXLEN', '~', 10000, '*', 'reason', 'evicted',
-      'ids', table.concat(ids, ','), 'seqs', table.concat(seqs, ','), 'epoch', '', 'worker', 'ingest')
+      'ids', table.concat(ids, ','), 'seqs', table.concat(seqs, ','),
+      'epoch', '', 'worker', 'ingest')
   end
 end
 local id = redis.call('XADD', frames, '*', 'jpeg', ARGV[13], 'ts', ARGV[3], 'seq', ARGV[2],

@@ -197,7 +197,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         and k not in _NON_SETTINGS_VARS and not k.startswith(_NON_SETTINGS_PREFIXES)
     )
     if unknown:
-        raise SettingsError(f"{unknown[0]} is not a known setting (typo?); see docs/configuration.md")
+        raise SettingsError(
+            f"{unknown[0]} is not a known setting (typo?); see docs/configuration.md"
+        )
     settings = Settings(**values)
     _validate(settings)
     return settings
