@@ -1,0 +1,69 @@
+"""Shared pytest fixtures: a real redis-server per test module, service processes, fixtures dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import SHARED, RedisServer, Service, free_port, service_env, wait_port  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for one test module."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def rdb(redis_server: RedisServer):
+    """A client of the module's redis-server, flushed before each test."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The fixtures folder (models, media): $CCTV_SHARED or ../shared."""
+    if not SHARED.is_dir():
+        pytest.fail(f"fixtures folder {SHARED} not found; set CCTV_SHARED")
+    return SHARED
+
+
+@pytest.fixture()
+def artifacts_dir(request: pytest.FixtureRequest) -> Path:
+    """Where a test leaves files worth looking at (logs, screenshots)."""
+    base = Path(os.environ.get("CCTV_TEST_ARTIFACTS", Path(__file__).resolve().parents[1]
+                               / "artifacts"))
+    path = base / request.node.name.replace("/", "_")[:80]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture()
+def start_ingest(redis_server: RedisServer, tmp_path: Path):
+    """Start a real ingest (gunicorn) process: ``start_ingest(**CCTV_settings) -> (url, svc)``."""
+    started: list[Service] = []
+
+    def start(**cctv: object) -> tuple[str, Service]:
+        port = free_port()
+        cctv.setdefault("cameras", "cam1:tok1,cam2:tok2")
+        cctv.setdefault("ingest_workers", 1)
+        env = service_env(redis_server.url, ingest_bind=f"127.0.0.1:{port}", **cctv)
+        svc = Service(["ingest"], env, tmp_path, f"ingest-{port}")
+        started.append(svc)
+        wait_port(port, 30, svc.proc)
+        return f"http://127.0.0.1:{port}", svc
+
+    yield start
+    for svc in started:
+        svc.stop()

@@ -1,0 +1,128 @@
+"""Helpers for tests and benchmarks: real redis-server and real service processes on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CCTV_SHARED", ROOT.parent / "shared")).resolve()
+CLIP = SHARED / "media" / "intersection_cctv.mp4"
+MODEL_PT = SHARED / "models" / "yolov8n_int8recon.pt"
+MODEL_OPENVINO = SHARED / "models" / "yolov8n_int8_openvino_model"
+MODEL_ONNX = SHARED / "models" / "yolov8n_int8recon.onnx"
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until something listens on 127.0.0.1:port (fail early if ``proc`` exits)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server process on a free loopback port."""
+
+    port: int = field(default_factory=free_port)
+    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cctv-redis-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
+             "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, 10, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def service_env(redis_url: str, **cctv: object) -> dict[str, str]:
+    """Environment for a service process: PYTHONPATH to the source tree and CCTV_* values."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "services"), str(ROOT / "pi")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CCTV_REDIS_URL"] = redis_url
+    env["CCTV_LOG_JSON"] = "false"
+    for key, value in cctv.items():
+        env["CCTV_" + key.upper()] = str(value)
+    return env
+
+
+class Service:
+    """A real service process (``python -m cctv ...``) with its log in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "cctv", *args], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running(services: list[Service]) -> Iterator[list[Service]]:
+    """Stop every service on exit, whatever happened."""
+    try:
+        yield services
+    finally:
+        for svc in services:
+            svc.stop()
