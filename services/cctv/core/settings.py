@@ -65,6 +65,8 @@ class Settings:
     worker_id: str = ""
     role: str = "auto"
     heartbeat_s: float = 1.0
+    # /healthz, /readyz and /metrics of an inference replica
+    inference_http_bind: str = "0.0.0.0:9100"
 
     # --- web ---
     web_bind: str = "0.0.0.0:8000"
@@ -168,7 +170,7 @@ def _validate(s: Settings) -> None:
         raise bad("device", "use auto, cpu, 0 or cuda:0")
     if not 1 <= s.mjpeg_quality <= 100:
         raise bad("mjpeg_quality", "must be 1..100")
-    for name in ("ingest_bind", "web_bind"):
+    for name in ("ingest_bind", "web_bind", "inference_http_bind"):
         host, sep, port = getattr(s, name).rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise bad(name, "use host:port")
