@@ -1,0 +1,221 @@
+"""An inference replica: load the model (warm), then lead or stand by, as the lease decides.
+
+``cctv inference --role auto`` is the only mode users need: every replica is identical; the one
+holding the lease runs :class:`LeaderLoop`, the others wait warm, watching the lease (a poll
+every ttl/4 plus an immediate wake-up when the leader announces a release).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import redis
+from prometheus_client import Counter, Gauge
+
+from cctv import __version__
+from cctv.core import keys
+from cctv.core.metrics import render_metrics
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
+from cctv.core.scripts import Scripts
+from cctv.core.settings import Settings
+from cctv.inference.detector import ModelLoadError, load_detector
+from cctv.inference.lease import Lease
+from cctv.inference.worker import LeaderLoop, WorkerStats
+
+log = logging.getLogger("cctv.inference")
+
+IS_LEADER = Gauge("cctv_inference_is_leader", "1 while this replica holds the lease")
+EPOCH = Gauge("cctv_inference_leader_epoch", "Epoch of this replica's current/last leadership")
+ACQUISITIONS = Counter("cctv_inference_failovers_total",
+                       "Times this replica took the lease", ["reason"])
+
+
+class Replica:
+    """State shared by the role loop, the heartbeat thread and the health endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.worker_id = settings.worker_id or f"{settings.node}-{os.getpid()}"
+        self.stop = threading.Event()
+        self.role = "starting"
+        self.epoch = 0
+        self.ready = False
+        self.redis_ok_at = 0.0
+        self.stats = WorkerStats()
+        self.started = time.time()
+        self.redis = connect(settings.redis_url, name=f"cctv-inference-{self.worker_id}")
+        self.scripts = Scripts(self.redis)
+        self.detector = None
+
+    # ---- heartbeat -----------------------------------------------------------------------
+    def beat(self) -> None:
+        key = keys.heartbeat("inference", self.worker_id)
+        det = self.detector
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={
+            "id": self.worker_id, "node": self.s.node, "pid": os.getpid(),
+            "version": __version__, "role": self.role, "epoch": self.epoch,
+            "fps": f"{self.stats.fps():.2f}", "lag_ms": f"{self.stats.lag_ms:.0f}",
+            "started": f"{self.started:.3f}", "beat": f"{time.time():.3f}",
+            "model": det.model_name if det else "", "backend": det.backend if det else "",
+            "device": det.device if det else "",
+        })
+        pipe.pexpire(key, int(self.s.heartbeat_s * 3000))
+        pipe.execute()
+        self.redis_ok_at = time.monotonic()
+
+    def heartbeat_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.beat()
+            except REDIS_DOWN_ERRORS as exc:
+                log.debug("heartbeat failed: %s", exc)
+            self.stop.wait(self.s.heartbeat_s)
+        with contextlib.suppress(REDIS_DOWN_ERRORS):
+            self.redis.delete(keys.heartbeat("inference", self.worker_id))
+
+    # ---- roles ---------------------------------------------------------------------------
+    def lead(self, lease: Lease, acquired) -> None:
+        self.role, self.epoch = "leader", acquired.epoch
+        IS_LEADER.set(1)
+        EPOCH.set(acquired.epoch)
+        ACQUISITIONS.labels(acquired.reason).inc()
+        log.info("became leader: epoch %d, previous %s (%s)", acquired.epoch,
+                 acquired.previous or "-", acquired.reason,
+                 extra={"epoch": acquired.epoch, "previous": acquired.previous,
+                        "reason": acquired.reason})
+        with contextlib.suppress(REDIS_DOWN_ERRORS):
+            self.redis.xadd(keys.FAILOVERS, {
+                "event": "acquired", "epoch": acquired.epoch, "new": self.worker_id,
+                "old": acquired.previous, "reason": acquired.reason, "node": self.s.node,
+                "time_ms": int(time.time() * 1000)}, maxlen=1000, approximate=True)
+        loop = LeaderLoop(self.s, self.redis, self.scripts, self.detector, self.worker_id,
+                          self.stats)
+        try:
+            why = loop.run(acquired.epoch, lease.held, self.stop)
+        finally:
+            IS_LEADER.set(0)
+            self.role = "standby"
+        if self.stop.is_set():
+            released = lease.release()
+            log.info("shutting down: lease %s", "released" if released else "not held",
+                     extra={"epoch": acquired.epoch})
+        else:
+            lease.step_down()
+            log.warning("stepped down from epoch %d: %s", acquired.epoch, why,
+                        extra={"epoch": acquired.epoch, "why": why})
+
+    def wait_for_lease(self, pubsub: redis.client.PubSub) -> None:
+        """Sleep until the lease may be free: a release message or ttl/4."""
+        timeout = self.s.lease_ttl_ms / 4000
+        msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        if msg:
+            log.info("leader announced a release; trying to take over")
+
+    def run(self) -> None:
+        lease = Lease(self.redis, self.scripts, self.worker_id, self.s.lease_ttl_ms)
+        backoff = Backoff(cap_s=2.0)
+        pubsub = None
+        self.role = "standby"
+        while not self.stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(keys.LEASE_RELEASED_CHANNEL)
+                acquired = lease.try_acquire() if self.s.role == "auto" else None
+                self.redis_ok_at = time.monotonic()
+                backoff.reset()
+                if acquired:
+                    self.lead(lease, acquired)
+                else:
+                    self.wait_for_lease(pubsub)
+            except REDIS_DOWN_ERRORS as exc:
+                lease.step_down()
+                IS_LEADER.set(0)
+                self.role = "standby"
+                delay = backoff.next_delay()
+                log.warning("redis unreachable (%s): not leader; retrying in %.2fs", exc, delay)
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001 - the connection is broken anyway
+                        pass
+                    pubsub = None
+                self.stop.wait(delay)
+
+
+def _health_server(replica: Replica) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/healthz":
+                self._reply(200, b'{"status":"ok"}', "application/json")
+            elif self.path == "/readyz":
+                redis_ok = time.monotonic() - replica.redis_ok_at < 5
+                ok = replica.ready and redis_ok
+                body = (f'{{"ready":{str(ok).lower()},"model_loaded":'
+                        f'{str(replica.ready).lower()},"redis":{str(redis_ok).lower()},'
+                        f'"role":"{replica.role}"}}').encode()
+                self._reply(200 if ok else 503, body, "application/json")
+            elif self.path == "/metrics":
+                data, ctype = render_metrics()
+                self._reply(200, data, ctype)
+            else:
+                self._reply(404, b'{"error":"not_found"}', "application/json")
+
+        def _reply(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    host, _, port = replica.s.inference_http_bind.rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server
+
+
+def run_inference(settings: Settings) -> int:
+    """Run one replica until SIGTERM/SIGINT; returns the process exit code."""
+    replica = Replica(settings)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing the current frame, then releasing the lease",
+                 signal.Signals(signum).name)
+        replica.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server = _health_server(replica)
+    except OSError as exc:
+        log.error("cannot listen on CCTV_INFERENCE_HTTP_BIND=%s: %s",
+                  settings.inference_http_bind, exc)
+        return 2
+    threading.Thread(target=replica.heartbeat_loop, name="heartbeat", daemon=True).start()
+    try:
+        replica.detector = load_detector(settings.model, device=settings.device,
+                                         imgsz=settings.imgsz, conf=settings.conf,
+                                         iou=settings.iou, classes=settings.classes)
+    except ModelLoadError as exc:
+        log.error("%s", exc)
+        replica.stop.set()
+        server.shutdown()
+        return 2
+    replica.ready = True
+    log.info("replica %s ready (warm) on node %s", replica.worker_id, settings.node,
+             extra={"worker": replica.worker_id})
+    replica.run()
+    server.shutdown()
+    log.info("replica %s stopped", replica.worker_id)
+    return 0

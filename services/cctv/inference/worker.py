@@ -1,0 +1,318 @@
+"""The leader loop: read every camera's frames through the consumer group, detect, publish.
+
+Live policy, per camera and per read: only the newest new frame is processed; older new
+frames are acked as ``dropped_behind``, frames older than CCTV_MAX_FRAME_AGE_S as
+``dropped_stale``, undecodable ones as ``dropped_corrupt``. A large backlog is skipped in one
+server-side step (also counted, with seqs). Every write goes through a fenced script, so the
+loop is the same whether or not a standby exists: the lease only decides when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import redis
+from prometheus_client import Counter, Gauge, Histogram
+
+from cctv.core import keys
+from cctv.core.scripts import Scripts, is_stale_error
+from cctv.core.settings import Settings
+from cctv.inference.detector import Detector
+
+log = logging.getLogger("cctv.inference.worker")
+
+PROCESSED = Counter("cctv_inference_frames_processed_total", "Frames detected", ["camera"])
+DROPPED = Counter("cctv_inference_frames_dropped_total", "Frames dropped by the live policy",
+                  ["camera", "reason"])
+INFER_SECONDS = Histogram("cctv_inference_seconds", "Model time per frame",
+                          buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0))
+LAG_SECONDS = Gauge("cctv_inference_stream_lag_seconds", "Age of the last processed frame",
+                    ["camera"])
+
+READ_COUNT = 8  # new entries read per camera per round; a full read means a backlog
+
+
+class NotLeader(Exception):
+    """Raised when a fenced write is refused: this worker must step down."""
+
+
+@dataclass
+class Frame:
+    """One frame entry read from a camera stream."""
+
+    camera: str
+    id: str
+    seq: str
+    ts: str
+    rx: str
+    late: str
+    jpeg: bytes
+    pick_us: int
+
+    @property
+    def id_ms(self) -> int:
+        return int(self.id.split("-", 1)[0])
+
+
+def _frame(camera: str, entry_id: bytes, fields: dict[bytes, bytes], pick_us: int) -> Frame:
+    return Frame(camera, entry_id.decode(), fields.get(b"seq", b"").decode(),
+                 fields.get(b"ts", b"").decode(), fields.get(b"rx", b"").decode(),
+                 fields.get(b"late", b"0").decode(), fields.get(b"jpeg", b""), pick_us)
+
+
+class RedisClock:
+    """Redis server time as seen from here (stream ids carry server milliseconds)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client, self.offset_s, self._synced = client, 0.0, 0.0
+
+    def now_ms(self) -> float:
+        if time.monotonic() - self._synced > 5:
+            before = time.time()
+            sec, usec = self.client.time()
+            after = time.time()
+            self.offset_s = sec + usec / 1e6 - (before + after) / 2
+            self._synced = time.monotonic()
+        return (time.time() + self.offset_s) * 1000
+
+
+class WorkerStats:
+    """Recent throughput and lag, for heartbeats and logs."""
+
+    def __init__(self) -> None:
+        self._done: deque[float] = deque(maxlen=512)
+        self.lag_ms = 0.0
+        self.lock = threading.Lock()
+
+    def processed(self, n: int, lag_ms: float) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self._done.extend([now] * n)
+            self.lag_ms = lag_ms
+
+    def fps(self) -> float:
+        now = time.monotonic()
+        with self.lock:
+            recent = [t for t in self._done if now - t < 5.0]
+        return len(recent) / 5.0
+
+
+class LeaderLoop:
+    """Runs while this worker holds the lease; all writes are fenced by ``epoch``."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, scripts: Scripts,
+                 detector: Detector, worker_id: str, stats: WorkerStats | None = None) -> None:
+        self.s, self.redis, self.scripts, self.detector = settings, client, scripts, detector
+        self.worker_id = worker_id
+        self.stats = stats or WorkerStats()
+        self.clock = RedisClock(client)
+        self.epoch = 0
+        self._cameras: list[str] = []
+        self._cameras_at = 0.0
+        self._backlogged: set[str] = set()
+
+    # ---- cameras -------------------------------------------------------------------------
+    def cameras(self) -> list[str]:
+        """Active cameras (refreshed every second), with their consumer groups ensured."""
+        if time.monotonic() - self._cameras_at > 1.0:
+            names = sorted(c.decode() for c in self.redis.smembers(keys.CAMERAS_ACTIVE))
+            for cam in set(names) - set(self._cameras):
+                try:
+                    self.redis.xgroup_create(keys.frames(cam), keys.INFER_GROUP, id="0",
+                                             mkstream=True)
+                except redis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            self._cameras, self._cameras_at = names, time.monotonic()
+        return self._cameras
+
+    # ---- fenced writes -------------------------------------------------------------------
+    def _fence_args(self) -> list[str | int]:
+        return [self.worker_id, self.epoch]
+
+    def drop(self, frames: list[Frame], reason: str) -> int:
+        """Ack ``frames`` as dropped for ``reason`` (counted and recorded with their seqs)."""
+        if not frames:
+            return 0
+        cam = frames[0].camera
+        try:
+            n = self.scripts.drop_frames(
+                keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames(cam),
+                      keys.stats(cam), keys.drops(cam)],
+                args=[*self._fence_args(), reason, keys.INFER_GROUP, len(frames),
+                      *[f.id for f in frames], *[f.seq for f in frames]])
+        except redis.ResponseError as exc:
+            if is_stale_error(exc):
+                raise NotLeader(str(exc)) from None
+            raise
+        DROPPED.labels(cam, reason).inc(n)
+        return int(n)
+
+    def skip_backlog(self, cam: str) -> int:
+        """Skip every undelivered frame of ``cam`` but the newest (counted as behind)."""
+        try:
+            n = self.scripts.skip_backlog(
+                keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames(cam),
+                      keys.stats(cam), keys.drops(cam)],
+                args=[*self._fence_args(), keys.INFER_GROUP])
+        except redis.ResponseError as exc:
+            if is_stale_error(exc):
+                raise NotLeader(str(exc)) from None
+            raise
+        if n:
+            DROPPED.labels(cam, "behind").inc(n)
+            log.info("camera %s: skipped a backlog of %d frames", cam, n,
+                     extra={"camera": cam, "dropped": n})
+        return int(n)
+
+    def publish(self, results: list[tuple[Frame, list, float, int, int, int]]) -> None:
+        """Write results (fenced) and ack their frames, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        model = self.detector.model_name
+        for frame, dets, infer_ms, done_us, w, h in results:
+            cam = frame.camera
+            fields = ["frame", frame.id, "seq", frame.seq, "ts", frame.ts, "rx", frame.rx,
+                      "pick", frame.pick_us, "done", done_us, "w", w, "h", h,
+                      "late", frame.late,
+                      "dets", json.dumps([d.to_json() for d in dets], separators=(",", ":")),
+                      "epoch", self.epoch, "worker", self.worker_id, "model", model,
+                      "infer_ms", f"{infer_ms:.2f}"]
+            self.scripts.publish_result(
+                keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames(cam),
+                      keys.detections(cam), keys.stats(cam), keys.LEADER_LAST_RESULT,
+                      keys.FAILOVERS],
+                args=[*self._fence_args(), frame.id, self.s.det_maxlen, keys.INFER_GROUP,
+                      *fields],
+                client=pipe)
+        replies = pipe.execute(raise_on_error=False)
+        for (frame, *_), reply in zip(results, replies, strict=True):
+            if isinstance(reply, Exception):
+                if is_stale_error(reply):
+                    raise NotLeader(str(reply))
+                raise reply
+            if reply:
+                PROCESSED.labels(frame.camera).inc()
+
+    # ---- take-over -----------------------------------------------------------------------
+    def take_over_pending(self) -> None:
+        """Claim frames a previous leader read but never finished; process fresh, drop stale."""
+        now_ms = self.clock.now_ms()
+        for cam in self.cameras():
+            claimed: list[Frame] = []
+            start = "0-0"
+            while True:
+                resp = self.redis.xautoclaim(keys.frames(cam), keys.INFER_GROUP, self.worker_id,
+                                             min_idle_time=0, start_id=start, count=100)
+                start = resp[0].decode() if isinstance(resp[0], bytes) else str(resp[0])
+                pick = time.time_ns() // 1000
+                claimed += [_frame(cam, eid, f, pick) for eid, f in resp[1] if f]
+                if len(resp) > 2 and resp[2]:
+                    log.warning("camera %s: %d pending frames were trimmed before take-over",
+                                cam, len(resp[2]))
+                if start == "0-0":
+                    break
+            if not claimed:
+                continue
+            max_age_ms = self.s.max_frame_age_s * 1000
+            fresh = [f for f in claimed if now_ms - f.id_ms <= max_age_ms]
+            stale = [f for f in claimed if now_ms - f.id_ms > max_age_ms]
+            log.info("camera %s: took over %d pending frames (%d fresh, %d stale)", cam,
+                     len(claimed), len(fresh), len(stale),
+                     extra={"camera": cam, "epoch": self.epoch})
+            self.drop(stale, "stale")
+            if fresh:
+                self.drop(fresh[:-1], "behind")
+                self.process([fresh[-1]])
+
+    # ---- the loop ------------------------------------------------------------------------
+    def read(self) -> dict[str, list[Frame]]:
+        """New frames per camera (blocks up to 100 ms when there are none)."""
+        cams = self.cameras()
+        if not cams:
+            time.sleep(0.1)
+            return {}
+        for cam in list(self._backlogged):
+            self.skip_backlog(cam)
+        self._backlogged.clear()
+        resp = self.redis.xreadgroup(keys.INFER_GROUP, self.worker_id,
+                                     {keys.frames(c): ">" for c in cams},
+                                     count=READ_COUNT, block=100)
+        pick = time.time_ns() // 1000
+        out: dict[str, list[Frame]] = {}
+        for stream, entries in resp or []:
+            cam = keys.camera_from_frames_key(stream.decode())
+            out[cam] = [_frame(cam, eid, f, pick) for eid, f in entries if f]
+            if len(entries) >= READ_COUNT:
+                self._backlogged.add(cam)
+        return out
+
+    def select(self, batch: dict[str, list[Frame]]) -> list[Frame]:
+        """Apply the live policy: newest fresh frame per camera; drop (and count) the rest."""
+        now_ms = self.clock.now_ms()
+        chosen = []
+        for frames in batch.values():
+            if not frames:
+                continue
+            self.drop(frames[:-1], "behind")
+            newest = frames[-1]
+            if now_ms - newest.id_ms > self.s.max_frame_age_s * 1000:
+                self.drop([newest], "stale")
+            else:
+                chosen.append(newest)
+        return chosen
+
+    def process(self, frames: list[Frame]) -> None:
+        """Decode, detect and publish ``frames`` (at most one per camera)."""
+        images, ok = [], []
+        for f in frames:
+            img = cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                log.warning("camera %s: frame %s (seq %s) does not decode", f.camera, f.id, f.seq)
+                self.drop([f], "corrupt")
+                continue
+            images.append(img)
+            ok.append(f)
+        if not ok:
+            return
+        started = time.perf_counter()
+        dets = self.detector.detect(images)
+        infer_ms = (time.perf_counter() - started) * 1000 / len(ok)
+        for _ in ok:
+            INFER_SECONDS.observe(infer_ms / 1000)
+        done_us = time.time_ns() // 1000
+        self.publish([(f, d, infer_ms, done_us, img.shape[1], img.shape[0])
+                      for f, d, img in zip(ok, dets, images, strict=True)])
+        now_ms = self.clock.now_ms()
+        lag = max(now_ms - f.id_ms for f in ok)
+        for f in ok:
+            LAG_SECONDS.labels(f.camera).set((now_ms - f.id_ms) / 1000)
+        self.stats.processed(len(ok), lag)
+
+    def run(self, epoch: int, held: Callable[[], bool], stop: threading.Event) -> str:
+        """Lead until the lease is lost or ``stop`` is set; returns why it ended."""
+        self.epoch = epoch
+        self._cameras_at = 0.0
+        try:
+            self.take_over_pending()
+            while not stop.is_set():
+                if not held():
+                    return "lease lost"
+                chosen = self.select(self.read())
+                if not chosen:
+                    continue
+                if not held():
+                    return "lease lost"
+                self.process(chosen)
+        except NotLeader as exc:
+            log.warning("write refused by fencing, stepping down: %s", exc,
+                        extra={"epoch": epoch})
+            return "fenced"
+        return "stopped"

@@ -1,0 +1,151 @@
+"""``cctv local``: the whole system on one machine, with a demo camera.
+
+Starts a real redis-server, ingest, inference (plus an optional warm standby), web and a demo
+camera (the Pi sender streaming a sample clip), prints the viewer URL, and on Ctrl-C stops
+everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _shared_dir() -> Path:
+    return Path(os.environ.get("CCTV_SHARED", REPO.parent / "shared")).resolve()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s:.0f}s")
+
+
+def _default_model(shared: Path) -> str:
+    for candidate in ("models/yolov8n_int8_openvino_model", "models/yolov8n_int8recon.pt"):
+        if (shared / candidate).exists():
+            return str(shared / candidate)
+    return ""
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Run the local single-machine mode until Ctrl-C (or ``--duration``)."""
+    shared = _shared_dir()
+    clip = Path(args.clip) if args.clip else shared / "media" / "intersection_cctv.mp4"
+    model = args.model or os.environ.get("CCTV_MODEL") or _default_model(shared)
+    redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+    problems = []
+    if not Path(redis_bin).exists():
+        problems.append("redis-server is not installed (apt-get install redis-server)")
+    if not clip.exists():
+        problems.append(f"demo clip {clip} not found (give --clip or set CCTV_SHARED)")
+    if not model or not Path(model).exists():
+        problems.append(f"model {model or '(none)'} not found (give --model or set CCTV_MODEL)")
+    if problems:
+        for p in problems:
+            print(f"cctv local: {p}", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="cctv-local-"))
+    redis_port = args.redis_port or _free_port()
+    token = secrets.token_urlsafe(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
+    env.update({
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "services"), str(REPO / "pi"),
+                                                    env.get("PYTHONPATH", "")])),
+        "PYTHONUNBUFFERED": "1",
+        "CCTV_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "CCTV_CAMERAS": f"demo:{token}",
+        "CCTV_MODEL": model,
+        "CCTV_LOG_JSON": "false",
+        "CCTV_INGEST_BIND": f"127.0.0.1:{args.ingest_port}",
+        "CCTV_WEB_BIND": f"0.0.0.0:{args.web_port}",
+    })
+    procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, cmd: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the child
+        proc = subprocess.Popen(cmd, env={**env, **(extra or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((name, proc))
+        return proc
+
+    stopping = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    py = [sys.executable, "-m", "cctv"]
+    try:
+        print(f"cctv local: logs in {workdir}")
+        rp = start("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir)])
+        _wait_port(redis_port, rp, "redis-server", 15)
+        ip = start("ingest", [*py, "ingest"])
+        start("inference", [*py, "inference", "--id", "local-a"],
+              {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
+        if args.standby:
+            start("inference-standby", [*py, "inference", "--id", "local-b"],
+                  {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
+        wp = start("web", [*py, "web"])
+        _wait_port(args.ingest_port, ip, "ingest")
+        _wait_port(args.web_port, wp, "web")
+        start("camera-demo", [sys.executable, "-m", "cctv_sender", "--source", str(clip),
+                              "--loop", "--fps", f"{args.fps:g}", "--camera", "demo",
+                              "--ingest", f"http://127.0.0.1:{args.ingest_port}"],
+              {"CCTV_SENDER_TOKEN": token})
+        print(f"cctv local: viewer at http://127.0.0.1:{args.web_port}/  "
+              f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)",
+              flush=True)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stopping and (deadline is None or time.monotonic() < deadline):
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"cctv local: {name} exited with code {proc.returncode}; "
+                          f"see {workdir / (name + '.log')}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except RuntimeError as exc:
+        print(f"cctv local: {exc}; logs in {workdir}", file=sys.stderr)
+        return 1
+    finally:
+        print("cctv local: stopping", flush=True)
+        for _name, proc in reversed(procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(procs):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        print("cctv local: stopped", flush=True)

@@ -1,0 +1,61 @@
+"""``cctv status``: the inference leader, epoch, standbys and recent failovers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from cctv.core import keys
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
+from cctv.core.settings import Settings
+from cctv.inference.lease import current_leader
+
+
+def cluster_status(client) -> dict:
+    """Leader, epoch, replicas (from heartbeats) and the last failovers, as a dict."""
+    leader, epoch, ttl_ms = current_leader(client)
+    replicas = []
+    for key in client.scan_iter(match=keys.heartbeat_pattern("inference"), count=100):
+        hb = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+        if hb:
+            hb["age_s"] = round(time.time() - float(hb.get("beat", 0)), 2)
+            replicas.append(hb)
+    replicas.sort(key=lambda r: r.get("id", ""))
+    failovers = []
+    for eid, fields in client.xrevrange(keys.FAILOVERS, count=10):
+        entry = {k.decode(): v.decode() for k, v in fields.items()}
+        entry["id"] = eid.decode()
+        failovers.append(entry)
+    return {"leader": leader, "epoch": epoch, "lease_ms_left": ttl_ms,
+            "replicas": replicas, "failovers": failovers}
+
+
+def print_status(settings: Settings, as_json: bool = False) -> int:
+    """Print the cluster status; exit code 0 with a leader, 1 without, 2 if Redis is down."""
+    try:
+        st = cluster_status(connect(settings.redis_url, name="cctv-status"))
+    except REDIS_DOWN_ERRORS as exc:
+        print(f"cctv status: cannot reach redis at {settings.redis_url}: {exc}")
+        return 2
+    if as_json:
+        print(json.dumps(st, indent=2))
+        return 0 if st["leader"] else 1
+    print(f"leader:   {st['leader'] or 'NONE (no replica holds the lease)'}")
+    print(f"epoch:    {st['epoch']}  (lease {st['lease_ms_left']} ms left)")
+    print("replicas:")
+    for r in st["replicas"]:
+        print(f"  {r.get('id', '?'):24} {r.get('role', '?'):8} node={r.get('node', '?'):12} "
+              f"epoch={r.get('epoch', '?'):>4} fps={r.get('fps', '?'):>6} "
+              f"lag={r.get('lag_ms', '?')}ms beat {r['age_s']}s ago")
+    if not st["replicas"]:
+        print("  none (no heartbeats)")
+    standbys = [r for r in st["replicas"] if r.get("role") == "standby"]
+    if not standbys:
+        print("WARNING: no warm standby")
+    print("recent failovers:")
+    for f in st["failovers"]:
+        when = time.strftime("%H:%M:%S", time.localtime(int(f.get("time_ms", 0)) / 1000))
+        gap = f" gap={f['gap_ms']}ms" if "gap_ms" in f else ""
+        print(f"  {when} {f.get('event', ''):12} epoch={f.get('epoch')} "
+              f"{f.get('old') or '-'} -> {f.get('new')} {f.get('reason', '')}{gap}")
+    return 0 if st["leader"] else 1

@@ -1,0 +1,36 @@
+"""Draw detections (boxes and labels) on a frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
+            (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
+            (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
+            (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255)]
+
+
+def color_for(cls: int) -> tuple[int, int, int]:
+    """A stable BGR colour per class id."""
+    return _PALETTE[cls % len(_PALETTE)]
+
+
+def draw_detections(img: np.ndarray, dets: list[dict]) -> np.ndarray:
+    """Draw each detection's box and ``name conf`` label on ``img`` (in place) and return it."""
+    h, w = img.shape[:2]
+    thick = max(1, round((h + w) / 600))
+    scale = max(0.4, thick / 3)
+    for d in dets:
+        x1, y1, x2, y2 = (int(v) for v in d["xyxy"])
+        color = color_for(int(d.get("cls", 0)))
+        cv2.rectangle(img, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
+        label = f"{d.get('name', d.get('cls'))} {float(d.get('conf', 0)):.2f}"
+        if d.get("track") is not None:
+            label = f"#{d['track']} " + label
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + base + 2
+        cv2.rectangle(img, (x1, ty - th - base), (x1 + tw + 2, ty + base - 1), color, -1)
+        cv2.putText(img, label, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return img

@@ -1,0 +1,161 @@
+"""Annotated live frames per camera, encoded once and shared by every viewer.
+
+One :class:`CameraFeed` per camera and web process follows the camera's detection stream,
+fetches the frame each result refers to, draws the boxes, encodes the JPEG once and wakes all
+waiting viewers. It stops by itself when nobody has watched for CCTV_VIEWER_IDLE_S.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import redis
+from prometheus_client import Counter, Gauge
+
+from cctv.core import keys
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff
+from cctv.web.annotate import draw_detections
+
+log = logging.getLogger("cctv.web.feed")
+
+ENCODED = Counter("cctv_web_frames_encoded_total", "Annotated frames encoded", ["camera"])
+VIEWERS = Gauge("cctv_web_viewers", "Open MJPEG viewers", ["camera"])
+
+
+@dataclass(frozen=True)
+class AnnotatedFrame:
+    """One annotated, encoded frame and the result it shows."""
+
+    number: int
+    jpeg: bytes
+    result: dict
+
+
+class CameraFeed:
+    """Follows one camera's results and keeps the latest annotated JPEG."""
+
+    def __init__(self, client: redis.Redis, camera: str, quality: int, idle_s: float) -> None:
+        self.redis, self.camera, self.quality, self.idle_s = client, camera, quality, idle_s
+        self._cond = threading.Condition()
+        self._latest: AnnotatedFrame | None = None
+        self._viewers = 0
+        self._last_viewer = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def latest(self) -> AnnotatedFrame | None:
+        return self._latest
+
+    def ensure_running(self) -> None:
+        with self._cond:
+            self._last_viewer = time.monotonic()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"feed-{self.camera}")
+                self._thread.start()
+
+    def _annotate(self, result: dict[bytes, bytes]) -> bytes | None:
+        frame_id = result.get(b"frame", b"").decode()
+        entries = self.redis.xrange(keys.frames(self.camera), frame_id, frame_id, count=1)
+        if not entries:
+            return None  # trimmed already
+        jpeg = entries[0][1].get(b"jpeg", b"")
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            return None
+        draw_detections(img, json.loads(result.get(b"dets", b"[]")))
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return buf.tobytes() if ok else None
+
+    def _run(self) -> None:
+        stream = keys.detections(self.camera)
+        last_id = "$"
+        backoff = Backoff()
+        # Start from the newest existing result so a new viewer sees a picture at once.
+        try:
+            newest = self.redis.xrevrange(stream, count=1)
+            if newest:
+                last_id = newest[0][0].decode()
+                self._publish(newest[0][1])
+        except REDIS_DOWN_ERRORS:
+            pass
+        while True:
+            with self._cond:
+                idle = self._viewers == 0 and time.monotonic() - self._last_viewer > self.idle_s
+                if idle:
+                    self._thread = None
+                    return
+            try:
+                resp = self.redis.xread({stream: last_id}, count=16, block=500)
+                backoff.reset()
+            except REDIS_DOWN_ERRORS as exc:
+                log.warning("camera %s feed: redis unavailable: %s", self.camera, exc)
+                time.sleep(backoff.next_delay())
+                continue
+            if not resp:
+                continue
+            entries = resp[0][1]
+            last_id = entries[-1][0].decode()
+            self._publish(entries[-1][1])  # newest only: viewers want live, not a replay
+
+    def _publish(self, result: dict[bytes, bytes]) -> None:
+        jpeg = self._annotate(result)
+        if jpeg is None:
+            return
+        ENCODED.labels(self.camera).inc()
+        decoded = {k.decode(): v.decode() for k, v in result.items()}
+        decoded["dets"] = json.loads(decoded.get("dets", "[]"))
+        with self._cond:
+            number = self._latest.number + 1 if self._latest else 1
+            self._latest = AnnotatedFrame(number, jpeg, decoded)
+            self._cond.notify_all()
+
+    def frames(self, stop_after: float | None = None) -> Iterator[bytes]:
+        """Yield each new annotated JPEG (the current one first) until the client goes away."""
+        self.ensure_running()
+        seen = 0
+        with self._cond:
+            self._viewers += 1
+        VIEWERS.labels(self.camera).inc()
+        started = time.monotonic()
+        try:
+            while stop_after is None or time.monotonic() - started < stop_after:
+                with self._cond:
+                    self._cond.wait_for(lambda n=seen: self._latest is not None
+                                        and self._latest.number != n, timeout=1.0)
+                    frame = self._latest
+                    self._last_viewer = time.monotonic()
+                if frame is None or frame.number == seen:
+                    self.ensure_running()
+                    continue
+                seen = frame.number
+                yield frame.jpeg
+        finally:
+            with self._cond:
+                self._viewers -= 1
+                self._last_viewer = time.monotonic()
+            VIEWERS.labels(self.camera).dec()
+
+
+class Feeds:
+    """All camera feeds of this web process."""
+
+    def __init__(self, client: redis.Redis, quality: int, idle_s: float) -> None:
+        self.redis, self.quality, self.idle_s = client, quality, idle_s
+        self._feeds: dict[str, CameraFeed] = {}
+        self._lock = threading.Lock()
+
+    def get(self, camera: str) -> CameraFeed:
+        with self._lock:
+            feed = self._feeds.get(camera)
+            if feed is None:
+                feed = self._feeds[camera] = CameraFeed(self.redis, camera, self.quality,
+                                                        self.idle_s)
+            return feed
