@@ -142,10 +142,8 @@ class Replica:
                 delay = backoff.next_delay()
                 log.warning("redis unreachable (%s): not leader; retrying in %.2fs", exc, delay)
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # the connection is broken anyway
                         pubsub.close()
-                    except Exception:  # noqa: BLE001 - the connection is broken anyway
-                        pass
                     pubsub = None
                 self.stop.wait(delay)
 
