@@ -1,0 +1,77 @@
+"""The ``cctv-sender`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from cctv_sender import __version__
+from cctv_sender.client import IngestClient, IngestURLError
+from cctv_sender.config import Config, ConfigError, load_config
+from cctv_sender.sdnotify import Notifier
+from cctv_sender.sender import Sender
+from cctv_sender.sources import SourceConfigError, build_source
+from cctv_sender.spool import Spool
+from cctv_sender.state import SequenceCounter, StateDir, StateError
+
+log = logging.getLogger("cctv_sender")
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr; without timestamps under systemd (the journal adds its own)."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stderr)
+
+
+def run(cfg: Config) -> int:
+    """Run the sender until SIGTERM/SIGINT (or ``--max-frames``/end of a file)."""
+    source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
+                          timeout_s=cfg.timeout_s)
+    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s)
+    state = StateDir(cfg.state_dir, cfg.camera).open()
+    try:
+        spool = Spool(state.path / "spool", cfg.spool_bytes).open()
+        seq = SequenceCounter(state.path / "seq").load()
+        sender = Sender(source=source, client=client, spool=spool, seq=seq, fps=cfg.fps,
+                        queue_size=cfg.queue_size, spool_rate=cfg.spool_rate,
+                        max_frames=cfg.max_frames, flush_timeout_s=cfg.flush_timeout_s,
+                        reconnect_max_s=cfg.reconnect_max_s, notifier=Notifier(),
+                        stats_path=state.path / "stats.json")
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("got %s, stopping", signal.Signals(signum).name)
+            sender.stop_event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        log.info("cctv-sender %s: camera %s from %s to %s (fps limit %s, spool %s MB in %s, "
+                 "next seq %d)", __version__, cfg.camera, cfg.source.display, cfg.ingest,
+                 cfg.fps or "none", cfg.spool_bytes // 1_000_000, state.path, seq.peek)
+        return sender.run()
+    finally:
+        state.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse the configuration, then run (or ``--check``)."""
+    try:
+        cfg = load_config(argv)
+    except ConfigError as exc:
+        print(f"cctv-sender: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    try:
+        if cfg.check:
+            from cctv_sender.check import run_check
+            return run_check(cfg)
+        return run(cfg)
+    except (SourceConfigError, IngestURLError, StateError) as exc:
+        print(f"cctv-sender: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

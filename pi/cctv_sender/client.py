@@ -1,0 +1,178 @@
+"""The ingest HTTP client: one keep-alive connection, one POST per frame."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import http.client
+import json
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from cctv_sender import __version__
+from cctv_sender.frame import Frame
+
+
+class Outcome(enum.Enum):
+    """What to do with a frame after a POST."""
+
+    DELIVERED = "delivered"    # 202: new frame stored
+    DUPLICATE = "duplicate"    # 200 duplicate: ingest had it already (counts as delivered)
+    RETRY = "retry"            # connection error, 5xx, 429: keep the frame, try later
+    REJECTED = "rejected"      # other 4xx: this frame will never be accepted
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The result of one POST."""
+
+    outcome: Outcome
+    status: int = 0               # HTTP status, 0 when there was no reply
+    message: str = ""
+    retry_after: float | None = None
+
+    @property
+    def auth_problem(self) -> bool:
+        """Rejected for the camera or token rather than for the frame itself."""
+        return self.status in (401, 403, 404)
+
+
+class IngestURLError(ValueError):
+    """The ingest URL cannot be used."""
+
+
+class IngestClient:
+    """POSTs frames to ``{base}/api/v1/cameras/{camera}/frames`` over a persistent connection.
+
+    A request that fails on a reused connection before any reply is retried once on a
+    fresh one (the server may have closed the idle connection); that is safe because ingest
+    de-duplicates on (camera, seq).
+    """
+
+    def __init__(self, base_url: str, camera: str, token: str, timeout_s: float = 10.0,
+                 verify_tls: bool = True) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise IngestURLError(f"ingest URL {base_url!r} must look like http://host:8080")
+        self.scheme, self.host = parts.scheme, parts.hostname
+        try:
+            self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise IngestURLError(f"ingest URL {base_url!r} has a bad port") from None
+        self.path = (parts.path.rstrip("/") + f"/api/v1/cameras/{quote(camera, safe='')}/frames")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.verify_tls = verify_tls
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg",
+                        "User-Agent": f"cctv-sender/{__version__}"}
+        self._conn: http.client.HTTPConnection | None = None
+        self._requests_on_conn = 0
+        self.connects = 0
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.scheme == "https":
+                ctx = ssl.create_default_context()
+                if not self.verify_tls:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                self._conn = http.client.HTTPSConnection(self.host, self.port,
+                                                         timeout=self.timeout_s, context=ctx)
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port,
+                                                        timeout=self.timeout_s)
+            self._conn.connect()
+            with contextlib.suppress(OSError):
+                self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._requests_on_conn = 0
+            self.connects += 1
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (a later POST opens a new one)."""
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+    def _request(self, method: str, path: str, body: bytes | None,
+                 headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        for attempt in (0, 1):
+            reused = self._conn is not None and self._requests_on_conn > 0
+            try:
+                conn = self._connect()
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self._requests_on_conn += 1
+                if resp.will_close:
+                    self.close()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt or not reused:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def post(self, frame: Frame) -> Reply:
+        """Send one frame; never raises for network or HTTP problems."""
+        headers = dict(self.headers)
+        headers["X-Frame-Seq"] = str(frame.seq)
+        headers["X-Capture-Ts"] = str(frame.ts_us)
+        if frame.late:
+            headers["X-Frame-Late"] = "1"
+        try:
+            status, resp_headers, data = self._request("POST", self.path, frame.jpeg, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            return Reply(Outcome.RETRY, 0, f"ingest unreachable: {_describe(exc)}")
+        message = _message(data)
+        if status == 202:
+            return Reply(Outcome.DELIVERED, status)
+        if status == 200:
+            return Reply(Outcome.DUPLICATE, status)
+        retry_after = _retry_after(resp_headers.get("retry-after"))
+        if status == 429 or status >= 500:
+            return Reply(Outcome.RETRY, status, f"ingest replied {status}: {message}",
+                         retry_after)
+        return Reply(Outcome.REJECTED, status, f"ingest replied {status}: {message}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """A GET on the ingest host (for ``--check``); raises OSError when unreachable."""
+        status, _h, data = self._request("GET", path, None, {"User-Agent": self.headers[
+            "User-Agent"]})
+        return status, data
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"name not resolved ({exc.strerror})"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text
+
+
+def _message(data: bytes) -> str:
+    try:
+        body = json.loads(data)
+        if isinstance(body, dict):
+            return str(body.get("message") or body.get("error") or "")[:200]
+    except ValueError:
+        pass
+    return data[:200].decode(errors="replace").strip()
+
+
+def _retry_after(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return max(0.0, min(float(raw), 300.0))
+    except ValueError:
+        return None

@@ -1,0 +1,221 @@
+"""Configuration from command-line flags and ``CCTV_SENDER_*`` environment variables.
+
+Flags win over the environment. Every problem raises :class:`ConfigError` with one line
+that names the flag or variable, which the CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cctv_sender import __version__
+from cctv_sender.sources import SourceConfigError, SourceSpec, parse_size, parse_source
+
+PREFIX = "CCTV_SENDER_"
+CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the sender needs to run."""
+
+    source: SourceSpec
+    ingest: str
+    camera: str
+    token: str
+    fps: float = 10.0
+    loop: bool = False
+    size: tuple[int, int] | None = None
+    quality: int = 80
+    state_dir: Path = Path(".")
+    queue_size: int = 4
+    spool_bytes: int = 256 * 1_000_000
+    spool_rate: float = 15.0
+    timeout_s: float = 10.0
+    reconnect_max_s: float = 30.0
+    max_frames: int = 0
+    flush_timeout_s: float = 30.0
+    log_level: str = "INFO"
+    check: bool = False
+
+
+# option name -> (env suffix, help); the env variable is CCTV_SENDER_<suffix>
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "source": ("SOURCE", "camera: picamera2:, v4l2:/dev/video0, 0, rtsp://..., http://... "
+               "(MJPEG), file:/path.mp4"),
+    "ingest": ("INGEST", "ingest base URL, e.g. http://ingest.local:8080"),
+    "camera": ("CAMERA", "camera name registered at ingest"),
+    "token_file": ("TOKEN_FILE", "file holding the camera's bearer token (or set "
+                   "CCTV_SENDER_TOKEN)"),
+    "fps": ("FPS", "most frames per second to send (0: no limit; default 10)"),
+    "loop": ("LOOP", "restart a file source at its end"),
+    "size": ("SIZE", "frame size WIDTHxHEIGHT (camera resolution or resize)"),
+    "quality": ("QUALITY", "JPEG quality 1-100 when the sender encodes (default 80)"),
+    "state_dir": ("STATE_DIR", "sequence counter and spool live here (default "
+                  "$STATE_DIRECTORY or ~/.local/state/cctv-sender)"),
+    "queue": ("QUEUE", "live frames held in memory; the oldest is dropped when full "
+              "(default 4)"),
+    "spool_mb": ("SPOOL_MB", "disk spool cap in MB while ingest is unreachable; 0 turns the "
+                 "spool off (default 256)"),
+    "spool_rate": ("SPOOL_RATE", "spooled frames sent per second after recovery, on top of "
+                   "live ones (0: no limit; default 15)"),
+    "timeout": ("TIMEOUT", "network timeout in seconds for camera and ingest (default 10)"),
+    "reconnect_max": ("RECONNECT_MAX", "longest wait between reconnects, seconds "
+                      "(default 30)"),
+    "max_frames": ("MAX_FRAMES", "stop after capturing this many frames, send them, exit"),
+    "flush_timeout": ("FLUSH_TIMEOUT", "how long to keep sending at the end of "
+                      "--max-frames or a file (default 30 s)"),
+    "log_level": ("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+}
+_EXTRA_ENV = {"TOKEN"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (flags only; environment defaults are applied afterwards)."""
+    p = _Parser(prog="cctv-sender", description="Ship camera frames to cctv-swarm ingest.",
+                epilog="Every option can also be set as CCTV_SENDER_<NAME> in the environment "
+                       "(e.g. CCTV_SENDER_SOURCE); the token only comes from "
+                       "CCTV_SENDER_TOKEN or a token file.")
+    for name, (suffix, help_text) in _OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "loop":
+            p.add_argument(flag, action="store_true", default=None,
+                           help=f"{help_text} [{PREFIX}{suffix}]")
+        else:
+            p.add_argument(flag, dest=name, default=None, help=f"{help_text} [{PREFIX}{suffix}]")
+    p.add_argument("--check", action="store_true",
+                   help="check the camera and ingest, print what is wrong, and exit")
+    p.add_argument("--version", action="version", version=f"cctv-sender {__version__}")
+    return p
+
+
+def _num(name: str, raw: str, kind: type, minimum: float = 0) -> float | int:
+    var = f"--{name.replace('_', '-')}"
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{var}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{PREFIX}{_OPTIONS[name][0]}={raw!r} must be true or false")
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/cctv-sender, else
+    ~/.local/state/cctv-sender."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "cctv-sender"
+
+
+def _read_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    token = env.get(PREFIX + "TOKEN", "").strip()
+    if args.token_file:
+        path = Path(args.token_file).expanduser()
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"token file {path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"token file {path} is empty")
+    if any(c.isspace() for c in token):
+        raise ConfigError("the token must be one word without spaces")
+    return token
+
+
+def load_config(argv: Sequence[str] | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Parse flags and environment into a :class:`Config` (raises :class:`ConfigError`)."""
+    env = os.environ if env is None else env
+    known = {suffix for suffix, _h in _OPTIONS.values()} | _EXTRA_ENV
+    for var in sorted(env):
+        if var.startswith(PREFIX) and var[len(PREFIX):] not in known:
+            raise ConfigError(f"unknown variable {var} (known: "
+                              + ", ".join(PREFIX + k for k in sorted(known)) + ")")
+    args = build_parser().parse_args(argv)
+    for name, (suffix, _h) in _OPTIONS.items():
+        if getattr(args, name) is None and env.get(PREFIX + suffix, "") != "":
+            raw = env[PREFIX + suffix]
+            setattr(args, name, _bool(name, raw) if name == "loop" else raw)
+
+    try:
+        source = parse_source(args.source or "")
+    except SourceConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+    if not args.ingest:
+        raise ConfigError("no ingest URL given (--ingest or CCTV_SENDER_INGEST), "
+                          "e.g. http://ingest.local:8080")
+    parts = urlsplit(args.ingest.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(f"ingest URL {args.ingest!r} has a bad port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(f"ingest URL {args.ingest!r} must look like http://host:8080")
+
+    if not args.camera:
+        raise ConfigError("no camera name given (--camera or CCTV_SENDER_CAMERA)")
+    if not CAMERA_NAME_RE.match(args.camera):
+        raise ConfigError(f"camera name {args.camera!r} must match {CAMERA_NAME_RE.pattern}")
+
+    token = _read_token(args, env)
+    if not token:
+        raise ConfigError("no token: set CCTV_SENDER_TOKEN or --token-file "
+                          "(the camera's token at ingest)")
+
+    size = None
+    if args.size:
+        try:
+            size = parse_size(args.size, "--size")
+        except SourceConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    level = (args.log_level or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"--log-level={args.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    quality = int(_num("quality", args.quality or "80", int, 1))
+    if quality > 100:
+        raise ConfigError(f"--quality={quality} must be between 1 and 100")
+
+    return Config(
+        source=source, ingest=args.ingest.strip().rstrip("/"), camera=args.camera,
+        token=token,
+        fps=float(_num("fps", args.fps or "10", float)),
+        loop=bool(args.loop),
+        size=size, quality=quality,
+        state_dir=Path(args.state_dir).expanduser() if args.state_dir
+        else default_state_dir(env),
+        queue_size=int(_num("queue", args.queue or "4", int, 1)),
+        spool_bytes=int(float(_num("spool_mb", args.spool_mb or "256", float)) * 1_000_000),
+        spool_rate=float(_num("spool_rate", args.spool_rate or "15", float)),
+        timeout_s=float(_num("timeout", args.timeout or "10", float, 0.1)),
+        reconnect_max_s=float(_num("reconnect_max", args.reconnect_max or "30", float, 0.1)),
+        max_frames=int(_num("max_frames", args.max_frames or "0", int)),
+        flush_timeout_s=float(_num("flush_timeout", args.flush_timeout or "30", float)),
+        log_level=level, check=bool(args.check),
+    )
