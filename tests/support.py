@@ -126,3 +126,77 @@ def running(services: list[Service]) -> Iterator[list[Service]]:
     finally:
         for svc in services:
             svc.stop()
+
+
+def clip_jpegs(path: Path = CLIP, n: int = 100, quality: int = 80, step: int = 1) -> list[bytes]:
+    """The first ``n`` frames (every ``step``-th) of a clip, JPEG-encoded."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out: list[bytes] = []
+    i = 0
+    while len(out) < n:
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        if i % step == 0:
+            out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+                       .tobytes())
+        i += 1
+    cap.release()
+    return out
+
+
+def post_frame(session, base_url: str, camera: str, token: str, jpeg: bytes, seq: int,
+               **extra_headers: str):
+    """POST one frame to ingest the way the sender does; returns the response."""
+    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {token}",
+               "X-Frame-Seq": str(seq), "X-Capture-Ts": str(time.time_ns() // 1000)}
+    headers.update(extra_headers)
+    return session.post(f"{base_url}/api/v1/cameras/{camera}/frames", data=jpeg,
+                        headers=headers, timeout=10)
+
+
+class FrameSender:
+    """Sends JPEG frames for one camera at a fixed rate in a thread; records 2xx seqs."""
+
+    def __init__(self, base_url: str, camera: str, token: str, jpegs: list[bytes],
+                 fps: float, first_seq: int = 0) -> None:
+        import threading
+
+        self.base_url, self.camera, self.token = base_url, camera, token
+        self.jpegs, self.fps, self.seq = jpegs, fps, first_seq
+        self.accepted: list[int] = []
+        self.failed: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> FrameSender:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        next_at = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            jpeg = self.jpegs[i % len(self.jpegs)]
+            try:
+                resp = post_frame(session, self.base_url, self.camera, self.token, jpeg,
+                                  self.seq)
+                (self.accepted if resp.status_code in (200, 202) else self.failed).append(
+                    self.seq)
+            except requests.RequestException:
+                self.failed.append(self.seq)
+                session = requests.Session()
+            self.seq += 1
+            i += 1
+            next_at += 1 / self.fps
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
