@@ -1,0 +1,124 @@
+"""End to end on one machine with real processes: ingest -> redis -> inference -> web."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import requests
+from support import (
+    MODEL_PT,
+    FrameSender,
+    Service,
+    clip_jpegs,
+    free_port,
+    running,
+    service_env,
+    wait_port,
+)
+
+from cctv.core import keys
+
+DROP_REASONS = ("dropped_behind", "dropped_stale", "dropped_corrupt", "dropped_evicted")
+
+
+def accounted(rdb, camera: str) -> tuple[int, int, int]:
+    """(accepted, processed, dropped) from the per-camera counters."""
+    stats = {k.decode(): int(v) for k, v in rdb.hgetall(keys.stats(camera)).items()}
+    return (stats.get("accepted", 0), stats.get("processed", 0),
+            sum(stats.get(r, 0) for r in DROP_REASONS))
+
+
+def wait_accounted(rdb, camera: str, timeout_s: float = 60) -> tuple[int, int, int]:
+    """Wait until every accepted frame of ``camera`` is processed or counted as dropped."""
+    end = time.monotonic() + timeout_s
+    while True:
+        acc, proc, drop = accounted(rdb, camera)
+        if acc and acc == proc + drop:
+            return acc, proc, drop
+        if time.monotonic() > end:
+            pytest.fail(f"{camera}: accepted {acc} != processed {proc} + dropped {drop}")
+        time.sleep(0.2)
+
+
+def seqs_in_results(rdb, camera: str) -> list[int]:
+    return [int(f[b"seq"]) for _id, f in rdb.xrange(keys.detections(camera))]
+
+
+def seqs_in_drops(rdb, camera: str) -> list[int]:
+    return [int(s) for _id, f in rdb.xrange(keys.drops(camera))
+            for s in f[b"seqs"].decode().split(",") if s]
+
+
+def assert_every_seq_accounted(rdb, camera: str, sent: list[int]) -> None:
+    """Each seq ingest accepted is in exactly one result or one drop record."""
+    results, drops = seqs_in_results(rdb, camera), seqs_in_drops(rdb, camera)
+    assert len(results) == len(set(results)), "a frame has two results"
+    assert not set(results) & set(drops), "a frame is both processed and dropped"
+    missing = set(sent) - set(results) - set(drops)
+    assert not missing, f"{camera}: seqs neither processed nor dropped: {sorted(missing)[:20]}"
+
+
+@pytest.mark.slow
+def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts_dir) -> None:
+    jpegs = clip_jpegs(n=100, step=3)  # ~10 s of the 30 fps clip at 10 fps
+    ingest_port, web_port = free_port(), free_port()
+    common = {"cameras": "cam1:tok1"}
+    ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
+                                             f"{ingest_port}", ingest_workers=1, **common),
+                     tmp_path, "ingest")
+    infer = Service(["inference", "--id", "w1"],
+                    service_env(redis_server.url, model=MODEL_PT,
+                                inference_http_bind=f"127.0.0.1:{free_port()}", **common),
+                    tmp_path, "inference")
+    web = Service(["web"], service_env(redis_server.url, web_bind=f"127.0.0.1:{web_port}",
+                                       **common), tmp_path, "web")
+    with running([ingest, infer, web]):
+        wait_port(ingest_port, 30, ingest.proc)
+        wait_port(web_port, 30, web.proc)
+        # wait until the replica is leader (model loaded, lease taken)
+        end = time.monotonic() + 120
+        while rdb.get(keys.LEASE_INFERENCE) is None:
+            assert infer.proc.poll() is None, infer.log()
+            assert time.monotonic() < end, infer.log()
+            time.sleep(0.2)
+        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", "cam1", "tok1", jpegs,
+                             fps=10).start()
+        time.sleep(3)
+        # a third-party client (ffmpeg) decodes the live annotated MJPEG stream
+        out = artifacts_dir / "mjpeg_%02d.jpg"
+        ff = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+                             "-i", f"http://127.0.0.1:{web_port}/video/cam1.mjpg",
+                             "-frames:v", "5", str(out)],
+                            capture_output=True, text=True, timeout=60)
+        assert ff.returncode == 0, ff.stderr
+        decoded = [cv2.imread(str(p)) for p in sorted(artifacts_dir.glob("mjpeg_*.jpg"))]
+        assert len(decoded) == 5 and all(img is not None and img.shape == (480, 640, 3)
+                                         for img in decoded)
+        latest = requests.get(f"http://127.0.0.1:{web_port}/api/v1/cameras/cam1/detections/"
+                              "latest", timeout=5).json()
+        assert latest["dets"] and latest["epoch"] == "1"
+        while len(sender.accepted) + len(sender.failed) < len(jpegs):
+            time.sleep(0.2)
+        sender.stop()
+        acc, proc, drop = wait_accounted(rdb, "cam1")
+        (artifacts_dir / "inference.log").write_text(infer.log())
+
+    assert not sender.failed
+    assert acc == len(sender.accepted)
+    assert proc > 0.3 * acc, f"only {proc} of {acc} frames processed"
+    assert_every_seq_accounted(rdb, "cam1", sender.accepted)
+    names: dict[str, int] = {}
+    for _id, fields in rdb.xrange(keys.detections("cam1")):
+        w, h = int(fields[b"w"]), int(fields[b"h"])
+        for det in json.loads(fields[b"dets"]):
+            x1, y1, x2, y2 = det["xyxy"]
+            assert 0 <= x1 < x2 < w and 0 <= y1 < y2 < h, det
+            names[det["name"]] = names.get(det["name"], 0) + 1
+    (artifacts_dir / "classes.json").write_text(json.dumps(names, indent=1))
+    assert names.get("car", 0) > proc, names  # several cars per frame on this clip
+    assert names.get("person", 0) > 0, names
