@@ -30,6 +30,8 @@ def setup_logging(level: str) -> None:
 
 def run(cfg: Config) -> int:
     """Run the sender until SIGTERM/SIGINT (or ``--max-frames``/end of a file)."""
+    if cfg.source.kind == "file" and not os.path.isfile(str(cfg.source.target)):
+        raise SourceConfigError(f"source file {cfg.source.target} does not exist")
     source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
                           timeout_s=cfg.timeout_s)
     client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s)

@@ -43,7 +43,9 @@ class RateGate:
             return True
         if self.wait_s(now) > 0:
             return False
-        self._due = max(self._due + self.interval, now - self.interval)
+        nxt = self._due + self.interval
+        # after a pause (or at the start) restart the schedule instead of letting a burst by
+        self._due = nxt if nxt > now else now + self.interval
         return True
 
 
@@ -185,7 +187,7 @@ class Sender:
                 self.spool.remove(frame.seq)
             if self.ingest_down or self.stats.ingest_state != "ok":
                 if self.ingest_down:
-                    log.info("ingest reachable again; %d frame(s) spooled to send late",
+                    log.info("ingest accepts frames again; %d frame(s) spooled to send late",
                              len(self.spool))
                 self.ingest_down = False
                 self._backoff.reset()

@@ -11,7 +11,7 @@ from cctv_sender.sources.base import Source, SourceEnded, SourceError
 
 def _cv2() -> Any:
     try:
-        import cv2  # noqa: PLC0415 - optional dependency, only for OpenCV sources
+        import cv2
     except ImportError:
         raise SourceError("this source needs OpenCV: pip install opencv-python-headless "
                           "(or apt install python3-opencv on a Pi)") from None

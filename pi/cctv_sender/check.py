@@ -1,0 +1,109 @@
+"""``cctv-sender --check``: is the configuration usable? Camera, ingest, token, state dir."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import time
+
+from cctv_sender.client import IngestClient, _describe
+from cctv_sender.config import Config
+from cctv_sender.jpeg import jpeg_size
+from cctv_sender.sources import SourceConfigError, build_source
+
+
+def _say(ok: bool, what: str, detail: str) -> None:
+    print(f"{'OK  ' if ok else 'FAIL'} {what}: {detail}", flush=True)
+
+
+def check_state_dir(cfg: Config) -> bool:
+    """The state directory exists (or can be made) and is writable."""
+    path = cfg.state_dir / cfg.camera
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _say(False, "state", f"cannot create {path}: {exc.strerror}")
+        return False
+    if not os.access(path, os.W_OK | os.X_OK):
+        _say(False, "state", f"{path} is not writable by uid {os.getuid()}")
+        return False
+    _say(True, "state", f"{path} is writable")
+    return True
+
+
+def check_camera(cfg: Config) -> bool:
+    """Open the camera and read one frame."""
+    try:
+        source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
+                              timeout_s=cfg.timeout_s)
+    except SourceConfigError as exc:
+        _say(False, "camera", str(exc))
+        return False
+    started = time.monotonic()
+    try:
+        source.open()
+        try:
+            source.grab()
+            jpeg = source.retrieve()
+        finally:
+            source.close()
+    except Exception as exc:  # report whatever the camera does, as one line
+        hint = ""
+        if cfg.source.kind in ("picamera2", "v4l2"):
+            hint = " (is the camera connected and enabled, is it in use by the running " \
+                   "service, is the user in the video group?)"
+        _say(False, "camera", f"{exc}{hint}")
+        return False
+    size = jpeg_size(jpeg)
+    dims = f"{size[0]}x{size[1]}" if size else "size unknown"
+    _say(True, "camera", f"{source.describe()}: first frame {dims}, {len(jpeg) // 1024} KiB "
+         f"JPEG in {time.monotonic() - started:.1f}s")
+    return True
+
+
+def check_ingest(cfg: Config) -> bool:
+    """Ingest answers and accepts the camera's token (without storing a frame)."""
+    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s)
+    try:
+        try:
+            status, _body = client.get("/healthz")
+        except (OSError, http.client.HTTPException) as exc:
+            _say(False, "ingest", f"{cfg.ingest} unreachable: {_describe(exc)}")
+            return False
+        if status != 200:
+            _say(False, "ingest", f"{cfg.ingest}/healthz answered {status}: is this the "
+                 "ingest URL?")
+            return False
+        # Ingest checks the token before the body: a text/plain POST with a good token gets
+        # 415, with a bad one 401/403/404, and nothing is stored either way.
+        try:
+            status, _h, _data = client._request(
+                "POST", client.path, b"check",
+                {**client.headers, "Content-Type": "text/plain", "X-Frame-Seq": "0",
+                 "X-Capture-Ts": "0"})
+        except (OSError, http.client.HTTPException) as exc:
+            _say(False, "ingest", f"{cfg.ingest}: {_describe(exc)}")
+            return False
+    finally:
+        client.close()
+    if status in (401, 403):
+        _say(False, "ingest", f"token refused for camera {cfg.camera!r} (HTTP {status}): "
+             "check CCTV_SENDER_TOKEN / the token file against ingest's camera registry")
+        return False
+    if status == 404:
+        _say(False, "ingest", f"camera {cfg.camera!r} is not registered at ingest (HTTP 404)")
+        return False
+    if status not in (400, 415):
+        _say(False, "ingest", f"unexpected answer {status} to a test request")
+        return False
+    _say(True, "ingest", f"{cfg.ingest} reachable, token accepted for camera {cfg.camera!r}")
+    return True
+
+
+def run_check(cfg: Config) -> int:
+    """Run every check; 0 when all pass, 1 otherwise."""
+    results = [check_state_dir(cfg), check_camera(cfg), check_ingest(cfg)]
+    ok = all(results)
+    print("all checks passed" if ok else "some checks failed", file=sys.stdout, flush=True)
+    return 0 if ok else 1
