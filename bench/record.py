@@ -42,7 +42,8 @@ def machine() -> str:
             gpu = ", GPU " + out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB{gpu}, Python {platform.python_version()}"
+    py = platform.python_version()
+    return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB{gpu}, Python {py}"
 
 
 def record(figures: dict[str, float | int | str], section: str, markdown: str) -> None:

@@ -9,9 +9,10 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from support import clip_jpegs, post_frame
 
 from cctv.core import keys
+
+from support import clip_jpegs, post_frame
 
 
 @pytest.fixture(scope="module")

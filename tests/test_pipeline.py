@@ -10,6 +10,9 @@ from pathlib import Path
 import cv2
 import pytest
 import requests
+
+from cctv.core import keys
+
 from support import (
     MODEL_PT,
     FrameSender,
@@ -20,8 +23,6 @@ from support import (
     service_env,
     wait_port,
 )
-
-from cctv.core import keys
 
 DROP_REASONS = ("dropped_behind", "dropped_stale", "dropped_corrupt", "dropped_evicted")
 

@@ -2,9 +2,10 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, free_port
 
 from cctv.core.settings import SettingsError, load_settings
+
+from support import ROOT, free_port
 
 
 def test_defaults_are_valid() -> None:

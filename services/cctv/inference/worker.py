@@ -242,9 +242,18 @@ class LeaderLoop:
         for cam in list(self._backlogged):
             self.skip_backlog(cam)
         self._backlogged.clear()
-        resp = self.redis.xreadgroup(keys.INFER_GROUP, self.worker_id,
-                                     {keys.frames(c): ">" for c in cams},
-                                     count=READ_COUNT, block=100)
+        try:
+            resp = self.redis.xreadgroup(keys.INFER_GROUP, self.worker_id,
+                                         {keys.frames(c): ">" for c in cams},
+                                         count=READ_COUNT, block=100)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream or its group (restart without persistence, manual
+            # cleanup): forget the cached cameras so their groups are re-created.
+            log.warning("consumer group missing (%s); re-creating", exc)
+            self._cameras, self._cameras_at = [], 0.0
+            return {}
         pick = time.time_ns() // 1000
         out: dict[str, list[Frame]] = {}
         for stream, entries in resp or []:
