@@ -1,0 +1,280 @@
+"""Pipeline benchmarks (issue 2) on real processes: throughput vs the bare model, transport
+overhead, ingest capacity vs raw XADD, MJPEG fan-out CPU, overload latency, CPU backends.
+
+    .venv/bin/python -m bench.pipeline            # ~3 minutes on 2 cores
+
+Writes docs/benchmarks.md (section "Pipeline (issue 2)") and bench/results.json.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import (  # noqa: E402
+    MODEL_ONNX,
+    MODEL_OPENVINO,
+    MODEL_PT,
+    SHARED,
+    FrameSender,
+    RedisServer,
+    Service,
+    clip_jpegs,
+    free_port,
+    service_env,
+    wait_port,
+)
+
+from bench.record import record  # noqa: E402
+from cctv.core import keys  # noqa: E402
+from cctv.inference.detector import load_detector  # noqa: E402
+
+QUICK = os.environ.get("CCTV_BENCH_QUICK") == "1"
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def bare_fps(model: str, frames: list[np.ndarray], backend: str = "auto") -> tuple[float, float]:
+    """(frames/s, median ms per call) of the model alone on pre-decoded frames."""
+    det = load_detector(model, backend=backend)
+    times = []
+    start = time.perf_counter()
+    for f in frames:
+        t = time.perf_counter()
+        det.detect([f])
+        times.append((time.perf_counter() - t) * 1000)
+    return len(frames) / (time.perf_counter() - start), statistics.median(times)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of a process and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def det_entries(rdb, cam: str, since: str = "-") -> list[dict[bytes, bytes]]:
+    return [f for _i, f in rdb.xrange(keys.detections(cam), since, "+")]
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="cctv-bench-"))
+    jpegs = clip_jpegs(n=120, step=2)
+    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    n_bare = 40 if QUICK else 100
+
+    # --- CPU backends (bare model, pre-decoded frames) ---
+    backends = {}
+    for label, model, backend in [
+        ("OpenVINO runtime (cctv native)", MODEL_OPENVINO, "openvino"),
+        ("OpenVINO via ultralytics", MODEL_OPENVINO, "ultralytics"),
+        ("ONNX Runtime via ultralytics", MODEL_ONNX, "ultralytics"),
+        ("PyTorch via ultralytics", MODEL_PT, "ultralytics"),
+    ]:
+        backends[label] = bare_fps(str(model), decoded[:n_bare], backend)
+        print(f"bare {label}: {backends[label][0]:.1f} fps", flush=True)
+    default_fps, model_ms = backends["OpenVINO runtime (cctv native)"]
+
+    server = RedisServer().start()
+    rdb = server.client()
+    ingest_port, web_port = free_port(), free_port()
+    cams = "cam1:tok1,cam2:tok2,cam3:tok3"
+    ingest = Service(["ingest"], service_env(server.url, cameras=cams, camera_fps_limit=1000,
+                                             ingest_bind=f"127.0.0.1:{ingest_port}",
+                                             ingest_workers=2), tmp, "ingest")
+    infer = Service(["inference", "--id", "bench"], service_env(
+        server.url, cameras=cams, model=MODEL_OPENVINO,
+        inference_http_bind=f"127.0.0.1:{free_port()}"), tmp, "inference")
+    web = Service(["web"], service_env(server.url, cameras=cams,
+                                       web_bind=f"127.0.0.1:{web_port}"), tmp, "web")
+    url = f"http://127.0.0.1:{ingest_port}"
+    try:
+        wait_port(ingest_port, 30, ingest.proc)
+        wait_port(web_port, 30, web.proc)
+        while rdb.get(keys.LEASE_INFERENCE) is None:
+            time.sleep(0.1)
+
+        # --- 1. pipeline throughput: two cameras together offer more than the model does ---
+        dur = 10 if QUICK else 20
+        senders = [FrameSender(url, c, t, jpegs, fps=default_fps * 0.75).start()
+                   for c, t in (("cam1", "tok1"), ("cam2", "tok2"))]
+        time.sleep(3)
+        p0 = sum(int(rdb.hget(keys.stats(c), "processed") or 0) for c in ("cam1", "cam2"))
+        t0 = time.monotonic()
+        time.sleep(dur)
+        p1 = sum(int(rdb.hget(keys.stats(c), "processed") or 0) for c in ("cam1", "cam2"))
+        pipeline_fps = (p1 - p0) / (time.monotonic() - t0)
+        for s in senders:
+            s.stop()
+        # bare model again right after, same conditions, for the ratio
+        bare_again, _ = bare_fps(str(MODEL_OPENVINO), decoded[:n_bare], "openvino")
+        bare_ref = max(default_fps, bare_again)
+        print(f"pipeline {pipeline_fps:.1f} fps vs bare {bare_ref:.1f}", flush=True)
+
+        # --- 2. transport overhead at a rate the model keeps up with (one camera, 10 fps) ---
+        time.sleep(2)
+        last = rdb.xrevrange(keys.detections("cam3"), count=1)
+        since = "(" + last[0][0].decode() if last else "-"
+        s = FrameSender(url, "cam3", "tok3", jpegs, fps=10).start()
+        time.sleep(8 if QUICK else 15)
+        s.stop()
+        time.sleep(1)
+        ent = det_entries(rdb, "cam3", since)
+        transport = [(int(f[b"pick"]) - int(f[b"rx"])) / 1000 for f in ent]
+        print(f"transport p50 {pct(transport, 50):.2f} ms p99 {pct(transport, 99):.2f} ms",
+              flush=True)
+
+        # --- 4. MJPEG fan-out: web CPU with 1 vs 20 viewers of one camera at 10 fps ---
+        s = FrameSender(url, "cam3", "tok3", jpegs, fps=10).start()
+        fan = {}
+        for viewers in (1, 20):
+            stop = threading.Event()
+            got = [0] * viewers
+
+            def view(i: int, stop: threading.Event = stop, got: list[int] = got) -> None:
+                with requests.get(f"http://127.0.0.1:{web_port}/video/cam3.mjpg", stream=True,
+                                  timeout=30) as r:
+                    for chunk in r.iter_content(65536):
+                        got[i] += len(chunk)
+                        if stop.is_set():
+                            return
+
+            threads = [threading.Thread(target=view, args=(i,), daemon=True)
+                       for i in range(viewers)]
+            for t in threads:
+                t.start()
+            time.sleep(2)
+            c0, w0 = proc_cpu_s(web.proc.pid), time.monotonic()
+            time.sleep(6 if QUICK else 10)
+            fan[viewers] = (proc_cpu_s(web.proc.pid) - c0) / (time.monotonic() - w0)
+            stop.set()
+            for t in threads:
+                t.join(5)
+            assert all(got), "a viewer received nothing"
+            print(f"web CPU with {viewers} viewers: {fan[viewers] * 100:.1f} %", flush=True)
+        s.stop()
+
+        # --- 5. overload: one camera at 30 fps ---
+        time.sleep(2)
+        last = rdb.xrevrange(keys.detections("cam1"), count=1)
+        since = "(" + last[0][0].decode() if last else "-"
+        st0 = {k.decode(): int(v) for k, v in rdb.hgetall(keys.stats("cam1")).items()}
+        s = FrameSender(url, "cam1", "tok1", jpegs, fps=30).start()
+        time.sleep(10 if QUICK else 20)
+        s.stop()
+        time.sleep(2)
+        ent = det_entries(rdb, "cam1", since)
+        st1 = {k.decode(): int(v) for k, v in rdb.hgetall(keys.stats("cam1")).items()}
+        latency = [(int(f[b"done"]) - int(f[b"ts"])) / 1000 for f in ent]
+        infer_ms = statistics.median(float(f[b"infer_ms"]) for f in ent)
+        over_acc = st1.get("accepted", 0) - st0.get("accepted", 0)
+        over_proc = st1.get("processed", 0) - st0.get("processed", 0)
+        over_drop = sum(st1.get(k, 0) - st0.get(k, 0) for k in st1 if k.startswith("dropped_"))
+        print(f"overload p95 {pct(latency, 95):.1f} ms, model call {infer_ms:.1f} ms, "
+              f"accepted {over_acc} processed {over_proc} dropped {over_drop}", flush=True)
+    finally:
+        for svc in (web, infer, ingest):
+            svc.stop()
+
+    # --- 3. ingest capacity: 16 concurrent senders of a 720p JPEG, no inference ---
+    big = cv2.imencode(".jpg", cv2.imread(str(SHARED / "media" / "zidane.jpg")),
+                       [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    rdb.flushall()
+    ingest = Service(["ingest"], service_env(server.url, cameras=",".join(
+        f"c{i}:t{i}" for i in range(16)), camera_fps_limit=100000, frames_maxlen=200,
+        ingest_bind=f"127.0.0.1:{ingest_port}", ingest_workers=2, ingest_threads=8), tmp,
+        "ingest2")
+    wait_port(ingest_port, 30, ingest.proc)
+    counts = [0] * 16
+    stop = threading.Event()
+
+    def hammer(i: int) -> None:
+        sess = requests.Session()
+        seq = 0
+        while not stop.is_set():
+            r = sess.post(f"{url}/api/v1/cameras/c{i}/frames", data=big, headers={
+                "Content-Type": "image/jpeg", "Authorization": f"Bearer t{i}",
+                "X-Frame-Seq": str(seq), "X-Capture-Ts": "1"}, timeout=10)
+            if r.status_code == 202:
+                counts[i] += 1
+            seq += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    c0, t0 = sum(counts), time.monotonic()
+    time.sleep(5 if QUICK else 10)
+    ingest_fps = (sum(counts) - c0) / (time.monotonic() - t0)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    ingest.stop()
+    rdb.flushall()
+    pipe = rdb.pipeline(transaction=False)
+    n = 3000
+    t0 = time.perf_counter()
+    for i in range(n):
+        pipe.xadd("bench:raw", {"jpeg": big, "seq": i}, maxlen=200, approximate=True)
+        if i % 50 == 49:
+            pipe.execute()
+    pipe.execute()
+    raw_fps = n / (time.perf_counter() - t0)
+    server.stop()
+    print(f"ingest {ingest_fps:.0f} frames/s ({len(big) // 1024} KB), raw XADD {raw_fps:.0f}/s",
+          flush=True)
+
+    figures = {
+        "pipeline_over_bare_ratio": round(pipeline_fps / bare_ref, 3),
+        "transport_p50_ms": round(pct(transport, 50), 2),
+        "transport_p99_ms": round(pct(transport, 99), 2),
+        "ingest_frames_per_s": round(ingest_fps, 1),
+        "ingest_over_raw_xadd_ratio": round(ingest_fps / raw_fps, 3),
+        "mjpeg_web_cpu_20_over_1_viewers_ratio": round(fan[20] / max(fan[1], 1e-6), 2),
+        "overload_latency_p95_over_model_ms_ratio": round(pct(latency, 95) / infer_ms, 2),
+        "pipeline_fps_cpu_default_backend": round(pipeline_fps, 1),
+    }
+    rows = "\n".join(f"| {k} | {fps:.1f} | {ms:.1f} |" for k, (fps, ms) in backends.items())
+    md = f"""Command: `.venv/bin/python -m bench.pipeline` (model yolov8n int8 at 640 px, clip
+`intersection_cctv.mp4` 640×480; all services are real processes on loopback sharing the 2
+cores with the load generators).
+
+| figure | value | goal |
+| --- | --- | --- |
+| pipeline throughput ÷ bare model (OpenVINO, same frames) | {pipeline_fps:.1f} ÷ {bare_ref:.1f} fps = **{figures['pipeline_over_bare_ratio']}** | ≥ 0.90 |
+| transport ingest receive → inference pickup, p50 / p99 | **{figures['transport_p50_ms']} / {figures['transport_p99_ms']} ms** | ≤ 2 / ≤ 10 ms |
+| ingest capacity, 16 concurrent senders, {len(big) // 1024} KB 720p JPEG | **{ingest_fps:.0f} frames/s** | ≥ 1,500/s |
+| raw redis-py XADD of the same payload (pipelined) | {raw_fps:.0f}/s → ingest ÷ raw = {figures['ingest_over_raw_xadd_ratio']} | |
+| web CPU, 1 vs 20 MJPEG viewers of one camera | {fan[1] * 100:.1f} % vs {fan[20] * 100:.1f} % → ×{figures['mjpeg_web_cpu_20_over_1_viewers_ratio']} | flat |
+| overload, 30 fps into a ~{default_fps:.0f} fps model: latency capture → result p95 | {pct(latency, 95):.0f} ms = ×{figures['overload_latency_p95_over_model_ms_ratio']} one model call ({infer_ms:.0f} ms); {over_acc} accepted = {over_proc} processed + {over_drop} counted drops | ≤ 2× |
+
+The seeds' own design (length-prefixed JPEG over TCP, model per frame) was measured at 14.5 fps
+with latency growing without bound (p50 2.4 s after 150 frames); here latency stays bounded
+because the live policy drops (and counts) what the model cannot take.
+
+CPU backends, bare model on pre-decoded frames (the first is the CPU default):
+
+| backend | frames/s | ms per frame |
+| --- | --- | --- |
+{rows}
+"""
+    record(figures, "Pipeline (issue 2)", md)
+    print(figures)
+
+
+if __name__ == "__main__":
+    main()
