@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench.record import record  # noqa: E402
+from cctv.core import keys  # noqa: E402
+
 from support import MODEL_OPENVINO, MODEL_PT, RedisServer, clip_jpegs  # noqa: E402
 from test_failover import Cluster, failovers, leader, role_of, wait_for  # noqa: E402
 from test_pipeline import seqs_in_drops, seqs_in_results, wait_accounted  # noqa: E402
-
-from bench.record import record  # noqa: E402
-from cctv.core import keys  # noqa: E402
 
 ROUNDS = int(os.environ.get("CCTV_BENCH_ROUNDS", "10"))
 

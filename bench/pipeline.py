@@ -23,6 +23,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench.record import record  # noqa: E402
+from cctv.core import keys  # noqa: E402
+from cctv.inference.detector import load_detector  # noqa: E402
+
 from support import (  # noqa: E402
     MODEL_ONNX,
     MODEL_OPENVINO,
@@ -36,10 +40,6 @@ from support import (  # noqa: E402
     service_env,
     wait_port,
 )
-
-from bench.record import record  # noqa: E402
-from cctv.core import keys  # noqa: E402
-from cctv.inference.detector import load_detector  # noqa: E402
 
 QUICK = os.environ.get("CCTV_BENCH_QUICK") == "1"
 
