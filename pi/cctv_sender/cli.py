@@ -43,7 +43,8 @@ def run(cfg: Config) -> int:
                         queue_size=cfg.queue_size, spool_rate=cfg.spool_rate,
                         max_frames=cfg.max_frames, flush_timeout_s=cfg.flush_timeout_s,
                         reconnect_max_s=cfg.reconnect_max_s, notifier=Notifier(),
-                        stats_path=state.path / "stats.json")
+                        stats_path=state.path / "stats.json",
+                        stall_s=max(25.0, 2 * cfg.timeout_s + 5))
 
         def on_signal(signum: int, _frame: object) -> None:
             log.info("got %s, stopping", signal.Signals(signum).name)

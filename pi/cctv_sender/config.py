@@ -18,6 +18,7 @@ from cctv_sender import __version__
 from cctv_sender.sources import SourceConfigError, SourceSpec, parse_size, parse_source
 
 PREFIX = "CCTV_SENDER_"
+SYSTEM_STATE_DIR = "/var/lib/cctv-sender"
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"{help_text} [{PREFIX}{suffix}]")
         else:
             p.add_argument(flag, dest=name, default=None, help=f"{help_text} [{PREFIX}{suffix}]")
+    p.add_argument("--env-file", default=None,
+                   help="read KEY=value settings from this file first (the systemd "
+                        "EnvironmentFile, e.g. /etc/cctv-sender/cctv-sender.env); "
+                        "the real environment wins")
     p.add_argument("--check", action="store_true",
                    help="check the camera and ingest, print what is wrong, and exit")
     p.add_argument("--version", action="version", version=f"cctv-sender {__version__}")
@@ -125,10 +130,13 @@ def _bool(name: str, raw: str) -> bool:
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
-    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/cctv-sender, else
-    ~/.local/state/cctv-sender."""
+    """$STATE_DIRECTORY (systemd), else /var/lib/cctv-sender when it is writable (an
+    installed system), else $XDG_STATE_HOME/cctv-sender, else ~/.local/state/cctv-sender."""
     if env.get("STATE_DIRECTORY"):
         return Path(env["STATE_DIRECTORY"].split(":")[0])
+    system = Path(SYSTEM_STATE_DIR)
+    if system.is_dir() and os.access(system, os.W_OK | os.X_OK):
+        return system  # installed by install.sh: --check as the service user finds it
     base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "cctv-sender"
 
@@ -148,16 +156,43 @@ def _read_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     return token
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines as systemd's EnvironmentFile reads them (comments, blank lines,
+    optional quotes, optional ``export``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"env file {path}: {exc.strerror}") from None
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError(f"env file {path} line {number}: expected KEY=value")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
 def load_config(argv: Sequence[str] | None = None,
                 env: Mapping[str, str] | None = None) -> Config:
     """Parse flags and environment into a :class:`Config` (raises :class:`ConfigError`)."""
     env = os.environ if env is None else env
+    pre = build_parser().parse_args(argv)
+    if pre.env_file:
+        env = {**read_env_file(Path(pre.env_file).expanduser()), **env}
     known = {suffix for suffix, _h in _OPTIONS.values()} | _EXTRA_ENV
     for var in sorted(env):
         if var.startswith(PREFIX) and var[len(PREFIX):] not in known:
             raise ConfigError(f"unknown variable {var} (known: "
                               + ", ".join(PREFIX + k for k in sorted(known)) + ")")
-    args = build_parser().parse_args(argv)
+    args = pre
     for name, (suffix, _h) in _OPTIONS.items():
         if getattr(args, name) is None and env.get(PREFIX + suffix, "") != "":
             raw = env[PREFIX + suffix]

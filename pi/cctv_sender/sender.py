@@ -57,7 +57,7 @@ class Sender:
                  spool_rate: float = 15.0, max_frames: int = 0, flush_timeout_s: float = 30.0,
                  reconnect_max_s: float = 30.0, notifier: Notifier | None = None,
                  stats_path: object = None, status_interval_s: float = 5.0,
-                 log_interval_s: float = 60.0) -> None:
+                 log_interval_s: float = 60.0, stall_s: float = 25.0) -> None:
         self.source, self.client, self.spool, self.seq = source, client, spool, seq
         self.live = LiveQueue(queue_size)
         self.fps_gate = RateGate(fps)
@@ -69,6 +69,7 @@ class Sender:
         self.stats_path = stats_path
         self.status_interval_s = status_interval_s
         self.log_interval_s = log_interval_s
+        self.stall_s = stall_s  # a thread silent this long is stuck: stop the watchdog pings
         self.stats = Stats()
         self.stop_event = threading.Event()      # SIGTERM/SIGINT: stop capturing, wrap up
         self.capture_done = threading.Event()    # no more frames will come
@@ -76,6 +77,7 @@ class Sender:
         self.ingest_down = False
         self.heartbeat: dict[str, float] = {}
         self._rate_fps = 0.0
+        self._stall_logged = False
         self._threads: list[threading.Thread] = []
 
     # -- capture ------------------------------------------------------------------------------
@@ -333,13 +335,22 @@ class Sender:
         self.notifier.ready(f"starting: {self.source.name}")
         wd = self.notifier.watchdog_s
         tick = min(x for x in (wd / 3 if wd else 0, self.status_interval_s, 1.0) if x > 0)
-        stale_after = max(wd * 0.8 if wd else 60.0, 5.0)
         last_status = last_log = last_stats = time.monotonic()
         last_delivered = 0
+        last_states = ("", "")
         while not self.upload_done.wait(tick):
             now = time.monotonic()
-            if wd and self.healthy(stale_after):
-                self.notifier.watchdog()
+            if wd:
+                if self.healthy(self.stall_s):
+                    self.notifier.watchdog()
+                elif not self._stall_logged:
+                    self._stall_logged = True
+                    log.error("a worker thread is stuck; no more watchdog pings, systemd will "
+                              "restart the service")
+            states = (self.stats.source_state, self.stats.ingest_state)
+            if states != last_states:  # camera or ingest changed: show it at once
+                last_states = states
+                self.notifier.status(self.status_line())
             if now - last_status >= self.status_interval_s:
                 delivered = self.stats.delivered
                 inst = (delivered - last_delivered) / (now - last_status)

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import redis
+
 from support import ROOT, SHARED, Service, service_env, wait_port
 
 CLIP_480 = SHARED / "media" / "intersection_cctv.mp4"
@@ -128,6 +129,14 @@ class Ingest:
             self.svc.stop()
             self.svc = None
 
+    def kill(self) -> None:
+        """SIGKILL the whole ingest (gunicorn and its workers): requests in flight are lost."""
+        if self.svc is not None:
+            self.svc.signal(signal.SIGKILL)
+            self.svc.proc.wait(10)
+            self.svc.stop()
+            self.svc = None
+
 
 def stream_seqs(rdb: redis.Redis, camera: str) -> list[tuple[int, bool]]:
     """(seq, late) of every frame in the camera's stream, in stream order."""
@@ -135,6 +144,16 @@ def stream_seqs(rdb: redis.Redis, camera: str) -> list[tuple[int, bool]]:
     for _id, fields in rdb.xrange(f"cctv:frames:{camera}"):
         out.append((int(fields[b"seq"]), fields.get(b"late", b"0") == b"1"))
     return out
+
+
+def spool_bytes(state_dir: Path, camera: str) -> int:
+    """Bytes of frames in the sender's spool folder right now."""
+    folder = state_dir / camera / "spool"
+    total = 0
+    for entry in folder.glob("*.jpg"):
+        with contextlib.suppress(FileNotFoundError):
+            total += entry.stat().st_size
+    return total
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:

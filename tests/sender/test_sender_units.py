@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from cctv_sender.backoff import Backoff
 from cctv_sender.config import ConfigError, load_config
 from cctv_sender.frame import Frame
