@@ -47,7 +47,8 @@ class MjpegSource(Source):
         self._conn: http.client.HTTPConnection | None = None
         self._resp: http.client.HTTPResponse | None = None
         self._buf = bytearray()
-        self._delim = b""
+        self._core = b""
+        self._delim_re = re.compile(rb"$^")
         self._snapshot = False
         self._current = b""
         self._ctype = ""
@@ -86,9 +87,14 @@ class MjpegSource(Source):
             if not m:
                 self.close()
                 raise SourceError(f"{self.name}: multipart stream without a boundary")
-            boundary = m.group(1).strip()
-            # Servers disagree on whether the parameter includes the leading "--".
-            self._delim = b"--" + boundary.lstrip("-").encode("latin-1")
+            # Servers disagree on whether the parameter includes the leading "--" and on
+            # whether the delimiter lines then carry two dashes more: accept any run of them.
+            core = m.group(1).strip().lstrip("-").encode("latin-1")
+            if not core:
+                self.close()
+                raise SourceError(f"{self.name}: empty multipart boundary")
+            self._core = core
+            self._delim_re = re.compile(rb"\r?\n--+" + re.escape(core) + rb"(?:--)?[ \t]*\r?\n")
             self._resp = resp
             self._snapshot = False
         elif self._ctype in ("image/jpeg", "image/jpg"):
@@ -140,13 +146,13 @@ class MjpegSource(Source):
         # skip to the boundary line (the CRLF after the previous part, preambles, etc.)
         skipped = 0
         while True:
-            line = self._read_line()
-            if line.startswith(self._delim):
-                if line[len(self._delim):].startswith(b"--"):
+            line = self._read_line().rstrip()
+            if line.startswith(b"--") and line.lstrip(b"-").startswith(self._core):
+                if line.lstrip(b"-")[len(self._core):] == b"--":
                     raise SourceError(f"{self.name}: stream ended (closing boundary)")
                 break
             skipped += len(line)
-            if skipped > MAX_PART:
+            if skipped > 4 * 1024 * 1024:
                 raise SourceError(f"{self.name}: no multipart boundary found")
         length = -1
         while True:
@@ -164,17 +170,16 @@ class MjpegSource(Source):
             data = bytes(self._buf[:length])
             del self._buf[:length]
         else:
-            marker = b"\r\n" + self._delim
             start = 0
             while True:
-                i = self._buf.find(marker, start)
-                if i >= 0:
-                    data = bytes(self._buf[:i])
-                    del self._buf[:i + 2]
+                m = self._delim_re.search(self._buf, start)
+                if m:
+                    data = bytes(self._buf[:m.start()])
+                    del self._buf[:m.start()]  # the boundary line starts the next part
                     break
                 if len(self._buf) > MAX_PART:
                     raise SourceError(f"{self.name}: part without end")
-                start = max(0, len(self._buf) - len(marker))
+                start = max(0, len(self._buf) - len(self._core) - 80)
                 self._fill()
         return data
 
