@@ -1,0 +1,18 @@
+# Redis from Debian (7.0), for clusters that cannot pull the official image (the testbed builds it
+# from a local base). Anywhere else the stack's default, the official redis:7.2-bookworm, is fine:
+# the stack passes the same redis-server command line to either.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && mkdir -p /data && chown redis:redis /data
+
+USER redis
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 6379
+HEALTHCHECK --interval=5s --timeout=3s --retries=3 CMD ["redis-cli", "ping"]
+CMD ["redis-server", "--appendonly", "yes", "--dir", "/data", "--protected-mode", "no"]
