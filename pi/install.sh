@@ -18,6 +18,7 @@
 #   --no-user         do not create the service user
 #   --no-systemd      do not call systemctl (install files only)
 #   --pip-opencv      pip-install opencv-python-headless instead of apt's python3-opencv
+#   --wheel FILE      install this prebuilt cctv_sender wheel (offline installs)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +28,7 @@ unit_dir=/etc/systemd/system
 bin_dir=/usr/local/bin
 user=cctv-sender
 python=/usr/bin/python3
-apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0
+apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0 wheel=
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -44,9 +45,10 @@ while [ $# -gt 0 ]; do
         --no-user) mkuser=0 ;;
         --no-systemd) systemd=0 ;;
         --pip-opencv) pip_opencv=1 ;;
+        --wheel) wheel="$2"; shift ;;
         --uninstall) uninstall=1 ;;
         --purge) purge=1 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -105,11 +107,19 @@ say "creating the venv in $prefix/venv (with system site packages)"
 mkdir -p "$prefix"
 "$python" -m venv --system-site-packages "$prefix/venv"
 pip=("$prefix/venv/bin/python" -m pip --disable-pip-version-check --no-input -q)
-# Build without downloading anything when setuptools is there (it is on Pi OS).
-if "$prefix/venv/bin/python" -c "import setuptools" 2>/dev/null; then
+if [ -n "$wheel" ]; then
+    "${pip[@]}" install --no-deps --force-reinstall "$wheel"
+elif "$prefix/venv/bin/python" - <<'PY' 2>/dev/null
+# can setuptools build a wheel here without downloading anything? (Pi OS: python3-setuptools
+# with python3-wheel, which python3-pip depends on)
+import importlib.util, setuptools
+v = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
+raise SystemExit(0 if v >= (70, 1) or importlib.util.find_spec("wheel") else 1)
+PY
+then
     "${pip[@]}" install --no-deps --no-build-isolation "$here"
 else
-    "${pip[@]}" install --no-deps "$here"
+    "${pip[@]}" install --no-deps "$here"  # fetches the build backend from PyPI
 fi
 if [ "$pip_opencv" = 1 ]; then
     "${pip[@]}" install "opencv-python-headless>=4.8" "numpy>=1.24"

@@ -123,7 +123,8 @@ def _finish(c: Cluster, rdb) -> None:
 @pytest.mark.slow
 def test_kill9_of_the_leader(cluster: Cluster, rdb, jpegs) -> None:
     cluster.send(jpegs)
-    wait_for(lambda: results_of_epoch(rdb, 1) > 20, 30, "results from the first leader")
+    wait_for(lambda: results_of_epoch(rdb, 1) > 20, 90, "results from the first leader",
+             list(cluster.replicas.values()))
     cluster.replicas["a"].signal(signal.SIGKILL)
     wait_for(lambda: results_of_epoch(rdb, 2) > 10, 30, "results from the standby",
              [cluster.replicas["b"]])
@@ -138,7 +139,8 @@ def test_kill9_of_the_leader(cluster: Cluster, rdb, jpegs) -> None:
 @pytest.mark.slow
 def test_sigterm_is_a_planned_handover(cluster: Cluster, rdb, jpegs) -> None:
     cluster.send(jpegs)
-    wait_for(lambda: results_of_epoch(rdb, 1) > 10, 30, "results from the first leader")
+    wait_for(lambda: results_of_epoch(rdb, 1) > 10, 90, "results from the first leader",
+             list(cluster.replicas.values()))
     cluster.replicas["a"].signal(signal.SIGTERM)
     wait_for(lambda: results_of_epoch(rdb, 2) > 10, 30, "results from the standby",
              [cluster.replicas["b"]])
@@ -155,7 +157,8 @@ def test_sigterm_is_a_planned_handover(cluster: Cluster, rdb, jpegs) -> None:
 def test_paused_leader_never_publishes_after_losing_the_lease(cluster: Cluster, rdb,
                                                               jpegs) -> None:
     cluster.send(jpegs)
-    wait_for(lambda: results_of_epoch(rdb, 1) > 10, 30, "results from the first leader")
+    wait_for(lambda: results_of_epoch(rdb, 1) > 10, 90, "results from the first leader",
+             list(cluster.replicas.values()))
     a = cluster.replicas["a"]
     a.signal(signal.SIGSTOP)
     wait_for(lambda: leader(rdb) == "b" and results_of_epoch(rdb, 2) > 5, 30,
