@@ -61,10 +61,17 @@ def bare_fps(model: str, frames: list[np.ndarray], backend: str = "auto") -> tup
     return len(frames) / (time.perf_counter() - start), statistics.median(times)
 
 
-def proc_cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def proc_cpu_s(pgid: int) -> float:
+    """User+system CPU seconds of every process in group ``pgid`` (gunicorn master + workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def det_entries(rdb, cam: str, since: str = "-") -> list[dict[bytes, bytes]]:
