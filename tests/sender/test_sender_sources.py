@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from rtsp_relay import RtspRelay
 
 from cctv_sender.jpeg import jpeg_size
 from cctv_sender.sources import Source, SourceEnded, SourceError, build_source, parse_source
@@ -22,6 +25,7 @@ from sender_support import (
     SenderProc,
     sender_env,
     stream_seqs,
+    wait_for,
 )
 from support import SHARED
 
@@ -218,3 +222,52 @@ def test_picamera2_stall_reconnects_end_to_end(ingest, rdb, tmp_path: Path) -> N
     assert "no frame for" in s.log()
     _id, fields = rdb.xrange("cctv:frames:cam1", count=1)[0]
     assert (int(fields[b"w"]), int(fields[b"h"])) == (810, 1080)  # bus.jpg, as sent
+
+
+# -- RTSP ---------------------------------------------------------------------------------------
+def _ffmpeg_has_x264() -> bool:
+    exe = shutil.which("ffmpeg")
+    if not exe:
+        return False
+    out = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True,
+                         timeout=30)
+    return "libx264" in out.stdout
+
+
+needs_ffmpeg = pytest.mark.skipif(not _ffmpeg_has_x264(),
+                                  reason="ffmpeg with libx264 is needed to serve RTSP "
+                                         "(apt install ffmpeg)")
+
+
+@pytest.fixture()
+def rtsp(tmp_path: Path):
+    relay = RtspRelay(CLIP_480, tmp_path).start()
+    yield relay
+    relay.stop()
+
+
+@needs_ffmpeg
+def test_rtsp_source_reads_h264_and_notices_loss(rtsp: RtspRelay) -> None:
+    src = build_source(parse_source(rtsp.url), timeout_s=5)
+    with src:
+        frames = _frames(src, 5)
+        assert jpeg_size(frames[-1]) == (640, 480)
+        rtsp.drop_clients()
+        with pytest.raises(SourceError, match="camera lost"):
+            for _ in range(300):
+                src.grab()
+
+
+@needs_ffmpeg
+def test_rtsp_camera_reboot_end_to_end(rtsp: RtspRelay, ingest, rdb, tmp_path: Path) -> None:
+    ing = ingest()
+    s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source", rtsp.url, "--fps",
+                    "20", "--max-frames", "40", "--reconnect-max", "0.5", "--timeout", "5"],
+                   tmp_path / "state", tmp_path, env=sender_env(CCTV_SENDER_TOKEN="tok1"))
+    wait_for(lambda: rdb.xlen("cctv:frames:cam1") >= 10, 30, "RTSP frames at ingest")
+    rtsp.drop_clients()
+    assert s.wait(60) == 0, s.log()
+    assert rtsp.sessions >= 2 and s.stats()["reconnects"] >= 1
+    seqs = [seq for seq, _late in stream_seqs(rdb, "cam1")]
+    assert len(seqs) == 40 == len(set(seqs))
+    assert "rtsp://127.0.0.1" in s.log() and "streaming" in s.log()
