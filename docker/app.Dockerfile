@@ -42,7 +42,7 @@ RUN --mount=type=bind,source=dist,target=/dist \
 COPY --chmod=0755 docker/healthcheck.py /usr/local/bin/cctv-healthcheck
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/cctv-entrypoint
 
-USER cctv
+USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080 8000
 # ingest by default; the stack sets the probe URL of `cctv web` (:8000/healthz).

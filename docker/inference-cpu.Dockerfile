@@ -12,7 +12,7 @@
 ARG BASE_IMAGE=cctv-swarm/app:latest
 FROM ${BASE_IMAGE}
 
-USER root
+USER 0:0
 ARG PIP_NO_INDEX=1
 RUN --mount=type=bind,source=wheels,target=/wheels \
     --mount=type=bind,source=docker/constraints.txt,target=/src/constraints.txt \
@@ -30,7 +30,7 @@ ARG MODEL_DIR=yolov8n_int8_openvino_model
 COPY models/${MODEL_DIR} /models/${MODEL_DIR}
 ENV CCTV_MODEL=/models/${MODEL_DIR}
 
-USER cctv
+USER 10001:10001
 EXPOSE 9100
 # /readyz: model loaded and Redis reachable (leader or warm standby alike).
 HEALTHCHECK --interval=5s --timeout=3s --start-period=90s --retries=6 \

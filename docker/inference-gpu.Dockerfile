@@ -48,7 +48,7 @@ COPY models/${MODEL_DIR} /models/${MODEL_DIR}
 ENV CCTV_MODEL=/models/${MODEL_DIR} \
     CCTV_DEVICE=auto
 
-USER cctv
+USER 10001:10001
 WORKDIR /tmp
 EXPOSE 9100
 HEALTHCHECK --interval=5s --timeout=3s --start-period=120s --retries=6 \

@@ -4,13 +4,16 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 
+# a fixed uid/gid (999, as in the official image) for the redis user the package would create
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN groupadd --system --gid 999 redis \
+ && useradd --system --uid 999 --gid redis --home-dir /var/lib/redis --shell /usr/sbin/nologin redis \
+ && apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && mkdir -p /data && chown redis:redis /data
 
-USER redis
+USER 999:999
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 6379

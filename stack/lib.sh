@@ -1,5 +1,6 @@
 # Shared helpers of the stack/ tools (sourced, not run).
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables here are used by the scripts that source this file
 
 STACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$STACK_DIR/.." && pwd)
