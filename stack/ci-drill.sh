@@ -20,6 +20,7 @@
 #   CCTV_STACK_RECORD        1 (default) = record figures in bench/results.json + docs/benchmarks.md
 #   CCTV_TEST_ARTIFACTS      if set, logs and drill.json are copied to $CCTV_TEST_ARTIFACTS/swarm-drill
 set -uo pipefail
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 export CCTV_STACK_BUILD=${CCTV_STACK_BUILD:-$ROOT/build/stack}
@@ -88,7 +89,8 @@ step() {  # step NAME LOGFILE cmd...
 PHASE=prerequisites
 [ "$(id -u)" = 0 ] || { say "needs root (apt-get, dockerd, debootstrap)"; exit 2; }
 missing=()
-[ -x /usr/bin/dockerd ] && [ -x /usr/bin/docker ] || missing+=(docker.io)
+# Debian's docker.io: /usr/bin/docker (the 20.10 client, with BuildKit) and /usr/sbin/dockerd
+{ [ -x /usr/bin/docker ] && command -v dockerd >/dev/null; } || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v ip >/dev/null || missing+=(iproute2)
@@ -102,7 +104,7 @@ fi
 
 if ! /usr/bin/docker info >/dev/null 2>&1; then
     say "starting dockerd"
-    setsid /usr/bin/dockerd >"$LOGDIR/dockerd.log" 2>&1 &
+    setsid "$(command -v dockerd)" >"$LOGDIR/dockerd.log" 2>&1 &
     STARTED_DOCKERD=$!
     for _ in $(seq 1 60); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 1; done
     /usr/bin/docker info >/dev/null 2>&1 || { tail -20 "$LOGDIR/dockerd.log"; say "dockerd did not start"; exit 1; }
