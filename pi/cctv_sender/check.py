@@ -36,7 +36,7 @@ def check_camera(cfg: Config) -> bool:
     """Open the camera and read one frame."""
     try:
         source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
-                              timeout_s=cfg.timeout_s)
+                              timeout_s=cfg.timeout_s, fps=cfg.fps)
     except SourceConfigError as exc:
         _say(False, "camera", str(exc))
         return False

@@ -33,7 +33,7 @@ def run(cfg: Config) -> int:
     if cfg.source.kind == "file" and not os.path.isfile(str(cfg.source.target)):
         raise SourceConfigError(f"source file {cfg.source.target} does not exist")
     source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
-                          timeout_s=cfg.timeout_s)
+                          timeout_s=cfg.timeout_s, fps=cfg.fps)
     client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s)
     state = StateDir(cfg.state_dir, cfg.camera).open()
     try:

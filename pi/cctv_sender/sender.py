@@ -187,6 +187,8 @@ class Sender:
                            late=int(from_spool))
             if from_spool:
                 self.spool.remove(frame.seq)
+            else:
+                self._auth_blocked_until = 0.0
             if self.ingest_down or self.stats.ingest_state != "ok":
                 if self.ingest_down:
                     log.info("ingest accepts frames again; %d frame(s) spooled to send late",
@@ -209,11 +211,17 @@ class Sender:
             self.stats.ingest_state = "unreachable" if reply.status == 0 else f"http {reply.status}"
             return
         # rejected: never retried
-        self.stats.add(rejected=1)
         self.stats.error(reply.message)
-        if from_spool:
-            self.spool.remove(frame.seq)
-        self._auth_blocked = reply.auth_problem and not from_spool
+        if reply.auth_problem:
+            # the token or camera name is wrong, not the frame: leave the spool alone until a
+            # live frame gets through again (or a minute passed, in case the camera is down)
+            self._auth_blocked_until = time.monotonic() + 60.0
+        if from_spool and reply.auth_problem:
+            pass  # stays spooled: it will be accepted once the configuration is fixed
+        else:
+            self.stats.add(rejected=1)
+            if from_spool:
+                self.spool.remove(frame.seq)
         if self._reject_logged < 5 or self._reject_logged % 100 == 0:
             log.error("frame %d rejected: %s", frame.seq, reply.message)
         self._reject_logged += 1
@@ -224,7 +232,7 @@ class Sender:
         ingest is down move live frames to the spool and probe after each backoff delay."""
         self._backoff = Backoff(0.5, self.reconnect_max_s)
         self._next_probe = 0.0
-        self._auth_blocked = False
+        self._auth_blocked_until = 0.0
         self._reject_logged = 0
         drain = RateGate(self.spool_rate)
         flush_deadline: float | None = None
@@ -248,7 +256,8 @@ class Sender:
                         self._wrap_up()
                         return
                 wait = 0.5
-                if len(self.spool) and not self._auth_blocked:
+                blocked = now < self._auth_blocked_until
+                if len(self.spool) and not blocked:
                     wait = (self._next_probe - now) if self.ingest_down else drain.wait_s(now)
                     wait = min(0.5, max(0.0, wait))
                 frame = self.live.get(wait) if wait > 0 or len(self.live) else None
@@ -259,7 +268,7 @@ class Sender:
                     else:
                         self._handle(frame, self.client.post(frame), from_spool=False)
                     continue
-                if not len(self.spool) or self._auth_blocked:
+                if not len(self.spool) or now < self._auth_blocked_until:
                     continue
                 if self.ingest_down:
                     if now < self._next_probe:

@@ -37,7 +37,7 @@ def test_file_source_ships_numbered_frames_and_counts_on_after_restart(
     assert before_us <= int(fields[b"ts"]) <= time.time_ns() // 1000
     # the file is paced at its own 30 fps and the limit keeps 20 of them a second
     last_ts = int(rdb.xrevrange("cctv:frames:cam1", count=1)[0][1][b"ts"])
-    assert 0.45 < (last_ts - int(fields[b"ts"])) / 1e6 < 0.75
+    assert 0.5 < (last_ts - int(fields[b"ts"])) / 1e6 < 1.5
     assert rdb.hget("cctv:stats:cam1", "accepted") == b"12"
 
     s2 = SenderProc(_args(ing.url, "--source", f"file:{CLIP_480}", "--fps", "0",

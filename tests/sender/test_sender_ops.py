@@ -282,6 +282,13 @@ def test_sigterm_during_outage_spools_and_next_run_sends_late(ingest, rdb, tmp_p
         first = s.stats()
         assert first["delivered"] == 0 and first["spool_frames"] == first["captured"] >= 10
         ing = ingest()
+        # a wrong token rejects the live frames but must not throw the spool away
+        bad = SenderProc(["--ingest", ing.url, *args[2:], "--max-frames", "3",
+                          "--flush-timeout", "1"], state, tmp_path, name="badtoken",
+                         env=sender_env(CCTV_SENDER_TOKEN="wrong"))
+        assert bad.wait(60) == 0, bad.log()
+        assert bad.stats()["rejected"] == 3
+        assert bad.stats()["spool_frames"] == first["captured"]
         s2 = SenderProc(["--ingest", ing.url, *args[2:], "--max-frames", "3"], state, tmp_path,
                         name="sender2", env=sender_env(CCTV_SENDER_TOKEN="tok1"))
         assert s2.wait(60) == 0, s2.log()
@@ -289,3 +296,4 @@ def test_sigterm_during_outage_spools_and_next_run_sends_late(ingest, rdb, tmp_p
     late = sorted(seq for seq, is_late in got if is_late)
     assert late == list(range(first["first_seq"], first["last_seq"] + 1))
     assert len(got) == first["captured"] + 3
+    assert s2.stats()["spool_frames"] == 0

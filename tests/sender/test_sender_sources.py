@@ -46,7 +46,7 @@ def test_file_paced_at_its_own_rate_then_ends() -> None:
         started = time.monotonic()
         frames = _frames(src, 16)
         elapsed = time.monotonic() - started
-    assert 0.4 < elapsed < 0.8  # 15 intervals of 1/30 s
+    assert 0.45 < elapsed < 2.0  # 15 intervals of 1/30 s (never faster; slower if loaded)
     assert all(jpeg_size(f) == (640, 480) for f in frames)
 
 
@@ -56,7 +56,7 @@ def test_file_given_fps_size_quality_and_loop() -> None:
     with src:
         started = time.monotonic()
         frames = _frames(src, 11)
-        assert 0.15 < time.monotonic() - started < 0.45  # 10 intervals of 1/50 s
+        assert 0.18 < time.monotonic() - started < 1.5  # 10 intervals of 1/50 s
         assert jpeg_size(frames[0]) == (640, 360)
         # loop: run past the end of the 335-frame clip as fast as the decoder goes
         src._interval = 0.0
@@ -168,7 +168,7 @@ def test_picamera2_hardware_encoder_with_mode_size_fps(standin: Path) -> None:
         frames = _frames(src, 9)
         elapsed = time.monotonic() - started
     assert frames[0] == (SHARED / "media" / "bus.jpg").read_bytes()
-    assert 0.1 < elapsed < 0.5  # 40 fps
+    assert 0.18 < elapsed < 1.5  # 8 intervals at 40 fps
     assert "hardware MJPEG" in src.describe()
     calls = _calls(standin)
     config = next(c["config"] for c in calls if c["event"] == "configure")

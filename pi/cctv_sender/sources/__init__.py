@@ -160,9 +160,12 @@ def parse_source(raw: str) -> SourceSpec:
 
 
 def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
-                 size: tuple[int, int] | None = None, timeout_s: float = 10.0) -> Source:
+                 size: tuple[int, int] | None = None, timeout_s: float = 10.0,
+                 fps: float = 0.0) -> Source:
     """The :class:`Source` for ``spec``; ``loop``/``size`` are defaults that URL options
-    override. Imports the camera library only for the kind that needs it."""
+    override, ``fps`` (the sender's limit) is the frame rate asked of cameras that take one
+    (picamera2, V4L2) unless the URL sets its own. Imports the camera library only for the
+    kind that needs it."""
     size = spec.opt_size() or size
     quality = spec.opt_int("quality", quality) or quality
     if not 1 <= quality <= 100:
@@ -176,7 +179,8 @@ def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
     if spec.kind in ("v4l2", "rtsp"):
         from cctv_sender.sources.opencv import OpenCVSource
         return OpenCVSource(spec.kind, spec.target, name=spec.display, quality=quality,
-                            size=size, fps=spec.opt_float("fps"),
+                            size=size, fps=spec.opt_float("fps", fps if spec.kind == "v4l2"
+                                                          else 0.0),
                             fourcc=spec.options.get("fourcc", "MJPG" if spec.kind == "v4l2"
                                                     else ""),
                             passthrough=spec.opt_bool("passthrough"), timeout_s=timeout_s)
@@ -186,7 +190,7 @@ def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
     if spec.kind == "picamera2":
         from cctv_sender.sources.picam import PicameraSource
         return PicameraSource(int(spec.target), name=spec.display, size=size or (1280, 720),
-                              fps=spec.opt_float("fps", 0.0), mode=spec.opt_int("mode"),
+                              fps=spec.opt_float("fps", fps), mode=spec.opt_int("mode"),
                               encoder=spec.options.get("encoder", "auto"), quality=quality,
                               timeout_s=timeout_s)
     raise SourceConfigError(f"unknown source kind {spec.kind!r}")
