@@ -56,7 +56,9 @@ def test_outage_every_frame_delivered_exactly_once(ingest, rdb, tmp_path: Path) 
     late = sum(1 for _seq, is_late in got if is_late)
     # ~10 s at 20 fps waited in the spool (plus the time ingest takes to start again)
     assert late >= OUTAGE_S * 20 * 0.8, late
-    assert stats["late"] == late
+    # the sender counts late deliveries including "duplicate" replies: a frame in flight at
+    # the kill may have been stored just before it, then was spooled and re-sent
+    assert late <= stats["late"] <= late + stats["duplicates"]
     assert (stats["dropped"], stats["evicted"], stats["rejected"]) == (0, 0, 0)
     assert stats["spool_frames"] == 0 and not list((state / "cam1" / "spool").glob("*.jpg"))
     assert "spooling frames" in s.log() and "accepts frames again" in s.log()
@@ -88,7 +90,9 @@ def test_outage_small_spool_evicts_counted_and_memory_stays_bounded(
     assert set(seqs) <= set(range(first, first + 300))
     # ~200 frames came during the outage and only ~10 fit in 3 MB
     assert stats["evicted"] >= 150, stats
-    assert len(seqs) + stats["evicted"] == 300, stats
+    # every frame is stored or evicted; a frame in flight at the kill can be both (stored,
+    # reply lost, spooled, then evicted before the retry)
+    assert 0 <= len(seqs) + stats["evicted"] - 300 <= 1, stats
     assert stats["dropped"] == 0 and stats["delivered"] == len(seqs)
     # the spool never went over its cap, and the process did not keep the frames in memory
     # (the ~200 frames of the outage are 60 MB)

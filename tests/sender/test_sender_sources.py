@@ -271,3 +271,11 @@ def test_rtsp_camera_reboot_end_to_end(rtsp: RtspRelay, ingest, rdb, tmp_path: P
     seqs = [seq for seq, _late in stream_seqs(rdb, "cam1")]
     assert len(seqs) == 40 == len(set(seqs))
     assert "rtsp://127.0.0.1" in s.log() and "streaming" in s.log()
+
+
+# -- V4L2 (no webcam here: only the failure path can run) ---------------------------------------
+def test_v4l2_missing_device_is_a_source_error() -> None:
+    src = build_source(parse_source("v4l2:/dev/video99?size=640x480"), fps=5)
+    assert (src.size, src.req_fps, src.fourcc) == ((640, 480), 5, "MJPG")
+    with pytest.raises(SourceError, match="v4l2:/dev/video99: cannot open"):
+        src.open()
