@@ -236,7 +236,7 @@ difference in time by the difference in frames. The better of two repeats is rep
 | of which: H.264 720p decode, in process | {stages['decode_ms']:.2f} ms |
 | of which: JPEG encode q80, in process | {stages['encode_ms']:.2f} ms (mean JPEG {stages['jpeg_kb']:.0f} KiB) |
 | process start-up (imports, open file) | {thr['startup_s']:.2f} s |
-| spool write, 720p JPEG frames | {spool['write_fps']:.0f} frames/s ({spool['write_mb_s']:.0f} MB/s) |
+| spool write, 720p JPEG frames (one file each, rename, no fsync) | {spool['write_fps']:.0f} frames/s ({spool['write_mb_s']:.0f} MB/s) |
 | spool upload to ingest, one keep-alive connection | {spool['upload_fps']:.0f} frames/s ({spool['upload_mb_s']:.1f} MB/s) |
 | 10 s ingest outage (SIGKILL) at 20 fps: frames captured | {outage['captured']} |
 | frames lost | **{outage['lost']}** (duplicates {outage['duplicates']}, delivered late {outage['late']}) |
@@ -246,7 +246,10 @@ share. An MJPEG source skips both decode and encode, because its JPEGs pass thro
 untouched. On a Pi 4 with picamera2, the hardware encoder does the JPEG work. Both therefore
 cost far less CPU per frame than this file source. Spool upload runs ingest and redis on the
 other core, so it measures the whole path. It is capped in practice by `--spool-rate` and by
-ingest's per-camera rate limit.
+ingest's per-camera rate limit. The spool does not fsync each frame, to spare SD cards.
+After a power cut, the frames still in the page cache are gone, and the check at start drops
+any damaged files. This machine is shared with other work, so the fps varies by about ±30%
+between runs.
 """
     record(figures, "Sender (issue 5)", md)
     print(json.dumps(figures, indent=1))

@@ -23,6 +23,21 @@ log = logging.getLogger("cctv_sender.spool")
 _NAME_RE = re.compile(r"^(\d{1,20})_(\d{1,20})\.jpg$")
 
 
+def _looks_whole(path: str, size: int) -> bool:
+    """A JPEG start marker at the front and an end marker near the end (a power cut can leave
+    a file empty, zero-filled or cut short)."""
+    if size < 4:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(max(0, size - 64))
+            tail = fh.read(64)
+    except OSError:
+        return False
+    return head == b"\xff\xd8" and b"\xff\xd9" in tail
+
+
 class Spool:
     """Frames on disk, oldest first, at most ``cap_bytes`` in total (0 disables it)."""
 
@@ -53,7 +68,8 @@ class Spool:
                         os.unlink(entry.path)
                 continue
             size = entry.stat().st_size
-            if size < 4:
+            if not _looks_whole(entry.path, size):
+                log.warning("dropping damaged spool file %s", entry.name)
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                 continue

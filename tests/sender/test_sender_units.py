@@ -168,9 +168,14 @@ def test_spool_is_oldest_first_and_survives_restart(tmp_path: Path) -> None:
     assert first.seq == 2 and first.late and first.ts_us == 1_000_002
     spool.remove(2)
     (tmp_path / "spool" / "junk.tmp").write_bytes(b"half")
+    # what a power cut can leave: an empty file, a frame cut short
+    (tmp_path / "spool" / f"{1:020d}_5.jpg").write_bytes(b"")
+    (tmp_path / "spool" / f"{3:020d}_5.jpg").write_bytes(_frame(3).jpeg[:500])
     again = Spool(tmp_path / "spool", cap_bytes=100_000).open()
     assert [again.peek().seq, len(again), again.bytes] == [5, 3, 3000]
     assert not (tmp_path / "spool" / "junk.tmp").exists()
+    assert sorted(p.name[:20] for p in (tmp_path / "spool").glob("*.jpg")) == \
+        [f"{i:020d}" for i in (5, 6, 7)]
     # a smaller cap after restart evicts at start
     small = Spool(tmp_path / "spool", cap_bytes=1500).open()
     assert len(small) == 1 and small.evicted == 2 and small.peek().seq == 7
