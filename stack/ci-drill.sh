@@ -16,7 +16,7 @@
 # Environment (optional):
 #   CCTV_STACK_BUILD         build outputs (default build/stack, git-ignored)
 #   CCTV_STACK_DRILL_ARGS    drill.py arguments (default: 5 kill rounds, 1 stop round,
-#                            3 rounds without standby)
+#                            1 rolling update, 3 rounds without standby)
 #   CCTV_STACK_RECORD        1 (default) = record figures in bench/results.json + docs/benchmarks.md
 #   CCTV_TEST_ARTIFACTS      if set, logs and drill.json are copied to $CCTV_TEST_ARTIFACTS/swarm-drill
 set -uo pipefail
@@ -137,7 +137,7 @@ export CCTV_SHARED=${CCTV_SHARED:-$ROOT/../shared}
 
 # ---- the stage -------------------------------------------------------------------------------
 # shellcheck disable=SC2206
-DRILL_ARGS=(${CCTV_STACK_DRILL_ARGS:---rounds 5 --stop-rounds 1 --swarm-only-rounds 3})
+DRILL_ARGS=(${CCTV_STACK_DRILL_ARGS:---rounds 5 --stop-rounds 1 --update-rounds 1 --swarm-only-rounds 3})
 [ "${CCTV_STACK_RECORD:-1}" = 1 ] && DRILL_ARGS+=(--record)
 
 step "build images, start the 3-node swarm, deploy, wait until healthy" up.log \

@@ -2,7 +2,8 @@
 """Failover drill and stream check for the 3-node testbed (stack/testbed/testbed drives it).
 
     drill.py stream --seconds 20      post the sample clip, check results, web and accounting
-    drill.py drill [--rounds 3] [--stop-rounds 1] [--swarm-only-rounds 2] [--record]
+    drill.py drill [--rounds 3] [--stop-rounds 1] [--update-rounds 1] [--swarm-only-rounds 2]
+                   [--record]
     drill.py status                   inference leader, standbys, per-camera counters
 
 While a camera streams at --fps into the manager's ingest, each kill round kills the worker
@@ -19,7 +20,8 @@ and measures
       a cold model load.
 
 then starts the node again and waits until the standby is warm again. A `docker stop` round
-is the planned case (the leader gets SIGTERM and hands the lease over).
+is the planned case (the leader gets SIGTERM and hands the lease over); an update round runs
+`docker service update --force` on inference under load (the rolling update of docs/deploy.md).
 
 Frames are counted by sequence number: every seq that got a 2xx from ingest must appear in a
 result (`cctv:det:<cam>` field seq) or in a recorded drop (`cctv:drops:<cam>` field seqs).
@@ -148,7 +150,6 @@ class Observer(threading.Thread):
         self.drop_seqs: dict[int, str] = {}
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.errors = 0
 
     def run(self) -> None:
         # from the streams' current ends: everything this run's frames cause comes after
@@ -160,8 +161,7 @@ class Observer(threading.Thread):
             try:
                 resp = self.r.xread(last, count=500, block=200)
             except (redis.RedisError, OSError):
-                self.errors += 1
-                time.sleep(0.2)
+                time.sleep(0.2)  # resumes after the last entry read: nothing is skipped
                 continue
             now = time.time()
             for key, entries in resp or []:
@@ -358,15 +358,45 @@ class Drill:
         return out
 
     # ---- one round --------------------------------------------------------------------------
+    def update_round(self, n: int) -> dict:
+        """A rolling update (`docker service update --force`) under load: stop-first, one task
+        at a time; when the leader's task is stopped it hands the lease over."""
+        a = self.args
+        wait_until("a publishing leader and a warm standby", a.settle_timeout,
+                   lambda: warm_pair(self.r, self.obs, 2))
+        time.sleep(a.steady_s)
+        epoch0 = leader_info(self.r)["epoch"]
+        log(f"round {n} (update): docker service update --force {a.stack}_inference, "
+            f"epoch {epoch0}")
+        t0 = time.time()
+        self.swarm.manager("service", "update", "--force", "--quiet", f"{a.stack}_inference")
+        took = time.time() - t0
+        t_first, epoch1, worker1 = wait_until(
+            "results from a new leader", a.failover_timeout,
+            lambda: self.obs.first_result_after(t0, epoch0), interval=0.05)
+        last_old = self.obs.last_result_before(t_first) or t0
+        gap = t_first - last_old
+        log(f"  update done in {took:.0f} s; results gap at the hand-over {gap:.2f} s "
+            f"(to {worker1}, epoch {epoch1})")
+        wait_until("the standby to be warm again", a.settle_timeout,
+                   lambda: warm_pair(self.r, self.obs, 2))
+        return {"round": n, "kind": "update", "killed_node": "-", "old_epoch": epoch0,
+                "new_epoch": epoch1, "new_worker": worker1, "gap_s": round(gap, 2),
+                "update_s": round(took, 1), "swarm": {}}
+
     def round(self, kind: str, n: int) -> dict:
         """kind: kill | stop | swarm-only."""
+        if kind == "update":
+            return self.update_round(n)
         a = self.args
         replicas = 1 if kind == "swarm-only" else 2
+        wait_until("a publishing leader and a warm standby", a.settle_timeout,
+                   lambda: warm_pair(self.r, self.obs, replicas))
+        time.sleep(a.steady_s)
         leader, _standby = wait_until("a publishing leader and a warm standby", a.settle_timeout,
                                       lambda: warm_pair(self.r, self.obs, replicas))
-        time.sleep(a.steady_s)
-        info = leader_info(self.r)
-        epoch0, node = info["epoch"], leader["node"]
+        # the epoch counter itself: every later acquisition is higher
+        epoch0, node = leader_info(self.r)["epoch"], leader["node"]
         if not node.startswith(a.prefix + "-worker"):
             raise RuntimeError(f"leader runs on {node!r}, not on a worker")
         before = {t["ID"] for t in self.swarm.tasks("inference")}
@@ -444,8 +474,6 @@ class Drill:
                "new_epoch": epoch1, "new_worker": worker1, "gap_s": round(gap, 2),
                "last_result_before_s": round(t0 - last_before, 2) if last_before else None,
                "swarm": b, "restored_after_start_s": ready_s}
-        if kind == "swarm-only":
-            rnd["first_result_after_reschedule_s"] = round(gap, 2)
         return rnd
 
     def scale(self, replicas: int) -> None:
@@ -518,7 +546,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     t_start = time.time()
     d.start()
     plan = (["kill"] * args.rounds + ["stop"] * args.stop_rounds
-            + ["swarm-only"] * args.swarm_only_rounds)
+            + ["update"] * args.update_rounds + ["swarm-only"] * args.swarm_only_rounds)
     try:
         for i, kind in enumerate(plan, 1):
             if kind == "swarm-only" and (i == 1 or plan[i - 2] != "swarm-only"):
@@ -539,10 +567,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
     warm = [r for r in rounds if r["kind"] == "kill"]
     stop = [r for r in rounds if r["kind"] == "stop"]
     solo = [r for r in rounds if r["kind"] == "swarm-only"]
+    upd = [r for r in rounds if r["kind"] == "update"]
     summary = {
         "gap_p50_s": p50([r["gap_s"] for r in warm]),
         "gap_max_s": max((r["gap_s"] for r in warm), default=None),
         "stop_gap_p50_s": p50([r["gap_s"] for r in stop]),
+        "update_gap_p50_s": p50([r["gap_s"] for r in upd]),
         "node_down_p50_s": p50([r["swarm"]["node_down_s"] for r in warm + solo
                                 if "node_down_s" in r["swarm"]]),
         "task_created_p50_s": p50([r["swarm"]["task_created_s"] for r in warm + solo
@@ -585,6 +615,7 @@ def render_markdown(report: dict) -> str:
     for r in report["rounds"]:
         b = r["swarm"]
         how = {"kill": "`docker kill`, warm standby", "stop": "`docker stop`, warm standby",
+               "update": "rolling update (`service update --force`)",
                "swarm-only": "`docker kill`, 1 replica, no standby"}[r["kind"]]
 
         def fmt(k: str, b: dict = b) -> str:
@@ -593,22 +624,29 @@ def render_markdown(report: dict) -> str:
         if r["kind"] == "swarm-only":
             gap = f"{r['gap_s']:.2f} s (cold start)"
             started, healthy = fmt("task_started_s"), fmt("task_running_s")
+        elif r["kind"] == "update":
+            gap = f"**{r['gap_s']:.2f} s** (hand-over)"
+            started = healthy = f"update took {r['update_s']:.0f} s"
         else:
             gap = f"**{r['gap_s']:.2f} s**"
             started = healthy = "when the node is back"
-        lines.append(f"| {r['round']} | {how} | {r['killed_node'].split('-')[-1]} | {gap} | "
+        where = "both, in turn" if r["kind"] == "update" else r["killed_node"].split("-")[-1]
+        lines.append(f"| {r['round']} | {how} | {where} | {gap} | "
                      f"{fmt('node_down_s')} | {fmt('task_created_s')} | {started} | {healthy} |")
     f = report["frames"]
     lines += [
         "",
-        "Times are from the kill (or stop). (a) is the first result of the new leader; Swarm's "
+        "Times are from the kill (or stop). (a) is the first result of the new leader (for the "
+        "rolling update: the gap between the old leader's last result and the new one's "
+        "first). Swarm's "
         "columns are its own node and task timestamps. With one replica per inference node and "
         "two inference nodes, a replacement task stays pending until its node returns, so the "
         "rounds with one replica and no standby show Swarm's own rescheduling onto the free "
         "worker (started = container started; healthy = model loaded and /readyz passing).",
         "",
         f"- (a) warm standby, `docker kill`: p50 **{s['gap_p50_s']} s**, max {s['gap_max_s']} s; "
-        f"planned `docker stop`: {s['stop_gap_p50_s']} s.",
+        f"planned `docker stop`: {s['stop_gap_p50_s']} s; rolling update hand-over: "
+        f"{s['update_gap_p50_s']} s.",
         f"- (b) Swarm: node marked down p50 {s['node_down_p50_s']} s; replacement task created "
         f"p50 {s['task_created_p50_s']} s; with a free node the replacement is started after "
         f"p50 **{s['reschedule_started_p50_s']} s**, healthy after "
@@ -629,6 +667,7 @@ def record(report: dict) -> None:
                "swarm_reschedule_p50_s": s["reschedule_started_p50_s"],
                "swarm_drill_frames_unaccounted": s["unaccounted"],
                "swarm_drill_stop_gap_p50_s": s["stop_gap_p50_s"],
+               "swarm_drill_update_gap_p50_s": s["update_gap_p50_s"],
                "swarm_node_down_p50_s": s["node_down_p50_s"]}
     md = (
         "Command: `bash stack/ci-drill.sh` (the CI stage; or `stack/testbed/testbed up` then "
@@ -676,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="stream: how long")
     p.add_argument("--rounds", type=int, default=3, help="docker kill rounds")
     p.add_argument("--stop-rounds", type=int, default=1, help="docker stop rounds")
+    p.add_argument("--update-rounds", type=int, default=1,
+                   help="rolling updates of the inference service under load")
     p.add_argument("--swarm-only-rounds", type=int, default=2,
                    help="rounds with 1 replica (no standby): Swarm's own rescheduling")
     p.add_argument("--steady-s", type=float, default=3.0, help="steady streaming before a kill")

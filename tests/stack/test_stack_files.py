@@ -241,12 +241,15 @@ def test_drill_report_renders() -> None:
          "swarm": {"node_down_s": 3.1, "task_created_s": 3.1}},
         {"round": 2, "kind": "stop", "killed_node": "cctv-tb-worker2", "gap_s": 0.2,
          "swarm": {"node_down_s": 2.9, "task_created_s": 2.9}},
+        {"round": 4, "kind": "update", "killed_node": "-", "gap_s": 0.12, "update_s": 60.2,
+         "swarm": {}},
         {"round": 3, "kind": "swarm-only", "killed_node": "cctv-tb-worker1", "gap_s": 6.3,
          "swarm": {"node_down_s": 4.0, "task_created_s": 4.0, "task_started_s": 5.2,
                    "task_running_s": 10.6}},
     ]
     report = {"rounds": rounds, "summary": {
-        "gap_p50_s": 0.9, "gap_max_s": 0.9, "stop_gap_p50_s": 0.2, "node_down_p50_s": 3.1,
+        "gap_p50_s": 0.9, "gap_max_s": 0.9, "stop_gap_p50_s": 0.2, "update_gap_p50_s": 0.1,
+        "node_down_p50_s": 3.1,
         "task_created_p50_s": 3.1, "reschedule_started_p50_s": 5.2,
         "reschedule_healthy_p50_s": 10.6, "swarm_only_gap_p50_s": 6.3, "unaccounted": 0},
         "frames": {"accepted": 10, "processed": 8, "dropped": 2,
@@ -254,4 +257,5 @@ def test_drill_report_renders() -> None:
     md = drill.render_markdown(report)
     assert "| 1 | `docker kill`, warm standby | worker1 | **0.90 s** |" in md
     assert "5.20 s | 10.60 s |" in md
+    assert "| **0.12 s** (hand-over) |" in md
     assert "**0 unaccounted**" in md
