@@ -32,7 +32,7 @@ ENV CCTV_MODEL=/models/${MODEL_DIR}
 
 USER 10001:10001
 EXPOSE 9100
-# /readyz: model loaded and Redis reachable (leader or warm standby alike).
+# healthy once the model is loaded (leader or warm standby alike; see docker/healthcheck.py)
 HEALTHCHECK --interval=5s --timeout=3s --start-period=90s --retries=6 \
-    CMD ["cctv-healthcheck", "http://127.0.0.1:9100/readyz"]
+    CMD ["cctv-healthcheck", "http://127.0.0.1:9100/readyz", "model_loaded"]
 CMD ["inference"]

@@ -52,6 +52,6 @@ USER 10001:10001
 WORKDIR /tmp
 EXPOSE 9100
 HEALTHCHECK --interval=5s --timeout=3s --start-period=120s --retries=6 \
-    CMD ["cctv-healthcheck", "http://127.0.0.1:9100/readyz"]
+    CMD ["cctv-healthcheck", "http://127.0.0.1:9100/readyz", "model_loaded"]
 ENTRYPOINT ["cctv-entrypoint"]
 CMD ["inference"]

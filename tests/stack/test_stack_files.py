@@ -259,3 +259,46 @@ def test_drill_report_renders() -> None:
     assert "5.20 s | 10.60 s |" in md
     assert "| **0.12 s** (hand-over) |" in md
     assert "**0 unaccounted**" in md
+
+
+def test_healthcheck_probe() -> None:
+    """docker/healthcheck.py: 2xx is healthy; with FIELD, a JSON body with FIELD true is too
+    (inference: model loaded while Redis is away); errors and refusals are unhealthy."""
+    import http.server
+    import socket
+    import threading
+
+    replies = {"/ok": (200, b'{"status":"ok"}'), "/loaded": (503, b'{"model_loaded":true}'),
+               "/cold": (503, b'{"model_loaded":false}'), "/junk": (503, b"<html>")}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            status, body = replies[self.path]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_a: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/healthz"
+
+    def probe(*args: str) -> int:
+        return subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), *args],
+                              capture_output=True, timeout=20).returncode
+
+    try:
+        assert probe(f"{base}/ok") == 0
+        assert probe(f"{base}/loaded") == 1, "503 is unhealthy without a field"
+        assert probe(f"{base}/loaded", "model_loaded") == 0
+        assert probe(f"{base}/cold", "model_loaded") == 1
+        assert probe(f"{base}/junk", "model_loaded") == 1
+        assert probe(closed) == 1
+    finally:
+        server.shutdown()
