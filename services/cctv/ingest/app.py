@@ -19,13 +19,12 @@ import hmac
 import logging
 import time
 
-import redis
 from flask import Flask, Response, jsonify, request
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
+from cctv.core.httpops import add_ops_routes
 from cctv.core.jpeg import JpegError, jpeg_dimensions
-from cctv.core.metrics import render_metrics
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings
@@ -181,22 +180,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         LATENCY.observe(time.perf_counter() - started)
         return resp
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return jsonify({"status": "ok"})
-
-    @app.get("/readyz")
-    def readyz() -> tuple[Response, int]:
-        try:
-            ingest.redis.ping()
-        except (redis.RedisError, OSError) as exc:
-            return jsonify({"status": "not ready", "redis": str(exc)}), 503
-        return jsonify({"status": "ready"}), 200
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        data, ctype = render_metrics()
-        return Response(data, content_type=ctype)
+    add_ops_routes(app, ingest.redis)
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[Response, int]:

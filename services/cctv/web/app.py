@@ -13,7 +13,7 @@ import redis
 from flask import Flask, Response, abort, jsonify, render_template, stream_with_context
 
 from cctv.core import keys
-from cctv.core.metrics import render_metrics
+from cctv.core.httpops import add_ops_routes
 from cctv.core.redisconn import connect
 from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings
 from cctv.web.broadcast import Feeds
@@ -96,21 +96,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             return jsonify({"error": "not_found", "message": f"no results for {camera!r}"}), 404
         return jsonify(res), 200
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return jsonify({"status": "ok"})
-
-    @app.get("/readyz")
-    def readyz() -> tuple[Response, int]:
-        try:
-            client.ping()
-        except (redis.RedisError, OSError) as exc:
-            return jsonify({"status": "not ready", "redis": str(exc)}), 503
-        return jsonify({"status": "ready"}), 200
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        data, ctype = render_metrics()
-        return Response(data, content_type=ctype)
+    add_ops_routes(app, client)
 
     return app
