@@ -1,10 +1,11 @@
 """The leader loop: read every camera's frames through the consumer group, detect, publish.
 
-Live policy, per camera and per read: only the newest new frame is processed; older new
-frames are acked as ``dropped_behind``, frames older than CCTV_MAX_FRAME_AGE_S as
-``dropped_stale``, undecodable ones as ``dropped_corrupt``. A large backlog is skipped in one
-server-side step (also counted, with seqs). Every write goes through a fenced script, so the
-loop is the same whether or not a standby exists: the lease only decides when it runs.
+A prefetch thread (prefetch.py) reads and decodes the next frames while the model runs.
+Live policy, per camera: only the newest frame is processed; older ones are acked as
+``dropped_behind``, frames older than CCTV_MAX_FRAME_AGE_S as ``dropped_stale``, undecodable
+ones as ``dropped_corrupt``. A large backlog is skipped in one server-side step (also counted,
+with seqs). Every write goes through a fenced script, so the loop is the same whether or not a
+standby exists: the lease only decides when it runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cctv.core import keys
 from cctv.core.scripts import Scripts, is_stale_error
 from cctv.core.settings import Settings
 from cctv.inference.detector import Detector
+from cctv.inference.prefetch import Prefetcher
 
 log = logging.getLogger("cctv.inference.worker")
 
@@ -56,6 +58,8 @@ class Frame:
     late: str
     jpeg: bytes
     pick_us: int
+    #: decoded BGR image, filled in by the prefetch thread
+    image: np.ndarray | None = None
 
     @property
     def id_ms(self) -> int:
@@ -263,26 +267,22 @@ class LeaderLoop:
                 self._backlogged.add(cam)
         return out
 
-    def select(self, batch: dict[str, list[Frame]]) -> list[Frame]:
-        """Apply the live policy: newest fresh frame per camera; drop (and count) the rest."""
+    def drop_stale(self, frames: list[Frame]) -> list[Frame]:
+        """Drop (and count) frames older than CCTV_MAX_FRAME_AGE_S; return the others."""
         now_ms = self.clock.now_ms()
-        chosen = []
-        for frames in batch.values():
-            if not frames:
-                continue
-            self.drop(frames[:-1], "behind")
-            newest = frames[-1]
-            if now_ms - newest.id_ms > self.s.max_frame_age_s * 1000:
-                self.drop([newest], "stale")
-            else:
-                chosen.append(newest)
-        return chosen
+        max_age_ms = self.s.max_frame_age_s * 1000
+        stale = [f for f in frames if now_ms - f.id_ms > max_age_ms]
+        for f in stale:
+            self.drop([f], "stale")
+        return [f for f in frames if now_ms - f.id_ms <= max_age_ms]
 
     def process(self, frames: list[Frame]) -> None:
         """Decode, detect and publish ``frames`` (at most one per camera)."""
         images, ok = [], []
         for f in frames:
-            img = cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            img = f.image
+            if img is None:
+                img = cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR)
             if img is None:
                 log.warning("camera %s: frame %s (seq %s) does not decode", f.camera, f.id, f.seq)
                 self.drop([f], "corrupt")
@@ -311,15 +311,19 @@ class LeaderLoop:
         self._cameras_at = 0.0
         try:
             self.take_over_pending()
-            while not stop.is_set():
-                if not held():
-                    return "lease lost"
-                chosen = self.select(self.read())
-                if not chosen:
-                    continue
-                if not held():
-                    return "lease lost"
-                self.process(chosen)
+            prefetch = Prefetcher(self, held).start()
+            try:
+                while not stop.is_set():
+                    if not held():
+                        return "lease lost"
+                    chosen = self.drop_stale(prefetch.take())
+                    if not chosen:
+                        continue
+                    if not held():
+                        return "lease lost"
+                    self.process(chosen)
+            finally:
+                prefetch.stop()
         except NotLeader as exc:
             log.warning("write refused by fencing, stepping down: %s", exc,
                         extra={"epoch": epoch})

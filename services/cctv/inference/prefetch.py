@@ -1,0 +1,89 @@
+"""Read and decode the next frames while the model runs on the current ones.
+
+Without this, the leader's loop is read → decode → detect → publish in one thread: a frame that
+arrives while the model is busy waits in the stream until the model is done (up to one model
+call of extra latency), and the CPU sits idle for the model during every read and decode.
+
+The :class:`Prefetcher` thread keeps one slot per camera holding the newest frame picked up and
+already decoded. A newer frame for the same camera replaces the held one, which is acked as
+dropped (``behind``) through the same fenced script as every other drop, so the live policy and
+the accounting are unchanged: every frame read is processed or counted. Frames still held when
+leadership ends stay pending in the consumer group, where the next leader claims them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from cctv.inference.worker import Frame, LeaderLoop
+
+log = logging.getLogger("cctv.inference.prefetch")
+
+
+class Prefetcher:
+    """Background reader for a :class:`LeaderLoop`; :meth:`take` hands over decoded frames."""
+
+    def __init__(self, loop: LeaderLoop, held: Callable[[], bool]) -> None:
+        self.loop, self.held = loop, held
+        self._slots: dict[str, Frame] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+
+    def start(self) -> Prefetcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading; held frames stay pending in the group for whoever leads next."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(5)
+
+    def take(self, timeout_s: float = 0.1) -> list[Frame]:
+        """The held frames (newest per camera, decoded), waiting up to ``timeout_s`` for one.
+
+        Re-raises in the caller's thread what stopped the reader (e.g. ``NotLeader``).
+        """
+        with self._cond:
+            if not self._slots and self._error is None:
+                self._cond.wait(timeout_s)
+            if self._error is not None:
+                raise self._error
+            frames, self._slots = list(self._slots.values()), {}
+        return frames
+
+    def _run(self) -> None:
+        try:
+            # held(): a replica that lost the lease must not read (and so hold pending) any more
+            while not self._stop.is_set() and self.held():
+                batch = self.loop.read()
+                for frames in batch.values():
+                    if frames:
+                        self._hold(frames)
+        except BaseException as exc:  # handed to the leader's thread by take()
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+
+    def _hold(self, frames: list[Frame]) -> None:
+        newest = frames[-1]
+        behind = frames[:-1]
+        if newest.image is None:
+            newest.image = cv2.imdecode(np.frombuffer(newest.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        with self._cond:
+            replaced = self._slots.get(newest.camera)
+            self._slots[newest.camera] = newest
+            self._cond.notify_all()
+        if replaced is not None:
+            behind.insert(0, replaced)
+        self.loop.drop(behind, "behind")
