@@ -9,7 +9,10 @@ Writes docs/benchmarks.md (section "Pipeline (issue 2)") and bench/results.json.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +35,8 @@ from support import (  # noqa: E402
     MODEL_OPENVINO,
     MODEL_PT,
     SHARED,
+    VIEWER_PASSWORD,
+    VIEWER_USER,
     FrameSender,
     RedisServer,
     Service,
@@ -72,6 +77,76 @@ def proc_cpu_s(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+WRK_SCRIPT = """
+-- each connection is one camera c<i> with its own token and increasing sequence numbers
+local counter = 0
+function setup(thread)
+  thread:set("first", counter)
+  counter = counter + 8
+end
+function init(args)
+  conn, seq = 0, 0
+  local f = io.open(args[1], "rb"); body = f:read("*a"); f:close()
+end
+function request()
+  local cam = first + (conn % 8)
+  conn = conn + 1
+  seq = seq + 1
+  return wrk.format("POST", "/api/v1/cameras/c" .. cam .. "/frames", {
+    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam,
+    ["X-Frame-Seq"] = tostring(seq), ["X-Capture-Ts"] = "1"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("NON2XX %d\\n", summary.errors.status))
+end
+"""
+
+
+def wrk_ingest(url: str, jpeg: bytes, tmp: Path) -> float:
+    """Accepted frames/s with wrk: 16 connections over 16 cameras, distinct seqs."""
+    body, script = tmp / "frame.jpg", tmp / "post.lua"
+    body.write_bytes(jpeg)
+    script.write_text(WRK_SCRIPT)
+    dur = 5 if QUICK else 10
+    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{dur}s", "-s", str(script), url, "--",
+                          str(body)], capture_output=True, text=True, timeout=dur + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = int(re.search(r"NON2XX (\d+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    if bad:
+        print(f"wrk: {bad} of {total} requests were not 2xx", flush=True)
+    return rps * (total - bad) / max(total, 1)
+
+
+def python_ingest(url: str, jpeg: bytes) -> float:
+    """Accepted frames/s from 16 Python threads (fallback when wrk is not installed)."""
+    counts = [0] * 16
+    stop = threading.Event()
+
+    def hammer(i: int) -> None:
+        sess = requests.Session()
+        seq = 0
+        while not stop.is_set():
+            r = sess.post(f"{url}/api/v1/cameras/c{i}/frames", data=jpeg, headers={
+                "Content-Type": "image/jpeg", "Authorization": f"Bearer t{i}",
+                "X-Frame-Seq": str(seq), "X-Capture-Ts": "1"}, timeout=10)
+            if r.status_code == 202:
+                counts[i] += 1
+            seq += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    c0, t0 = sum(counts), time.monotonic()
+    time.sleep(5 if QUICK else 10)
+    fps = (sum(counts) - c0) / (time.monotonic() - t0)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    return fps
 
 
 def det_entries(rdb, cam: str, since: str = "-") -> list[dict[bytes, bytes]]:
@@ -146,7 +221,8 @@ def main() -> None:
               flush=True)
 
         # --- 4. MJPEG fan-out: web CPU with 1 vs 20 viewers of one camera at 10 fps ---
-        s = FrameSender(url, "cam3", "tok3", jpegs, fps=10).start()
+        # seqs continue past the first cam3 sender's: ingest would take repeats as duplicates
+        s = FrameSender(url, "cam3", "tok3", jpegs, fps=10, first_seq=1_000_000).start()
         fan = {}
         for viewers in (1, 20):
             stop = threading.Event()
@@ -154,7 +230,7 @@ def main() -> None:
 
             def view(i: int, stop: threading.Event = stop, got: list[int] = got) -> None:
                 with requests.get(f"http://127.0.0.1:{web_port}/video/cam3.mjpg", stream=True,
-                                  timeout=30) as r:
+                                  auth=(VIEWER_USER, VIEWER_PASSWORD), timeout=30) as r:
                     for chunk in r.iter_content(65536):
                         got[i] += len(chunk)
                         if stop.is_set():
@@ -175,12 +251,20 @@ def main() -> None:
             print(f"web CPU with {viewers} viewers: {fan[viewers] * 100:.1f} %", flush=True)
         s.stop()
 
-        # --- 5. overload: one camera at 30 fps ---
+        # --- 5. overload: one camera at 30 fps into a model that manages less (PyTorch, ~12
+        # fps here; the OpenVINO default is faster than 30 fps on this machine) ---
+        infer.stop()
+        rdb.delete(keys.LEASE_INFERENCE)
+        infer = Service(["inference", "--id", "bench-slow"], service_env(
+            server.url, cameras=cams, model=MODEL_PT,
+            inference_http_bind=f"127.0.0.1:{free_port()}"), tmp, "inference-slow")
+        while rdb.get(keys.LEASE_INFERENCE) is None:
+            time.sleep(0.1)
         time.sleep(2)
         last = rdb.xrevrange(keys.detections("cam1"), count=1)
         since = "(" + last[0][0].decode() if last else "-"
         st0 = {k.decode(): int(v) for k, v in rdb.hgetall(keys.stats("cam1")).items()}
-        s = FrameSender(url, "cam1", "tok1", jpegs, fps=30).start()
+        s = FrameSender(url, "cam1", "tok1", jpegs, fps=30, first_seq=1_000_000).start()
         time.sleep(10 if QUICK else 20)
         s.stop()
         time.sleep(2)
@@ -191,6 +275,7 @@ def main() -> None:
         over_acc = st1.get("accepted", 0) - st0.get("accepted", 0)
         over_proc = st1.get("processed", 0) - st0.get("processed", 0)
         over_drop = sum(st1.get(k, 0) - st0.get(k, 0) for k in st1 if k.startswith("dropped_"))
+        over_fps = over_proc / (10 if QUICK else 20)
         print(f"overload p95 {pct(latency, 95):.1f} ms, model call {infer_ms:.1f} ms, "
               f"accepted {over_acc} processed {over_proc} dropped {over_drop}", flush=True)
     finally:
@@ -206,30 +291,13 @@ def main() -> None:
         ingest_bind=f"127.0.0.1:{ingest_port}", ingest_workers=2, ingest_threads=8), tmp,
         "ingest2")
     wait_port(ingest_port, 30, ingest.proc)
-    counts = [0] * 16
-    stop = threading.Event()
-
-    def hammer(i: int) -> None:
-        sess = requests.Session()
-        seq = 0
-        while not stop.is_set():
-            r = sess.post(f"{url}/api/v1/cameras/c{i}/frames", data=big, headers={
-                "Content-Type": "image/jpeg", "Authorization": f"Bearer t{i}",
-                "X-Frame-Seq": str(seq), "X-Capture-Ts": "1"}, timeout=10)
-            if r.status_code == 202:
-                counts[i] += 1
-            seq += 1
-
-    threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(16)]
-    for t in threads:
-        t.start()
-    time.sleep(2)
-    c0, t0 = sum(counts), time.monotonic()
-    time.sleep(5 if QUICK else 10)
-    ingest_fps = (sum(counts) - c0) / (time.monotonic() - t0)
-    stop.set()
-    for t in threads:
-        t.join(10)
+    # the port answers once the first worker is up; clients that connect before the second
+    # has booted all stay (keep-alive) on the first, which halves the capacity measured
+    time.sleep(3)
+    if shutil.which("wrk"):
+        ingest_fps, loadgen = wrk_ingest(url, big, tmp), "wrk (16 connections, 2 threads)"
+    else:
+        ingest_fps, loadgen = python_ingest(url, big), "Python requests (16 threads)"
     ingest.stop()
     rdb.flushall()
     pipe = rdb.pipeline(transaction=False)
@@ -264,10 +332,10 @@ cores with the load generators).
 | --- | --- | --- |
 | pipeline throughput ÷ bare model (OpenVINO, same frames) | {pipeline_fps:.1f} ÷ {bare_ref:.1f} fps = **{figures['pipeline_over_bare_ratio']}** | ≥ 0.90 |
 | transport ingest receive → inference pickup, p50 / p99 | **{figures['transport_p50_ms']} / {figures['transport_p99_ms']} ms** | ≤ 2 / ≤ 10 ms |
-| ingest capacity, 16 concurrent senders, {len(big) // 1024} KB 720p JPEG | **{ingest_fps:.0f} frames/s** | ≥ 1,500/s |
+| ingest capacity, 16 concurrent senders ({loadgen} on the same machine), {len(big) // 1024} KB 720p JPEG | **{ingest_fps:.0f} frames/s** | ≥ 1,500/s |
 | raw redis-py XADD of the same payload (pipelined) | {raw_fps:.0f}/s → ingest ÷ raw = {figures['ingest_over_raw_xadd_ratio']} | |
 | web CPU, 1 vs 20 MJPEG viewers of one camera | {fan[1] * 100:.1f} % vs {fan[20] * 100:.1f} % → ×{figures['mjpeg_web_cpu_20_over_1_viewers_ratio']} | flat |
-| overload, 30 fps into a ~{default_fps:.0f} fps model: latency capture → result p95 | {pct(latency, 95):.0f} ms = ×{figures['overload_latency_p95_over_model_ms_ratio']} one model call ({infer_ms:.0f} ms); {over_acc} accepted = {over_proc} processed + {over_drop} counted drops | ≤ 2× |
+| overload, one camera at 30 fps into the PyTorch backend ({over_fps:.1f} fps processed): latency capture → result p95 | {pct(latency, 95):.0f} ms = ×{figures['overload_latency_p95_over_model_ms_ratio']} one model call ({infer_ms:.0f} ms); {over_acc} accepted = {over_proc} processed + {over_drop} counted drops | ≤ 2× |
 
 The seeds' own design (length-prefixed JPEG over TCP, model per frame) was measured at 14.5 fps
 with latency growing without bound (p50 2.4 s after 150 frames); here latency stays bounded

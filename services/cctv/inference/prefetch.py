@@ -4,10 +4,11 @@ Without this, the leader's loop is read → decode → detect → publish in one
 arrives while the model is busy waits in the stream until the model is done (up to one model
 call of extra latency), and the CPU sits idle for the model during every read and decode.
 
-The :class:`Prefetcher` thread keeps one slot per camera holding the newest frame picked up and
-already decoded. A newer frame for the same camera replaces the held one, which is acked as
-dropped (``behind``) through the same fenced script as every other drop, so the live policy and
-the accounting are unchanged: every frame read is processed or counted. Frames still held when
+The :class:`Prefetcher` thread keeps one slot per camera holding the newest frame picked up,
+already decoded and, when the detector can (``prepare``), letterboxed into the model's input.
+A newer frame for the same camera replaces the held one, which is acked as dropped
+(``behind``) through the same fenced script as every other drop, so the live policy and the
+accounting are unchanged: every frame read is processed or counted. Frames still held when
 leadership ends stay pending in the consumer group, where the next leader claims them.
 """
 
@@ -80,6 +81,9 @@ class Prefetcher:
         behind = frames[:-1]
         if newest.image is None:
             newest.image = cv2.imdecode(np.frombuffer(newest.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            prepare = getattr(self.loop.detector, "prepare", None)
+            if newest.image is not None and prepare is not None:
+                newest.prepared = prepare(newest.image)
         with self._cond:
             replaced = self._slots.get(newest.camera)
             self._slots[newest.camera] = newest
