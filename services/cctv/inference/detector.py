@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,10 +30,15 @@ class Detection:
     name: str
     conf: float
     xyxy: tuple[int, int, int, int]
+    #: tracker id (inference/tracking.py); None when untracked or not yet confirmed
+    track: int | None = None
 
     def to_json(self) -> dict:
-        return {"cls": self.cls, "name": self.name, "conf": round(self.conf, 3),
-                "xyxy": list(self.xyxy)}
+        out = {"cls": self.cls, "name": self.name, "conf": round(self.conf, 3),
+               "xyxy": list(self.xyxy)}
+        if self.track is not None:
+            out["track"] = self.track
+        return out
 
 
 class Detector(Protocol):
@@ -46,6 +51,17 @@ class Detector(Protocol):
     def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """Detections for each frame, in the same order."""
         ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame already letterboxed into the model's input blob (see ``prepare``)."""
+
+    frame: np.ndarray
+    blob: np.ndarray
+    scale: float
+    left: int
+    top: int
 
 
 class ModelLoadError(RuntimeError):
@@ -120,6 +136,7 @@ class OpenVinoDetector:
         shape = model.inputs[0].get_partial_shape()
         static = shape.is_static
         self.imgsz = int(shape[2].get_length()) if static else imgsz
+        model = _with_preprocessing(model)
         self._compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         self._request = self._compiled.create_infer_request()
         self._conf, self._iou = conf, iou
@@ -133,27 +150,36 @@ class OpenVinoDetector:
         scale = min(size / h, size / w)
         nh, nw = round(h * scale), round(w * scale)
         top, left = (size - nh) // 2, (size - nw) // 2
-        canvas = np.full((size, size, 3), 114, dtype=np.uint8)
-        canvas[top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh),
-                                                          interpolation=cv2.INTER_LINEAR)
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 255.0, swapRB=True)
+        resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = cv2.copyMakeBorder(resized, top, size - nh - top, left, size - nw - left,
+                                    cv2.BORDER_CONSTANT, value=(114, 114, 114))
+        blob = canvas[None]  # uint8 NHWC BGR: the model converts it (_with_preprocessing)
         return blob, scale, left, top
 
-    def _one(self, frame: np.ndarray) -> list[Detection]:
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        """Letterbox ``frame`` into the input blob. Thread-safe: the leader's prefetch thread
+        calls it while the model runs on the previous frame."""
+        return Prepared(frame, *self._letterbox(frame))
+
+    def _one(self, item: np.ndarray | Prepared) -> list[Detection]:
         import cv2
 
-        blob, scale, left, top = self._letterbox(frame)
+        prep = item if isinstance(item, Prepared) else self.prepare(item)
+        frame, blob, scale, left, top = prep.frame, prep.blob, prep.scale, prep.left, prep.top
         pred = self._request.infer({0: blob})[self._compiled.outputs[0]][0]  # (4+nc, anchors)
-        pred = pred.T
-        scores = pred[:, 4:]
-        cls = scores.argmax(1)
-        conf = scores[np.arange(len(cls)), cls]
+        scores = pred[4:]  # (nc, anchors): reduce over classes without transposing
+        conf = scores.max(0)
         keep = conf >= self._conf
-        if self._classes is not None:
-            keep &= np.isin(cls, self._classes)
         if not keep.any():
             return []
-        boxes, conf, cls = pred[keep, :4], conf[keep], cls[keep]
+        cls = scores[:, keep].argmax(0)
+        conf = conf[keep]
+        boxes = pred[:4, keep].T
+        if self._classes is not None:
+            wanted = np.isin(cls, self._classes)
+            boxes, conf, cls = boxes[wanted], conf[wanted], cls[wanted]
+            if not len(cls):
+                return []
         xywh = boxes.copy()
         xywh[:, 0] -= xywh[:, 2] / 2
         xywh[:, 1] -= xywh[:, 3] / 2
@@ -172,8 +198,23 @@ class OpenVinoDetector:
         out.sort(key=lambda d: -d.conf)
         return out
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+    def detect(self, frames: list[np.ndarray | Prepared]) -> list[list[Detection]]:
         return [self._one(f) for f in frames]
+
+
+def _with_preprocessing(model: Any) -> Any:
+    """Fold uint8 BGR NHWC → float RGB NCHW / 255 into the model, so that it runs on
+    OpenVINO's threads instead of as a numpy step before every call."""
+    import openvino as ov
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")) \
+        .set_color_format(ColorFormat.BGR)
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32) \
+        .convert_color(ColorFormat.RGB).scale(255.0)
+    return ppp.build()
 
 
 def _read_names(metadata: Path) -> dict[int, str]:
