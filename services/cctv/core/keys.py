@@ -71,3 +71,55 @@ def heartbeat_pattern(service: str = "*") -> str:
 def camera_from_frames_key(key: str) -> str:
     """Inverse of :func:`frames`."""
     return key.removeprefix(f"{PREFIX}:frames:")
+
+
+# --- events (issue 7) ---
+
+#: consumer group the events service reads detection streams through
+EVENTS_GROUP = "events"
+#: stream of emitted events (``type`` event.start / event.end), MAXLEN ~ CCTV_EVENTS_MAXLEN
+EVENTS = f"{PREFIX}:events"
+#: stream of webhook/MQTT batches given up after their last attempt
+EVENTS_DEADLETTER = f"{PREFIX}:events:deadletter"
+#: hash of events counters: emitted, unconfirmed, delivered/failed/dead-lettered per receiver
+EVENTS_STATS = f"{PREFIX}:events:stats"
+#: sorted set of every stored event id, scored by start time (ms)
+EVENTS_INDEX = f"{PREFIX}:events:idx"
+#: set of every facet index key (so that retention can find them all)
+EVENTS_INDEX_KEYS = f"{PREFIX}:events:idx:keys"
+
+
+def track_state(camera: str) -> str:
+    """The inference leader's serialized tracker of ``camera`` (written fenced, with the epoch)."""
+    return f"{PREFIX}:track:{camera}"
+
+
+def event(event_id: str) -> str:
+    """Hash of one stored event: camera, rule, track, times, caption, snapshot and crop paths."""
+    return f"{PREFIX}:event:{event_id}"
+
+
+def events_index(facet: str, value: str) -> str:
+    """Sorted set of event ids by start time for one facet value (camera, class, zone, rule,
+    caption word)."""
+    return f"{PREFIX}:events:idx:{facet}:{value}"
+
+
+def rules_state(camera: str) -> str:
+    """The events service's rule state of ``camera`` (JSON), saved with each acked entry."""
+    return f"{PREFIX}:events:state:{camera}"
+
+
+def unconfirmed(candidate_id: str) -> str:
+    """Marker (1 day TTL) that a rejected candidate was counted as unconfirmed once."""
+    return f"{PREFIX}:events:unconfirmed:{candidate_id}"
+
+
+def line_counts(camera: str) -> str:
+    """Hash ``<rule>:<direction>`` -> number of line crossings counted for ``camera``."""
+    return f"{PREFIX}:events:lines:{camera}"
+
+
+def delivery_group(receiver: str) -> str:
+    """Consumer group of one webhook/MQTT receiver on the events stream."""
+    return f"deliver:{receiver}"

@@ -74,6 +74,28 @@ class Settings:
     mjpeg_quality: int = 80
     viewer_idle_s: float = 10.0
 
+    # --- events (issue 7) ---
+    # tracker in the inference leader: auto (bytetrack when ultralytics is installed, else none),
+    # bytetrack, botsort or none
+    tracker: str = "auto"
+    # processed frames a lost track is kept for (ByteTrack's track_buffer)
+    track_buffer: int = 30
+    # tracker state saved to Redis every N processed frames (ids survive a failover)
+    track_state_every: int = 1
+    # zones, rules, webhooks: a YAML or JSON file read by `cctv events` (docs/events.md)
+    events_config: str = ""
+    # snapshots and crops (a volume in production)
+    events_dir: str = "/var/lib/cctv/events"
+    events_maxlen: int = 10000
+    events_retention_days: float = 7.0
+    events_max_bytes: int = 2 * 1024**3
+    events_max_count: int = 100000
+    events_retention_interval_s: float = 60.0
+    # /healthz, /readyz and /metrics of the events service
+    events_http_bind: str = "0.0.0.0:9200"
+    # HMAC key that signs webhook payloads (CCTV_WEBHOOK_SECRET_FILE for a Docker secret)
+    webhook_secret: str = ""
+
     @property
     def camera_tokens(self) -> dict[str, str]:
         """The camera registry parsed from ``cameras``: camera name -> token."""
@@ -174,7 +196,24 @@ def _validate(s: Settings) -> None:
         host, sep, port = getattr(s, name).rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise bad(name, "use host:port")
+    _validate_events(s, bad)
     s.camera_tokens  # noqa: B018 - parses and raises on a malformed registry
+
+
+def _validate_events(s: Settings, bad) -> None:
+    """The events settings (issue 7); the rules file itself is checked by ``cctv events``."""
+    if s.tracker not in {"auto", "bytetrack", "botsort", "none"}:
+        raise bad("tracker", "use auto, bytetrack, botsort or none")
+    for name in ("track_buffer", "track_state_every", "events_maxlen", "events_max_bytes",
+                 "events_max_count"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    for name in ("events_retention_days", "events_retention_interval_s"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    host, sep, port = s.events_http_bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad("events_http_bind", "use host:port")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

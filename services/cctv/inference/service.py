@@ -26,6 +26,7 @@ from cctv.core.scripts import Scripts
 from cctv.core.settings import Settings
 from cctv.inference.detector import ModelLoadError, load_detector
 from cctv.inference.lease import Lease
+from cctv.inference.tracking import TrackingUnavailable, warm_tracker
 from cctv.inference.worker import LeaderLoop, WorkerStats
 
 log = logging.getLogger("cctv.inference")
@@ -205,7 +206,8 @@ def run_inference(settings: Settings) -> int:
         replica.detector = load_detector(settings.model, device=settings.device,
                                          imgsz=settings.imgsz, conf=settings.conf,
                                          iou=settings.iou, classes=settings.classes)
-    except ModelLoadError as exc:
+        warm_tracker(settings)  # issue 7: load the tracker now, not at the first take-over
+    except (ModelLoadError, TrackingUnavailable) as exc:
         log.error("%s", exc)
         replica.stop.set()
         server.shutdown()

@@ -28,6 +28,7 @@ from cctv.core.scripts import Scripts, is_stale_error
 from cctv.core.settings import Settings
 from cctv.inference.detector import Detector
 from cctv.inference.prefetch import Prefetcher
+from cctv.inference.tracking import Tracking
 
 log = logging.getLogger("cctv.inference.worker")
 
@@ -64,6 +65,11 @@ class Frame:
     @property
     def id_ms(self) -> int:
         return int(self.id.split("-", 1)[0])
+
+    @property
+    def ts_us(self) -> int:
+        """Capture time (sender clock, µs); the ingest time when the sender gave none."""
+        return int(self.ts) if self.ts.isdigit() else self.id_ms * 1000
 
 
 def _frame(camera: str, entry_id: bytes, fields: dict[bytes, bytes], pick_us: int) -> Frame:
@@ -122,6 +128,8 @@ class LeaderLoop:
         self._cameras: list[str] = []
         self._cameras_at = 0.0
         self._backlogged: set[str] = set()
+        # per-camera trackers of this leadership, restored from Redis on first use
+        self.tracking = Tracking(settings, client)
 
     # ---- cameras -------------------------------------------------------------------------
     def cameras(self) -> list[str]:
@@ -196,8 +204,14 @@ class LeaderLoop:
                 args=[*self._fence_args(), frame.id, self.s.det_maxlen, keys.INFER_GROUP,
                       *fields],
                 client=pipe)
+        self.tracking.queue_saves(pipe, self.worker_id, self.epoch)
         replies = pipe.execute(raise_on_error=False)
-        for (frame, *_), reply in zip(results, replies, strict=True):
+        for reply in replies[len(results):]:  # tracker state writes (fenced as well)
+            if isinstance(reply, Exception):
+                if is_stale_error(reply):
+                    raise NotLeader(str(reply))
+                raise reply
+        for (frame, *_), reply in zip(results, replies[:len(results)], strict=True):
             if isinstance(reply, Exception):
                 if is_stale_error(reply):
                     raise NotLeader(str(reply))
@@ -296,6 +310,8 @@ class LeaderLoop:
         infer_ms = (time.perf_counter() - started) * 1000 / len(ok)
         for _ in ok:
             INFER_SECONDS.observe(infer_ms / 1000)
+        dets = [self.tracking.track(f.camera, d, f.ts_us, img)
+                for f, d, img in zip(ok, dets, images, strict=True)]
         done_us = time.time_ns() // 1000
         self.publish([(f, d, infer_ms, done_us, img.shape[1], img.shape[0])
                       for f, d, img in zip(ok, dets, images, strict=True)])
