@@ -23,7 +23,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && groupadd --system --gid 10001 cctv \
- && useradd --system --uid 10001 --gid cctv --home-dir /nonexistent --shell /usr/sbin/nologin cctv
+ && useradd --system --uid 10001 --gid cctv --home-dir /nonexistent --shell /usr/sbin/nologin cctv \
+ && install -d -o 10001 -g 10001 /var/lib/cctv/events
 
 # Dependencies first (a layer that survives code changes), then the cctv wheel itself;
 # `pip check` fails the build when the package needs a dependency the list above lacks.

@@ -4,6 +4,7 @@
     cctv ingest       the frame ingest HTTP service (gunicorn)
     cctv inference    an inference replica (leader or warm standby, decided by the lease)
     cctv web          the viewer and dashboard HTTP service (gunicorn)
+    cctv events       the events service: zones, rules, snapshots, captions, webhooks
     cctv status       print the inference leader, epoch, standbys and recent failovers
     cctv check-config validate the CCTV_* settings and exit
 
@@ -58,6 +59,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from cctv.events.service import run_events
+
+    s = _settings(args, events_config=args.config)
+    return run_events(s)
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     from cctv.local import run_local
 
@@ -74,6 +82,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     s = _settings(args)
     print(f"settings OK: redis={s.redis_url} cameras={sorted(s.camera_tokens)} model={s.model!r}")
+    if s.events_config:  # the events rules file (issue 7)
+        from cctv.events.config import EventsConfigError, load_config
+
+        try:
+            cfg = load_config(s.events_config)
+        except EventsConfigError as exc:
+            print(f"cctv check-config: {exc}", file=sys.stderr)
+            return 2
+        print(f"events config OK: {len(cfg.cameras)} cameras, "
+              f"{sum(len(c.rules) for c in cfg.cameras.values())} rules, "
+              f"{len(cfg.webhooks)} webhooks")
     return 0
 
 
@@ -98,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("web", help="run the viewer and dashboard HTTP service")
     sp.add_argument("--bind", help="host:port (CCTV_WEB_BIND, default 0.0.0.0:8000)")
     sp.set_defaults(func=cmd_web)
+
+    sp = sub.add_parser("events", help="run the events service (zones, rules, webhooks)")
+    sp.add_argument("--config", help="zones/rules/webhooks file (CCTV_EVENTS_CONFIG)")
+    sp.set_defaults(func=cmd_events)
 
     sp = sub.add_parser("local", help="run everything on this machine with a demo camera")
     sp.add_argument("--clip", help="video file the demo camera streams "

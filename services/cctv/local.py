@@ -84,6 +84,9 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_INGEST_BIND": f"127.0.0.1:{args.ingest_port}",
         "CCTV_WEB_BIND": f"0.0.0.0:{args.web_port}",
     })
+    # --- events (issue 7): the demo camera's zones and rules; web serves the snapshots too ---
+    env.update({"CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
+                "CCTV_EVENTS_DIR": str(workdir / "events")})
     procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(name: str, cmd: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
@@ -114,6 +117,7 @@ def run_local(args: argparse.Namespace) -> int:
             start("inference-standby", [*py, "inference", "--id", "local-b"],
                   {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
         wp = start("web", [*py, "web"])
+        start("events", [*py, "events"], {"CCTV_EVENTS_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
         _wait_port(args.ingest_port, ip, "ingest")
         _wait_port(args.web_port, wp, "web")
         start("camera-demo", [sys.executable, "-m", "cctv_sender", "--source", str(clip),

@@ -73,7 +73,7 @@ def test_docker_stack_config_validates(files: list[Path]) -> None:
 
 def test_stack_services_follow_the_rules(stack: dict) -> None:
     services = stack["services"]
-    assert set(services) == {"redis", "ingest", "inference", "web"}
+    assert set(services) == {"redis", "ingest", "inference", "web", "events"}
     for name, svc in services.items():
         dep = svc["deploy"]
         assert svc.get("init") is True, name

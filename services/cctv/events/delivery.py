@@ -1,0 +1,356 @@
+"""Delivery of events to external receivers: webhooks (signed batches) and MQTT (optional).
+
+Each receiver reads the ``cctv:events`` stream through its own consumer group, so receivers
+are independent of each other and of the rules, and nothing is lost over a restart: entries
+stay pending until they are delivered or dead-lettered.
+
+* Batching: every ``batch_s`` the new entries (at most ``max_batch``) go out in one request
+  (seed 002 uploaded every 10 s); a backlog goes out batch after batch.
+* Retries: connection errors, timeouts, 408, 429 and 5xx are retried with exponential backoff
+  and jitter (``backoff_s`` doubling up to ``backoff_max_s``; a ``Retry-After`` within that is
+  honoured). Other 4xx answers are final. After ``max_attempts`` (or a final answer) the batch
+  is dead-lettered: acked, recorded in ``cctv:events:deadletter`` and counted.
+* Signature: ``X-CCTV-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with
+  ``X-CCTV-Timestamp``; receivers recompute it and reject old timestamps (docs/events.md).
+* ``captions_only``: each event is reduced to id, type, camera, rule, time and caption; no
+  images, boxes or track ids leave the site (seed 004).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from prometheus_client import Counter
+
+from cctv.core import keys
+from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.events.config import Mqtt, Webhook
+from cctv.events.storage import EventStore
+
+log = logging.getLogger("cctv.events.delivery")
+
+DELIVERED = Counter("cctv_events_delivered_total", "Events delivered to a receiver", ["receiver"])
+FAILED = Counter("cctv_events_delivery_failures_total", "Failed delivery attempts (batches)",
+                 ["receiver"])
+DEADLETTERED = Counter("cctv_events_deadlettered_total", "Events given up after the last attempt",
+                       ["receiver"])
+
+CONSUMER = "events"
+USER_AGENT = "cctv-swarm-events/1"
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed; ``final`` when retrying cannot help."""
+
+    def __init__(self, message: str, *, final: bool = False, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.final, self.retry_after_s = final, retry_after_s
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-CCTV-Signature`` value of ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str,
+                     max_age_s: float = 300.0, now: float | None = None) -> bool:
+    """What a receiver does: recompute the signature and refuse stale timestamps."""
+    try:
+        age = abs((time.time() if now is None else now) - float(timestamp))
+    except ValueError:
+        return False
+    return age <= max_age_s and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def caption_only(event: dict) -> dict:
+    """The privacy-preserving form of an event: no images, boxes or track ids."""
+    return {k: event.get(k) for k in ("type", "id", "camera", "rule", "status", "start",
+                                       "end", "caption")}
+
+
+def _iso(ms: float | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: object, **_kw: object) -> None:
+        return None  # a redirect is an answer to check, not to follow with our signed body
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class Receiver:
+    """One destination; subclasses implement :meth:`send`."""
+
+    name: str
+    batch_s: float
+    max_batch: int
+    max_attempts: int
+    backoff_s: float
+    backoff_max_s: float
+    captions_only: bool
+
+    def send(self, events: list[dict]) -> None:
+        raise NotImplementedError
+
+
+class WebhookReceiver(Receiver):
+    """POSTs JSON batches to a URL, signed with the shared secret."""
+
+    def __init__(self, cfg: Webhook, secret: str) -> None:
+        self.cfg, self.secret = cfg, secret
+        self.name, self.batch_s, self.max_batch = cfg.name, cfg.batch_s, cfg.max_batch
+        self.max_attempts, self.backoff_s = cfg.max_attempts, cfg.backoff_s
+        self.backoff_max_s, self.captions_only = cfg.backoff_max_s, cfg.captions_only
+
+    def send(self, events: list[dict]) -> None:
+        body = json.dumps({"receiver": self.name, "batch": uuid.uuid4().hex,
+                           "sent_at": _iso(time.time() * 1000), "count": len(events),
+                           "events": events}, separators=(",", ":")).encode()
+        ts = str(int(time.time()))
+        req = urllib.request.Request(self.cfg.url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": USER_AGENT,
+            "X-CCTV-Timestamp": ts, "X-CCTV-Signature": sign(self.secret, ts, body)})
+        try:
+            with _OPENER.open(req, timeout=self.cfg.timeout_s) as resp:
+                resp.read(65536)
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            retry_after = _retry_after(exc.headers.get("Retry-After"))
+            exc.close()
+            final = 300 <= status < 500 and status not in (408, 425, 429)
+            raise DeliveryError(f"HTTP {status}", final=final,
+                                retry_after_s=retry_after) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status}", final=300 <= status < 500)
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+class MqttReceiver(Receiver):
+    """Publishes each event as one JSON message to ``<topic>/<camera>/<rule>`` (QoS 1 by
+    default). Needs paho-mqtt; the service only creates it when an ``mqtt`` block is
+    configured."""
+
+    def __init__(self, cfg: Mqtt) -> None:
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError as exc:
+            raise RuntimeError("mqtt is configured but paho-mqtt is not installed "
+                               "(pip install paho-mqtt)") from exc
+        self.cfg = cfg
+        self.name, self.batch_s, self.max_batch = cfg.name, cfg.batch_s, cfg.max_batch
+        self.max_attempts, self.backoff_s = cfg.max_attempts, cfg.backoff_s
+        self.backoff_max_s, self.captions_only = cfg.backoff_max_s, cfg.captions_only
+        self._mqtt = mqtt
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"cctv-events-{uuid.uuid4().hex[:8]}")
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, os.environ.get(cfg.password_env, "")
+                                        if cfg.password_env else None)
+        self._connected = False
+
+    def _connect(self) -> None:
+        if self._connected and self.client.is_connected():
+            return
+        try:
+            self.client.connect(self.cfg.host, self.cfg.port, keepalive=30)
+        except OSError as exc:
+            raise DeliveryError(f"mqtt connect {self.cfg.host}:{self.cfg.port}: {exc}") from None
+        self.client.loop_start()
+        self._connected = True
+
+    def send(self, events: list[dict]) -> None:
+        self._connect()
+        infos = []
+        for ev in events:
+            topic = f"{self.cfg.topic}/{ev.get('camera', '-')}/{ev.get('rule', '-')}"
+            info = self.client.publish(topic, json.dumps(ev, separators=(",", ":")),
+                                       qos=self.cfg.qos)
+            if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+                raise DeliveryError(f"mqtt publish: {self._mqtt.error_string(info.rc)}")
+            infos.append(info)
+        for info in infos:
+            try:
+                info.wait_for_publish(timeout=5)
+            except (ValueError, RuntimeError) as exc:
+                raise DeliveryError(f"mqtt publish: {exc}") from None
+            if not info.is_published():
+                raise DeliveryError("mqtt publish: no acknowledgement within 5 s")
+
+    def close(self) -> None:
+        if self._connected:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+
+@dataclass
+class _Pending:
+    ids: list[str]
+    events: list[dict]
+
+
+class DeliveryWorker:
+    """Reads the events stream through the receiver's consumer group and delivers batches."""
+
+    def __init__(self, receiver: Receiver, client: redis.Redis, store: EventStore,
+                 stop: threading.Event, *, images: tuple[str, ...] = ()) -> None:
+        self.rx, self.redis, self.store, self.stop = receiver, client, store, stop
+        self.group = keys.delivery_group(receiver.name)
+        self.images = () if receiver.captions_only else images
+        self.thread = threading.Thread(target=self.run, name=f"deliver-{receiver.name}",
+                                       daemon=True)
+
+    def start(self) -> DeliveryWorker:
+        self.thread.start()
+        return self
+
+    def ensure_group(self) -> None:
+        """Create the receiver's group at the stream's end (a new receiver gets new events)."""
+        try:
+            self.redis.xgroup_create(keys.EVENTS, self.group, id="$", mkstream=True)
+            log.info("receiver %s: consumer group created", self.rx.name)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _payload(self, fields: dict[bytes, bytes]) -> dict:
+        ev = json.loads(fields.get(b"event", b"{}"))
+        # "type" is the entry's (event.start, event.end, event); the rule's is "rule_type"
+        out = {**ev, "type": fields.get(b"type", b"").decode(), "rule_type": ev.get("type"),
+               "start": _iso(ev.get("start_ms")), "end": _iso(ev.get("end_ms"))}
+        if self.rx.captions_only:
+            return caption_only(out)
+        for kind in self.images:
+            path = self.store.resolve(ev.get("crop" if kind == "crop" else "snapshot", ""))
+            if path is not None:
+                out[f"{kind}_jpeg_b64"] = base64.b64encode(path.read_bytes()).decode()
+        return out
+
+    def _read(self, start: str, block_ms: int | None) -> _Pending:
+        resp = self.redis.xreadgroup(self.group, CONSUMER, {keys.EVENTS: start},
+                                     count=self.rx.max_batch, block=block_ms)
+        ids, events = [], []
+        for _stream, entries in resp or []:
+            for eid, fields in entries:
+                ids.append(eid.decode())
+                if fields:  # a pending entry trimmed from the stream has no fields
+                    events.append(self._payload(fields))
+        return _Pending(ids, events)
+
+    def _deliver(self, batch: _Pending) -> None:
+        """Send ``batch`` until delivered, final failure or the last attempt; then ack."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if batch.events:
+                    self.rx.send(batch.events)
+                self._done(batch, delivered=True)
+                return
+            except DeliveryError as exc:
+                FAILED.labels(self.rx.name).inc()
+                self.store.count(f"failed:{self.rx.name}")
+                if exc.final or attempt >= self.rx.max_attempts:
+                    log.error("receiver %s: giving up on %d events after %d attempts (%s)",
+                              self.rx.name, len(batch.events), attempt, exc,
+                              extra={"receiver": self.rx.name})
+                    self._done(batch, delivered=False, why=str(exc))
+                    return
+                delay = min(self.rx.backoff_max_s, self.rx.backoff_s * 2 ** (attempt - 1))
+                delay = max(random.uniform(delay / 2, delay), min(exc.retry_after_s,
+                                                                  self.rx.backoff_max_s))
+                log.warning("receiver %s: attempt %d failed (%s); retrying in %.1f s",
+                            self.rx.name, attempt, exc, delay,
+                            extra={"receiver": self.rx.name, "attempt": attempt})
+                if self.stop.wait(delay):
+                    return  # stays pending; delivered after the restart
+
+    def _done(self, batch: _Pending, *, delivered: bool, why: str = "") -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(keys.EVENTS, self.group, *batch.ids)
+        n = len(batch.events)
+        if delivered:
+            pipe.hincrby(keys.EVENTS_STATS, f"delivered:{self.rx.name}", n)
+        else:
+            pipe.hincrby(keys.EVENTS_STATS, f"deadletter:{self.rx.name}", n)
+            pipe.xadd(keys.EVENTS_DEADLETTER, {
+                "receiver": self.rx.name, "ids": ",".join(batch.ids), "why": why,
+                "events": json.dumps([e.get("id") for e in batch.events])},
+                maxlen=10000, approximate=True)
+        trimmed = len(batch.ids) - n
+        if trimmed:  # pending entries the stream's cap removed before they could go out
+            pipe.hincrby(keys.EVENTS_STATS, f"trimmed:{self.rx.name}", trimmed)
+            log.warning("receiver %s: %d events left the stream before delivery "
+                        "(CCTV_EVENTS_MAXLEN)", self.rx.name, trimmed)
+        pipe.execute()
+        (DELIVERED if delivered else DEADLETTERED).labels(self.rx.name).inc(n)
+        if delivered and n:
+            log.info("receiver %s: delivered %d events", self.rx.name, n,
+                     extra={"receiver": self.rx.name, "events": n})
+
+    def run(self) -> None:
+        """Deliver until ``stop`` is set; survives Redis outages and restarts (what was read
+        but not delivered is still pending and goes first)."""
+        pending_first, ready = True, False
+        next_send = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                if not ready:
+                    self.ensure_group()
+                    ready = True
+                if pending_first:
+                    batch = self._read("0", None)
+                    if batch.ids:
+                        self._deliver(batch)
+                    else:
+                        pending_first = False
+                    continue
+                delay = next_send - time.monotonic()
+                if delay > 0 and self.stop.wait(delay):
+                    break
+                batch = self._read(">", 1000 if self.rx.batch_s == 0 else None)
+                next_send = time.monotonic() + self.rx.batch_s
+                if batch.ids:
+                    self._deliver(batch)
+                    if len(batch.ids) >= self.rx.max_batch:
+                        next_send = time.monotonic()  # a backlog: the next batch at once
+            except REDIS_DOWN_ERRORS as exc:
+                log.warning("receiver %s: redis unreachable (%s)", self.rx.name, exc)
+                pending_first, ready = True, False
+                if self.stop.wait(1.0):
+                    break
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("receiver %s: consumer group missing; re-creating", self.rx.name)
+                pending_first, ready = True, False
+        close = getattr(self.rx, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,445 @@
+"""``cctv events``: rules on every configured camera's detection stream, events out.
+
+The service reads ``cctv:det:{cam}`` through its own consumer group (``events``), so it never
+slows inference and a restart resumes where it stopped: the rule state of a camera is saved
+with the ack of each entry (one transaction), and entries read but not acked are read again
+first. Event writes are idempotent, so a replayed entry emits nothing twice. One instance runs
+(active-standby is not needed: a restart loses nothing and Swarm restarts it in seconds).
+
+Per entry: rules (rules.py) -> for each firing: frame from the stream -> optional verifier on
+the crop -> snapshot and crop files -> record, indexes and ``cctv:events`` entry (storage.py).
+Beside it: one delivery thread per receiver (delivery.py), retention every
+``CCTV_EVENTS_RETENTION_INTERVAL_S`` (retention.py), a heartbeat and /healthz, /readyz,
+/metrics on ``CCTV_EVENTS_HTTP_BIND``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import redis
+from prometheus_client import Counter, Gauge
+
+from cctv import __version__
+from cctv.core import keys
+from cctv.core.metrics import render_metrics
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
+from cctv.core.settings import Settings
+from cctv.events import retention
+from cctv.events.captions import caption
+from cctv.events.config import EventsConfig, EventsConfigError, load_config
+from cctv.events.delivery import DeliveryWorker, MqttReceiver, WebhookReceiver
+from cctv.events.rules import CameraRules, Firing, Observation
+from cctv.events.snapshots import FrameSource, render
+from cctv.events.storage import EventStore
+from cctv.events.verify import Verdict, Verifier, VerifierError, crop_box, load_verifier
+
+log = logging.getLogger("cctv.events")
+
+EMITTED = Counter("cctv_events_emitted_total", "Events emitted", ["camera", "rule"])
+UNCONFIRMED = Counter("cctv_events_unconfirmed_total",
+                      "Rule firings the verifier rejected (no event emitted)", ["camera", "rule"])
+ENTRIES = Counter("cctv_events_results_total", "Detection results evaluated", ["camera"])
+LAG = Gauge("cctv_events_lag_seconds", "Age of the last evaluated result", ["camera"])
+
+CONSUMER = "events"
+READ_COUNT = 64
+
+
+class EventsService:
+    """The rules loop of one events service process."""
+
+    def __init__(self, settings: Settings, config: EventsConfig) -> None:
+        self.s, self.cfg = settings, config
+        self.instance = f"{settings.node}-{os.getpid()}"
+        self.redis = connect(settings.redis_url, name=f"cctv-events-{self.instance}")
+        self.store = EventStore(self.redis, settings.events_dir, settings.events_maxlen)
+        self.stop = threading.Event()
+        self.engines: dict[str, CameraRules] = {}
+        self.verifiers: dict[tuple[str, str], Verifier] = {}
+        self.workers: list[DeliveryWorker] = []
+        self.redis_ok_at = 0.0
+        self.running = False
+        self.started = time.time()
+        self.lag_ms = 0.0
+        self._warned_untracked: set[str] = set()
+        self._next_retention = 0.0
+        # camera -> (monotonic time, capture ms) of its last result, for tick()
+        self._last_seen: dict[str, tuple[float, float]] = {}
+
+    # ---- start ---------------------------------------------------------------------------
+    def load_verifiers(self) -> None:
+        """Load every rule's verifier model (at start: a bad model fails fast)."""
+        for cam in self.cfg.cameras.values():
+            for rule in cam.rules:
+                if rule.verify is not None:
+                    self.verifiers[(cam.name, rule.name)] = load_verifier(rule.verify)
+
+    def receivers(self) -> list[DeliveryWorker]:
+        """One delivery worker per configured webhook and MQTT broker (not started)."""
+        out = []
+        if self.cfg.webhooks and not self.s.webhook_secret:
+            raise EventsConfigError(f"{self.cfg.path}: webhooks are configured but "
+                                    "CCTV_WEBHOOK_SECRET (or CCTV_WEBHOOK_SECRET_FILE) is not "
+                                    "set: payloads are always signed")
+        for hook in self.cfg.webhooks:
+            out.append(DeliveryWorker(WebhookReceiver(hook, self.s.webhook_secret), self.redis,
+                                      self.store, self.stop, images=hook.images))
+        if self.cfg.mqtt is not None:
+            out.append(DeliveryWorker(MqttReceiver(self.cfg.mqtt), self.redis, self.store,
+                                      self.stop))
+        return out
+
+    def ensure_groups(self) -> None:
+        """The ``events`` group on each configured camera's results (new results only)."""
+        for cam in self.cfg.cameras:
+            try:
+                self.redis.xgroup_create(keys.detections(cam), keys.EVENTS_GROUP, id="$",
+                                         mkstream=True)
+                log.info("camera %s: consumer group %s created", cam, keys.EVENTS_GROUP)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def load_engines(self) -> None:
+        """Every camera's rules with the state saved by the last run."""
+        for name, cam in self.cfg.cameras.items():
+            raw = self.redis.get(keys.rules_state(name))
+            state = None
+            if raw:
+                try:
+                    state = json.loads(raw)
+                except ValueError:
+                    log.warning("camera %s: saved rule state unreadable; starting fresh", name)
+            self.engines[name] = CameraRules(cam, track_timeout_s=self.cfg.track_timeout_s,
+                                             exit_grace_s=self.cfg.exit_grace_s, state=state)
+            log.info("camera %s: %d rules, %d open events", name, len(cam.rules),
+                     self.engines[name].open_events(), extra={"camera": name})
+
+    # ---- one result ----------------------------------------------------------------------
+    def observation(self, cam: str, entry_id: str, fields: dict[bytes, bytes]) -> Observation:
+        """Parse a results entry (malformed detections are logged and skipped)."""
+        ts = fields.get(b"ts", b"").decode()
+        ts_ms = int(ts) / 1000 if ts.isdigit() else int(entry_id.split("-")[0])
+        try:
+            dets = json.loads(fields.get(b"dets", b"[]"))
+            if not isinstance(dets, list):
+                raise ValueError("dets is not a list")
+            dets = [d for d in dets if isinstance(d, dict) and isinstance(d.get("xyxy"), list)
+                    and len(d["xyxy"]) >= 4]
+        except ValueError as exc:
+            log.warning("camera %s: result %s has unreadable detections (%s)", cam, entry_id, exc)
+            dets = []
+
+        def num(name: bytes) -> int:
+            v = fields.get(name, b"0").decode()
+            return int(v) if v.isdigit() else 0
+
+        return Observation(cam, entry_id, fields.get(b"frame", b"").decode(), ts_ms, dets,
+                           num(b"w"), num(b"h"))
+
+    def handle(self, cam: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """Evaluate one result, act on its firings, save the state and ack, in that order."""
+        engine = self.engines[cam]
+        if fields:
+            obs = self.observation(cam, entry_id, fields)
+            self._warn_untracked(cam, obs)
+            frames = FrameSource(self.redis, cam)
+            frames.remember(obs.det_id, obs.dets)
+            for firing in engine.observe(obs):
+                self.act(firing, obs, frames)
+            ENTRIES.labels(cam).inc()
+            self._last_seen[cam] = (time.monotonic(), obs.ts_ms)
+            self.lag_ms = max(0.0, time.time() * 1000 - int(entry_id.split("-")[0]))
+            LAG.labels(cam).set(self.lag_ms / 1000)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.rules_state(cam), json.dumps(engine.state, separators=(",", ":")))
+        pipe.xack(keys.detections(cam), keys.EVENTS_GROUP, entry_id)
+        pipe.execute()
+
+    def tick(self) -> None:
+        """Let time pass for a camera that went silent: after ``track_timeout_s`` without a
+        result its tracks are lost and its open events end, instead of staying open until the
+        camera comes back."""
+        now = time.monotonic()
+        for cam, engine in self.engines.items():
+            seen = self._last_seen.get(cam)
+            if seen is None or now - seen[0] < self.cfg.track_timeout_s:
+                continue
+            if not engine.state["tracks"] and not engine.open_events():
+                continue
+            obs = Observation(cam, "", "", seen[1] + (now - seen[0]) * 1000, [])
+            for firing in engine.observe(obs):
+                self.act(firing, obs, FrameSource(self.redis, cam))
+            self._last_seen[cam] = (now, obs.ts_ms)
+            self.redis.set(keys.rules_state(cam), json.dumps(engine.state, separators=(",", ":")))
+
+    def _warn_untracked(self, cam: str, obs: Observation) -> None:
+        if cam in self._warned_untracked or not obs.dets:
+            return
+        if any(d.get("track") is not None for d in obs.dets):
+            self._warned_untracked.add(cam)  # tracks are there: nothing to say
+            return
+        if any(r.type in ("dwell", "line") for r in self.cfg.cameras[cam].rules):
+            log.warning("camera %s: detections carry no track ids (CCTV_TRACKER=none or no "
+                        "ultralytics in the inference image): dwell and line rules cannot "
+                        "fire", cam, extra={"camera": cam})
+            self._warned_untracked.add(cam)
+
+    def verify(self, firing: Firing, frames: FrameSource) -> tuple[bool, Verdict | None]:
+        """Run the rule's verifier on the firing's crops: (confirmed, the first verdict)."""
+        verifier = self.verifiers.get((firing.camera, firing.rule.name))
+        if verifier is None:
+            return True, None
+        need = firing.rule.count if firing.rule.type == "count" else 1
+        confirmed, first = 0, None
+        for s in firing.subjects:
+            img = frames.image(s.frame_id)
+            if img is None:
+                continue
+            verdict = verifier.check(crop_box(img, s.xyxy, verifier.cfg.padding))
+            first = first or verdict
+            confirmed += verdict.confirmed
+            if confirmed >= need:
+                return True, verdict
+        return False, first
+
+    def act(self, f: Firing, obs: Observation, frames: FrameSource) -> None:
+        """Turn one firing into an event (or an unconfirmed count)."""
+        if f.kind == "end":
+            self._close(f, obs, frames)
+            return
+        ok, verdict = self.verify(f, frames)
+        self.engines[f.camera].commit(f, ok)
+        if not ok:
+            UNCONFIRMED.labels(f.camera, f.rule.name).inc()
+            # counted once per candidate, also when a restart replays its result
+            if self.redis.set(keys.unconfirmed(f.event_id), 1, nx=True, ex=86400):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.hincrby(keys.EVENTS_STATS, "unconfirmed", 1)
+                pipe.hincrby(keys.EVENTS_STATS, f"unconfirmed:{f.camera}:{f.rule.name}", 1)
+                pipe.execute()
+            log.info("camera %s: rule %s not confirmed by its verifier (%s); no event",
+                     f.camera, f.rule.name, verdict.summary() if verdict else "frame gone",
+                     extra={"camera": f.camera, "rule": f.rule.name})
+            return
+        s0 = f.subjects[0] if f.subjects else None
+        record = {
+            "id": f.event_id, "camera": f.camera, "rule": f.rule.name, "type": f.rule.type,
+            "status": "closed" if f.kind == "instant" else "open",
+            "start_ms": f.start_ms, "end_ms": f.end_ms, "last_ms": obs.ts_ms, "reason": "",
+            "track": s0.track if s0 else None,
+            "tracks": sorted({s.track for s in f.subjects if s.track is not None}),
+            "class": s0.name if s0 else "", "classes": sorted({s.name for s in f.subjects}),
+            "zone": f.zone, "line": f.line, "direction": f.direction, "count": f.count,
+            "conf": s0.conf if s0 else 0.0, "box": s0.xyxy if s0 else [],
+            "subjects": [asdict(s) for s in f.subjects],
+            "first_frame": f.first_frame, "last_frame": f.last_frame,
+            "frame": s0.frame_id if s0 else "", "det": s0.det_id if s0 else "",
+            "width": obs.w, "height": obs.h, "snapshot": "", "crop": "",
+            "verified": "yes" if verdict else "not required",
+            "verifier": verdict.summary() if verdict else "",
+        }
+        self._images(record, f, frames)
+        record["caption"] = caption(record, self.cfg.tz)
+        if self.store.emit(f.kind, record):
+            EMITTED.labels(f.camera, f.rule.name).inc()
+            if f.rule.type == "line":
+                self.redis.hincrby(keys.line_counts(f.camera), f"{f.rule.name}:{f.direction}", 1)
+            log.info("event %s: %s", f.event_id, record["caption"],
+                     extra={"camera": f.camera, "rule": f.rule.name, "event": f.event_id})
+
+    def _images(self, record: dict, f: Firing, frames: FrameSource) -> None:
+        rendered = render(frames, self.cfg.cameras[f.camera], f.rule, f.subjects)
+        if rendered is None:
+            log.warning("event %s: its frame has left the stream; no snapshot", f.event_id)
+            return
+        snap_rel, crop_rel = self.store.image_paths(record, self.cfg.tz)
+        self.store.write_file(snap_rel, rendered[0])
+        self.store.write_file(crop_rel, rendered[1])
+        record["snapshot"], record["crop"] = snap_rel, crop_rel
+
+    def _close(self, f: Firing, obs: Observation, frames: FrameSource) -> None:
+        record = self.store.get(f.event_id)
+        if record is None or record.get("status") != "open":
+            return  # deleted by retention meanwhile, or a replay
+        record.update(status="closed", end_ms=f.end_ms, last_ms=obs.ts_ms, reason=f.reason,
+                      last_frame=f.last_frame, count=max(int(record.get("count") or 0), f.count))
+        better = f.subjects and f.subjects[0].conf > float(record.get("conf") or 0) + 0.05
+        if better or not record.get("snapshot"):
+            before = (record["snapshot"], record["crop"])
+            self._images(record, f, frames)
+            if (record["snapshot"], record["crop"]) != before and f.subjects:
+                s0 = f.subjects[0]
+                record.update(conf=s0.conf, box=s0.xyxy, frame=s0.frame_id, det=s0.det_id)
+        record["caption"] = caption(record, self.cfg.tz)
+        if self.store.emit("end", record):
+            log.info("event %s ended: %s", f.event_id, record["caption"],
+                     extra={"camera": f.camera, "rule": f.rule.name, "event": f.event_id})
+
+    # ---- the loop ------------------------------------------------------------------------
+    def read(self, pending: bool) -> list[tuple[str, str, dict]]:
+        """Entries to handle: this consumer's pending ones (after a restart) or new ones."""
+        streams = {keys.detections(c): ("0" if pending else ">") for c in self.cfg.cameras}
+        if not streams:
+            self.stop.wait(0.5)
+            return []
+        resp = self.redis.xreadgroup(keys.EVENTS_GROUP, CONSUMER, streams, count=READ_COUNT,
+                                     block=None if pending else 500)
+        out = []
+        for stream, entries in resp or []:
+            cam = stream.decode().removeprefix(keys.detections(""))
+            out += [(cam, eid.decode(), fields) for eid, fields in entries]
+        return out
+
+    def maybe_retention(self) -> None:
+        """Run a retention pass when one is due (in this thread: no race with file writes)."""
+        if time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + self.s.events_retention_interval_s
+        retention.enforce(self.store, max_age_s=self.s.events_retention_days * 86400,
+                          max_count=self.s.events_max_count, max_bytes=self.s.events_max_bytes)
+
+    def run(self) -> None:
+        """Evaluate until ``stop``; reconnects with backoff when Redis goes away."""
+        backoff = Backoff(cap_s=2.0)
+        prepared = False
+        pending = True
+        while not self.stop.is_set():
+            try:
+                if not prepared:
+                    self.ensure_groups()
+                    self.load_engines()
+                    prepared, pending = True, True
+                    self.running = True
+                self.maybe_retention()
+                batch = self.read(pending)
+                self.redis_ok_at = time.monotonic()
+                backoff.reset()
+                if pending and not batch:
+                    pending = False
+                for cam, eid, fields in batch:
+                    self.handle(cam, eid, fields)
+                if not pending:
+                    self.tick()
+            except REDIS_DOWN_ERRORS as exc:
+                prepared = False
+                delay = backoff.next_delay()
+                log.warning("redis unreachable (%s); retrying in %.2fs", exc, delay)
+                self.stop.wait(delay)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group missing (%s); re-creating", exc)
+                prepared = False
+
+    # ---- heartbeat and health --------------------------------------------------------------
+    def beat(self) -> None:
+        key = keys.heartbeat("events", self.instance)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={
+            "id": self.instance, "node": self.s.node, "pid": os.getpid(),
+            "version": __version__, "role": "events", "lag_ms": f"{self.lag_ms:.0f}",
+            "cameras": ",".join(sorted(self.cfg.cameras)), "started": f"{self.started:.3f}",
+            "beat": f"{time.time():.3f}"})
+        pipe.pexpire(key, int(self.s.heartbeat_s * 3000))
+        pipe.execute()
+        self.redis_ok_at = time.monotonic()
+
+    def heartbeat_loop(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(*REDIS_DOWN_ERRORS):
+                self.beat()
+            self.stop.wait(self.s.heartbeat_s)
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
+            self.redis.delete(keys.heartbeat("events", self.instance))
+
+
+def _health_server(svc: EventsService) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/healthz":
+                self._reply(200, b'{"status":"ok"}', "application/json")
+            elif self.path == "/readyz":
+                ok = svc.running and time.monotonic() - svc.redis_ok_at < 5
+                self._reply(200 if ok else 503, json.dumps({"ready": ok}).encode(),
+                            "application/json")
+            elif self.path == "/metrics":
+                data, ctype = render_metrics()
+                self._reply(200, data, ctype)
+            else:
+                self._reply(404, b'{"error":"not_found"}', "application/json")
+
+        def _reply(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    host, _, port = svc.s.events_http_bind.rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server
+
+
+def run_events(settings: Settings) -> int:
+    """Run the events service until SIGTERM/SIGINT; returns the process exit code."""
+    if not settings.events_config:
+        log.error("CCTV_EVENTS_CONFIG is not set: give the zones/rules file (docs/events.md)")
+        return 2
+    media = Path(settings.events_dir)
+    try:
+        media.mkdir(parents=True, exist_ok=True)
+        if not os.access(media, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        log.error("CCTV_EVENTS_DIR=%s: cannot write snapshots there: %s", media,
+                  exc.strerror or exc)
+        return 2
+    try:
+        config = load_config(settings.events_config)
+        svc = EventsService(settings, config)
+        workers = svc.receivers()
+        svc.load_verifiers()
+    except (EventsConfigError, VerifierError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping after the current result", signal.Signals(signum).name)
+        svc.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server = _health_server(svc)
+    except OSError as exc:
+        log.error("cannot listen on CCTV_EVENTS_HTTP_BIND=%s: %s", settings.events_http_bind, exc)
+        return 2
+    threading.Thread(target=svc.heartbeat_loop, name="heartbeat", daemon=True).start()
+    for w in workers:
+        w.start()
+    log.info("events service %s: %d cameras, %d rules, %d receivers, files in %s",
+             svc.instance, len(config.cameras),
+             sum(len(c.rules) for c in config.cameras.values()), len(workers),
+             settings.events_dir)
+    svc.run()
+    for w in workers:
+        w.thread.join(5)
+    server.shutdown()
+    log.info("events service stopped")
+    return 0

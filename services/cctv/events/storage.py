@@ -1,0 +1,216 @@
+"""Event storage: snapshot and crop files on a volume, the record and its indexes in Redis.
+
+* Files: ``CCTV_EVENTS_DIR/<camera>/<YYYY-MM-DD>/<event id>.jpg`` (annotated snapshot) and
+  ``<event id>.crop.jpg``, written atomically (temp file + rename).
+* ``cctv:event:{id}``: hash with the record as JSON, its status, file paths and the list of
+  index keys it is in (so that deleting it finds them all).
+* Indexes: ``cctv:events:idx`` (every event) and ``cctv:events:idx:{facet}:{value}`` for
+  camera, class, zone, line, rule and each caption word, all sorted sets scored by start time.
+* ``cctv:events``: the stream receivers read (``event.start``, ``event.end``), capped at
+  ``CCTV_EVENTS_MAXLEN``. One script writes record, indexes and stream entry together and is
+  idempotent (a start for a stored event, or an end for a closed one, does nothing), so a
+  restarted service that replays an entry emits nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import redis
+
+from cctv.core import keys
+from cctv.events.captions import words
+
+EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+FACETS = ("camera", "class", "zone", "line", "rule", "word")
+
+# KEYS: event hash, events stream, stats, index-keys set, index zsets...
+# ARGV: kind (start|end|instant), id, score, maxlen, camera, rule, record json, snapshot, crop
+# Returns 1 when written, 0 when it was already (a replay).
+EMIT_EVENT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+local kind = ARGV[1]
+if kind == 'end' then
+  if status ~= 'open' then return 0 end
+elseif status then
+  return 0
+end
+local idx = {}
+local known = {}
+local prev = redis.call('HGET', KEYS[1], 'idx')
+if prev then
+  for k in string.gmatch(prev, '[^\\n]+') do idx[#idx + 1] = k; known[k] = true end
+end
+for i = 5, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  redis.call('SADD', KEYS[4], KEYS[i])
+  if not known[KEYS[i]] then idx[#idx + 1] = KEYS[i]; known[KEYS[i]] = true end
+end
+local new_status = 'closed'
+if kind == 'start' then new_status = 'open' end
+redis.call('HSET', KEYS[1], 'json', ARGV[7], 'status', new_status, 'camera', ARGV[5],
+  'snapshot', ARGV[8], 'crop', ARGV[9], 'idx', table.concat(idx, '\\n'))
+local type = 'event.start'
+if kind == 'end' then type = 'event.end' elseif kind == 'instant' then type = 'event' end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[4]), '*', 'type', type, 'id', ARGV[2],
+  'camera', ARGV[5], 'rule', ARGV[6], 'event', ARGV[7])
+if kind == 'end' then
+  redis.call('HINCRBY', KEYS[3], 'ended', 1)
+else
+  redis.call('HINCRBY', KEYS[3], 'emitted', 1)
+  redis.call('HINCRBY', KEYS[3], 'emitted:' .. ARGV[5] .. ':' .. ARGV[6], 1)
+end
+return 1
+"""
+
+
+def index_keys(record: dict) -> list[str]:
+    """Every index a record belongs to (besides the all-events index)."""
+    out = {keys.events_index("camera", record["camera"]), keys.events_index("rule", record["rule"])}
+    for name in record.get("classes", []):
+        out.add(keys.events_index("class", name))
+    if record.get("zone"):
+        out.add(keys.events_index("zone", record["zone"]))
+    if record.get("line"):
+        out.add(keys.events_index("line", record["line"]))
+    text = " ".join([record.get("caption", ""), record["rule"], record.get("zone", ""),
+                     record.get("line", ""), *record.get("classes", [])])
+    out.update(keys.events_index("word", w) for w in words(text))
+    return sorted(out)
+
+
+class EventStore:
+    """Reads and writes events; shared by the events service and the web viewer."""
+
+    def __init__(self, client: redis.Redis, media_dir: str | Path, maxlen: int = 10000) -> None:
+        self.redis = client
+        self.media_dir = Path(media_dir)
+        self.maxlen = maxlen
+        self._emit = client.register_script(EMIT_EVENT)
+
+    # ---- files ---------------------------------------------------------------------------
+    def image_paths(self, record: dict, tz: ZoneInfo) -> tuple[str, str]:
+        """Relative paths of an event's snapshot and crop."""
+        day = datetime.fromtimestamp(record["start_ms"] / 1000, tz).strftime("%Y-%m-%d")
+        base = f"{record['camera']}/{day}/{record['id']}"
+        return f"{base}.jpg", f"{base}.crop.jpg"
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel`` under the media folder atomically."""
+        path = self.media_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def resolve(self, rel: str) -> Path | None:
+        """The absolute path of a stored file, or None when ``rel`` leaves the media folder."""
+        if not rel:
+            return None
+        root = self.media_dir.resolve()
+        path = (root / rel).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
+
+    # ---- records -------------------------------------------------------------------------
+    def emit(self, kind: str, record: dict) -> bool:
+        """Store ``record`` and append it to the events stream; False for a replay."""
+        idx = index_keys(record)
+        written = self._emit(
+            keys=[keys.event(record["id"]), keys.EVENTS, keys.EVENTS_STATS,
+                  keys.EVENTS_INDEX_KEYS, keys.EVENTS_INDEX, *idx],
+            args=[kind, record["id"], int(record["start_ms"]), self.maxlen, record["camera"],
+                  record["rule"], json.dumps(record, separators=(",", ":")),
+                  record.get("snapshot", ""), record.get("crop", "")])
+        return bool(written)
+
+    def get(self, event_id: str) -> dict | None:
+        """The stored record of ``event_id`` or None."""
+        if not EVENT_ID_RE.match(event_id):
+            return None
+        raw = self.redis.hget(keys.event(event_id), "json")
+        return json.loads(raw) if raw else None
+
+    def query(self, *, camera: str = "", cls: str = "", zone: str = "", rule: str = "",
+              text: str = "", since_ms: float | None = None, until_ms: float | None = None,
+              limit: int = 50) -> list[dict]:
+        """Events matching every given filter, newest first (``text``: all its words)."""
+        facet_keys = [keys.events_index(f, v) for f, v in
+                      (("camera", camera), ("class", cls), ("zone", zone), ("rule", rule)) if v]
+        facet_keys += [keys.events_index("word", w) for w in sorted(words(text))]
+        hi = "+inf" if until_ms is None else int(until_ms)
+        lo = "-inf" if since_ms is None else int(since_ms)
+        if len(facet_keys) <= 1:
+            key = facet_keys[0] if facet_keys else keys.EVENTS_INDEX
+            ids = self.redis.zrevrangebyscore(key, hi, lo, start=0, num=limit)
+        else:
+            tmp = f"{keys.EVENTS_INDEX}:tmp:{uuid.uuid4().hex}"
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zinterstore(tmp, facet_keys, aggregate="MAX")
+            pipe.zrevrangebyscore(tmp, hi, lo, start=0, num=limit)
+            pipe.delete(tmp)
+            ids = pipe.execute()[1]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hget(keys.event(i.decode()), "json")
+        return [json.loads(raw) for raw in pipe.execute() if raw]
+
+    def facet_values(self, facet: str) -> list[str]:
+        """Values that have events for a facet (for the viewer's filters)."""
+        prefix = keys.events_index(facet, "")
+        return sorted(k.decode()[len(prefix):] for k in self.redis.smembers(keys.EVENTS_INDEX_KEYS)
+                      if k.decode().startswith(prefix))
+
+    def stats(self) -> dict[str, int]:
+        """The events counters (emitted, unconfirmed, delivered..., per rule and receiver)."""
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(keys.EVENTS_STATS).items()}
+
+    def count(self, field: str, n: int = 1) -> None:
+        """Add ``n`` to one events counter."""
+        self.redis.hincrby(keys.EVENTS_STATS, field, n)
+
+    # ---- deletion (retention) ------------------------------------------------------------
+    def delete(self, event_ids: list[str]) -> int:
+        """Delete events: index entries, record, then files. Returns the bytes freed."""
+        if not event_ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in event_ids:
+            pipe.hmget(keys.event(eid), "idx", "snapshot", "crop")
+        rows = pipe.execute()
+        pipe = self.redis.pipeline(transaction=True)
+        files: list[str] = []
+        for eid, (idx, snap, crop) in zip(event_ids, rows, strict=True):
+            for k in (idx or b"").decode().split("\n"):
+                if k:
+                    pipe.zrem(k, eid)
+            pipe.zrem(keys.EVENTS_INDEX, eid)
+            pipe.delete(keys.event(eid))
+            files += [p.decode() for p in (snap, crop) if p]
+        pipe.execute()
+        freed = 0
+        for rel in files:
+            path = self.media_dir / rel
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        return freed
+
+    def now_ms(self) -> float:
+        return time.time() * 1000

@@ -1,0 +1,279 @@
+"""The events viewer, as a blueprint the web app registers (its login check covers it):
+
+* ``/events``: thumbnails, captions, filters (camera, class, zone, rule, caption words, time);
+* ``/events/<id>``: snapshot, crop, details and a clip of the frames around the event while
+  they are still in ``cctv:frames:{cam}`` (``/events/<id>/clip.mjpg``);
+* ``/events/<id>/snapshot.jpg`` and ``/crop.jpg``: the stored files;
+* ``/api/v1/events`` (same filters, JSON), ``/api/v1/events/<id>``, ``/api/v1/events/stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+import redis
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+)
+
+from cctv.core import keys
+from cctv.core.settings import CAMERA_NAME_RE, Settings
+from cctv.events.config import NAME_RE, EventsConfigError, load_config
+from cctv.events.storage import EVENT_ID_RE, EventStore
+from cctv.web.annotate import draw_detections
+
+log = logging.getLogger("cctv.events.web")
+
+BOUNDARY = "frame"
+CLASS_RE = re.compile(r"^[A-Za-z0-9 _.-]{1,64}$")
+MAX_LIMIT = 200
+CLIP_MAX_FRAMES = 600
+CLIP_QUALITY = 75
+
+
+class BadQuery(ValueError):
+    """A query parameter is invalid; the message names it."""
+
+
+def _time_param(name: str, value: str, tz: ZoneInfo) -> float | None:
+    """Epoch milliseconds from ``value``: a number (ms) or an ISO date/time (in ``tz`` when it
+    has no offset, as the page's datetime inputs send)."""
+    if not value:
+        return None
+    if re.fullmatch(r"\d{1,15}", value):
+        return float(value)
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadQuery(f"{name}={value!r}: use epoch milliseconds or an ISO date/time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt.timestamp() * 1000
+
+
+def parse_filters(args: dict[str, str], tz: ZoneInfo) -> dict:
+    """Validated filters for :meth:`EventStore.query` from query parameters."""
+    out: dict = {}
+    for name, pattern in (("camera", CAMERA_NAME_RE), ("class", CLASS_RE), ("zone", NAME_RE),
+                          ("rule", NAME_RE)):
+        value = (args.get(name) or "").strip()
+        if value and not pattern.match(value):
+            raise BadQuery(f"{name}={value!r} is not valid")
+        out["cls" if name == "class" else name] = value
+    text = (args.get("q") or "").strip()
+    if len(text) > 200:
+        raise BadQuery("q: at most 200 characters")
+    out["text"] = text
+    out["since_ms"] = _time_param("since", (args.get("since") or "").strip(), tz)
+    out["until_ms"] = _time_param("until", (args.get("until") or "").strip(), tz)
+    limit = (args.get("limit") or "50").strip()
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        raise BadQuery(f"limit={limit!r}: use 1..{MAX_LIMIT}")
+    out["limit"] = int(limit)
+    return out
+
+
+def _public(record: dict) -> dict:
+    """A record as the API shows it: file names become URLs."""
+    out = dict(record)
+    eid = record["id"]
+    out["snapshot_url"] = f"/events/{eid}/snapshot.jpg" if record.get("snapshot") else None
+    out["crop_url"] = f"/events/{eid}/crop.jpg" if record.get("crop") else None
+    out["clip_url"] = f"/events/{eid}/clip.mjpg"
+    out.pop("snapshot", None)
+    out.pop("crop", None)
+    return out
+
+
+def _clip_range(record: dict, margin_ms: float) -> tuple[int, int]:
+    def ms(entry_id: str, fallback: float) -> float:
+        head = (entry_id or "").split("-")[0]
+        return float(head) if head.isdigit() else fallback
+
+    first = ms(record.get("first_frame", ""), record["start_ms"])
+    last = ms(record.get("last_frame", ""), record.get("end_ms") or record["start_ms"])
+    if record.get("status") == "open":
+        last = max(last, time.time() * 1000)
+    return int(first - margin_ms), int(last + margin_ms)
+
+
+def clip_frames(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> Iterator[
+        tuple[str, bytes]]:
+    """(frame id, JPEG) of the frames in ``[lo_ms, hi_ms]`` still in the camera's stream."""
+    start, sent = f"{lo_ms}-0", 0
+    while sent < CLIP_MAX_FRAMES:
+        entries = client.xrange(keys.frames(camera), start, f"{hi_ms}-18446744073709551615",
+                                count=50)
+        if not entries:
+            return
+        for eid, fields in entries:
+            if fields.get(b"jpeg"):
+                yield eid.decode(), fields[b"jpeg"]
+                sent += 1
+        start = "(" + entries[-1][0].decode()
+
+
+def clip_detections(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> dict[str, list]:
+    """Detections of those frames, by frame id (results come a little after their frames)."""
+    out: dict[str, list] = {}
+    for _eid, fields in client.xrange(keys.detections(camera), f"{lo_ms}-0",
+                                      f"{hi_ms + 5000}-18446744073709551615",
+                                      count=CLIP_MAX_FRAMES * 2):
+        try:
+            out[fields.get(b"frame", b"").decode()] = json.loads(fields.get(b"dets", b"[]"))
+        except ValueError:
+            continue
+    return out
+
+
+def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
+    """The events pages and API on ``client`` (files under ``CCTV_EVENTS_DIR``)."""
+    bp = Blueprint("events", __name__, template_folder="templates")
+    store = EventStore(client, settings.events_dir, settings.events_maxlen)
+    tz, margin_ms = ZoneInfo("UTC"), 2000.0
+    if settings.events_config:
+        try:
+            cfg = load_config(settings.events_config)
+            tz, margin_ms = cfg.tz, cfg.clip_margin_s * 1000
+        except EventsConfigError as exc:  # the events service reports it; show UTC here
+            log.warning("events viewer: %s; showing times in UTC", exc)
+
+    def fmt_time(ms: float | None) -> str:
+        if not ms:
+            return ""
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+    def record_or_404(event_id: str) -> dict:
+        if not EVENT_ID_RE.match(event_id):
+            abort(404)
+        record = store.get(event_id)
+        if record is None:
+            abort(404)
+        return record
+
+    def bad(message: str) -> tuple[Response, int]:
+        return jsonify({"error": "bad_request", "message": message}), 400
+
+    @bp.app_context_processor
+    def _nav() -> dict:
+        return {"has_events": True}
+
+    @bp.get("/events")
+    def events_page() -> str | tuple[str, int]:
+        error, limit = "", 50
+        try:
+            filters = parse_filters(request.args, tz)
+            limit = filters["limit"]
+            events = store.query(**filters)
+        except BadQuery as exc:
+            error, events = str(exc), []
+        next_until = events[-1]["start_ms"] - 1 if events and len(events) >= limit else None
+        return render_template(
+            "events/list.html", events=events, error=error, args=request.args,
+            fmt_time=fmt_time, tz=str(tz), next_until=next_until,
+            cameras=store.facet_values("camera"), classes=store.facet_values("class"),
+            zones=store.facet_values("zone"), rules=store.facet_values("rule")), \
+            400 if error else 200
+
+    @bp.get("/events/<event_id>")
+    def event_page(event_id: str) -> str:
+        record = record_or_404(event_id)
+        lo, hi = _clip_range(record, margin_ms)
+        have_clip = bool(client.xrange(keys.frames(record["camera"]), f"{lo}-0",
+                                       f"{hi}-18446744073709551615", count=1))
+        return render_template("events/detail.html", ev=record, fmt_time=fmt_time, tz=str(tz),
+                               have_clip=have_clip)
+
+    def stored_file(event_id: str, kind: str) -> Response:
+        record = record_or_404(event_id)
+        path = store.resolve(record.get(kind, ""))
+        if path is None:
+            abort(404)
+        return send_file(path, mimetype="image/jpeg", max_age=3600)
+
+    @bp.get("/events/<event_id>/snapshot.jpg")
+    def snapshot(event_id: str) -> Response:
+        return stored_file(event_id, "snapshot")
+
+    @bp.get("/events/<event_id>/crop.jpg")
+    def crop(event_id: str) -> Response:
+        return stored_file(event_id, "crop")
+
+    @bp.get("/events/<event_id>/clip.mjpg")
+    def clip(event_id: str) -> Response:
+        record = record_or_404(event_id)
+        cam = record["camera"]
+        speed = request.args.get("speed", "1")
+        if speed not in ("0", "1", "2", "4"):
+            abort(400)
+        pace = float(speed)  # 1 = real time, 2/4 = faster, 0 = as fast as the link allows
+        lo, hi = _clip_range(record, margin_ms)
+        dets = clip_detections(client, cam, lo, hi)
+
+        def parts() -> Iterator[bytes]:
+            prev_ms = None
+            for fid, jpeg in clip_frames(client, cam, lo, hi):
+                img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                if img is None:
+                    continue
+                draw_detections(img, dets.get(fid, []))
+                out = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, CLIP_QUALITY])[1]
+                ms = int(fid.split("-")[0])
+                if prev_ms is not None and pace:
+                    time.sleep(min(0.2, max(0.0, (ms - prev_ms) / 1000 / pace)))
+                prev_ms = ms
+                data = out.tobytes()
+                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                       f"Content-Length: {len(data)}\r\n\r\n").encode() + data + b"\r\n"
+
+        if not client.xrange(keys.frames(cam), f"{lo}-0", f"{hi}-18446744073709551615",
+                             count=1):
+            return Response("the frames of this event are no longer in the stream\n",
+                            status=404, mimetype="text/plain")
+        resp = Response(stream_with_context(parts()),
+                        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        resp.headers["Cache-Control"] = "no-cache, no-store"
+        return resp
+
+    @bp.get("/api/v1/events")
+    def api_events() -> Response | tuple[Response, int]:
+        try:
+            filters = parse_filters(request.args, tz)
+        except BadQuery as exc:
+            return bad(str(exc))
+        events = store.query(**filters)
+        next_until = events[-1]["start_ms"] - 1 if len(events) >= filters["limit"] else None
+        return jsonify({"events": [_public(e) for e in events], "count": len(events),
+                        "next_until": next_until})
+
+    @bp.get("/api/v1/events/stats")
+    def api_stats() -> Response:
+        counts = {}
+        for cam in store.facet_values("camera"):
+            raw = client.hgetall(keys.line_counts(cam))
+            if raw:
+                counts[cam] = {k.decode(): int(v) for k, v in raw.items()}
+        return jsonify({"counters": store.stats(), "line_counts": counts,
+                        "stored": client.zcard(keys.EVENTS_INDEX),
+                        "generated_at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+    @bp.get("/api/v1/events/<event_id>")
+    def api_event(event_id: str) -> Response:
+        return jsonify(_public(record_or_404(event_id)))
+
+    return bp

@@ -1,0 +1,124 @@
+"""Helpers for the events tests: a real webhook receiver (HTTP server on loopback), waiting
+for the events service to catch up, and id-switch counting on a results stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cctv.core import keys
+
+from support import free_port
+
+
+class WebhookReceiver:
+    """A local HTTP server that records every POST and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.port = free_port()
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()},
+                                              body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *_a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def batches(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(body) for _h, body in self.requests]
+
+    def events(self) -> list[dict]:
+        return [e for b in self.batches() for e in b["events"]]
+
+
+def wait_for(cond, timeout_s: float, what: str, logs=()) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}\n" + "\n".join(
+                f"--- {s.name}\n{s.log()[-3000:]}" for s in logs))
+        time.sleep(0.1)
+
+
+def group_caught_up(rdb, stream: str, group: str) -> bool:
+    """True when ``group`` has read and acked everything in ``stream``."""
+    last = rdb.xrevrange(stream, count=1)
+    if not last:
+        return True
+    for g in rdb.xinfo_groups(stream):
+        if g["name"].decode() == group:
+            return g["pending"] == 0 and g["last-delivered-id"] == last[0][0]
+    return False
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def track_report(rdb, camera: str, width: int = 640, height: int = 480) -> dict:
+    """Tracks in a camera's results and a proxy for id switches: a track that is born where
+    another track of the same class ended within the previous 10 results (box overlap > 0.3),
+    away from the frame's edges (where objects really enter)."""
+    results = [json.loads(f[b"dets"]) for _i, f in rdb.xrange(keys.detections(camera))]
+    first: dict[int, tuple[int, dict]] = {}
+    last: dict[int, tuple[int, dict]] = {}
+    tracked = total = 0
+    for i, dets in enumerate(results):
+        for d in dets:
+            total += 1
+            t = d.get("track")
+            if t is None:
+                continue
+            tracked += 1
+            first.setdefault(t, (i, d))
+            last[t] = (i, d)
+    switches = 0
+    for t, (i, d) in first.items():
+        x1, y1, x2, y2 = d["xyxy"]
+        if x1 < 8 or y1 < 8 or x2 > width - 8 or y2 > height - 8:
+            continue
+        for u, (j, e) in last.items():
+            if u != t and e["name"] == d["name"] and 0 < i - j <= 10 and \
+                    iou(d["xyxy"], e["xyxy"]) > 0.3:
+                switches += 1
+                break
+    return {"results": len(results), "detections": total, "tracked": tracked,
+            "tracks": len(first), "id_switches": switches,
+            "id_switch_rate": round(switches / max(1, len(first)), 3)}

@@ -1,0 +1,283 @@
+"""Events building blocks on synthetic data: config validation, geometry, rules, captions,
+signatures and the tracker wrapper (ultralytics' ByteTrack for real, with its saved state)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from cctv.events import captions
+from cctv.events.config import EventsConfigError, Line, load_config, parse_config
+from cctv.events.delivery import caption_only, sign, verify_signature
+from cctv.events.rules import CameraRules, Observation
+from cctv.events.zones import crosses_segment, crossing_direction, in_polygon, line_side
+
+DEMO = Path(__file__).resolve().parents[2] / "services" / "cctv" / "events" / "demo.yaml"
+
+
+def cfg(rules: list[dict], **extra) -> dict:
+    return {"cameras": {"cam1": {
+        "zones": {"gate": [[100, 100], [300, 100], [300, 300], [100, 300]]},
+        "lines": {"mid": [[200, 0], [200, 400]]},
+        "rules": rules}}, **extra}
+
+
+# ---- config --------------------------------------------------------------------------------
+def test_demo_config_loads() -> None:
+    c = load_config(DEMO)
+    assert set(c.cameras) == {"demo"}
+    assert {r.type for r in c.cameras["demo"].rules} == {"line", "dwell", "count"}
+
+
+@pytest.mark.parametrize("doc, where", [
+    (cfg([{"name": "a", "type": "dwell", "zone": "gate", "seconds": -1}]),
+     "cameras.cam1.rules[0].seconds: must be >= 0"),
+    (cfg([{"name": "a", "type": "dwell", "zone": "nope"}]), "cameras.cam1.rules[0].zone: no zone"),
+    (cfg([{"name": "a", "type": "dwel", "zone": "gate"}]), "cameras.cam1.rules[0].type"),
+    (cfg([{"name": "a", "type": "line", "line": "mid", "seconds": 3}]),
+     "cameras.cam1.rules[0].seconds: unknown key"),
+    (cfg([{"name": "a", "type": "count", "zone": "gate"}]), "cameras.cam1.rules[0].count"),
+    (cfg([{"name": "a", "type": "line", "line": "mid"}, {"name": "a", "type": "line",
+                                                         "line": "mid"}]),
+     "cameras.cam1.rules[1].name: 'a' is used twice"),
+    (cfg([{"name": "a", "type": "line", "line": "mid", "direction": "north"}]),
+     "cameras.cam1.rules[0].direction"),
+    (cfg([{"name": "a", "type": "line", "line": "mid", "verify": {"model": "/no/such.pt"}}]),
+     "cameras.cam1.rules[0].verify.model: /no/such.pt does not exist"),
+    (cfg([], webhooks=[{"name": "w", "url": "ftp://x"}]), "webhooks[0].url"),
+    (cfg([], timezone="Mars/Olympus"), "timezone"),
+    ({"cameras": {"cam1": {"zones": {"z": [[0, 0], [1, 1]]}}}}, "cameras.cam1.zones.z"),
+    ({"cameras": {"cam1": {"lines": {"l": [[5, 5], [5, 5]]}}}}, "cameras.cam1.lines.l"),
+    ({"camera": {}}, "camera: unknown key"),
+])
+def test_config_errors_name_file_and_field(doc: dict, where: str) -> None:
+    with pytest.raises(EventsConfigError) as err:
+        parse_config(doc, "rules.yaml")
+    assert str(err.value).startswith("rules.yaml: "), err.value
+    assert where in str(err.value), err.value
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras: [unclosed\n")
+    with pytest.raises(EventsConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(EventsConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.json")
+    good = tmp_path / "rules.json"
+    good.write_text(json.dumps(cfg([{"name": "a", "type": "line", "line": "mid"}])))
+    assert load_config(good).cameras["cam1"].rules[0].name == "a"
+
+
+def test_events_settings_are_validated() -> None:
+    from cctv.core.settings import SettingsError, load_settings
+
+    s = load_settings({"CCTV_TRACKER": "botsort", "CCTV_EVENTS_RETENTION_DAYS": "0.5"})
+    assert s.tracker == "botsort" and s.events_retention_days == 0.5
+    for var, value in (("CCTV_TRACKER", "deepsort"), ("CCTV_TRACK_BUFFER", "0"),
+                       ("CCTV_EVENTS_MAX_BYTES", "-1"), ("CCTV_EVENTS_HTTP_BIND", "nope")):
+        with pytest.raises(SettingsError, match=var):
+            load_settings({var: value})
+
+
+# ---- geometry ------------------------------------------------------------------------------
+def test_geometry() -> None:
+    square = [(0, 0), (10, 0), (10, 10), (0, 10)]
+    assert in_polygon((5, 5), square) and in_polygon((10, 5), square)
+    assert not in_polygon((11, 5), square) and not in_polygon((5, -0.1), square)
+    line = Line("l", (100, 0), (100, 200))
+    assert line_side(line, (90, 50)) == -line_side(line, (110, 50)) != 0
+    assert line_side(line, (101, 50)) == 0  # within the margin: on neither side
+    assert crosses_segment(line, (90, 50), (110, 52))
+    assert not crosses_segment(line, (90, 250), (110, 250))  # past the segment's end
+    assert crossing_direction(line, (90, 50), (110, 40)) == "right"
+    assert crossing_direction(line, (110, 50), (90, 60)) == "left"
+    flat = Line("f", (0, 100), (200, 100))
+    assert crossing_direction(flat, (50, 90), (60, 110)) == "down"
+
+
+# ---- rules ---------------------------------------------------------------------------------
+def det(track: int | None, x: float, y: float, name: str = "car", conf: float = 0.8) -> dict:
+    """A 20x20 box whose bottom centre is (x, y)."""
+    return {"track": track, "name": name, "cls": 2 if name == "car" else 0, "conf": conf,
+            "xyxy": [x - 10, y - 20, x + 10, y]}
+
+
+class Feed:
+    """Feeds observations at 10 fps and collects firings; can round-trip the state via JSON."""
+
+    def __init__(self, rules: list[dict], **extra) -> None:
+        self.cam = parse_config(cfg(rules, **extra)).cameras["cam1"]
+        self.engine = CameraRules(self.cam, track_timeout_s=1.0, exit_grace_s=0.3)
+        self.t, self.n = 1_000_000.0, 0
+
+    def step(self, dets: list[dict], confirm: bool = True, reload: bool = False) -> list:
+        self.n += 1
+        obs = Observation("cam1", f"{self.n}-0", f"{self.n}-0", self.t, dets)
+        self.t += 100
+        out = self.engine.observe(obs)
+        for f in out:
+            self.engine.commit(f, confirm)
+        if reload:  # what a restart does: state from JSON
+            self.engine = CameraRules(self.cam, track_timeout_s=1.0, exit_grace_s=0.3,
+                                      state=json.loads(json.dumps(self.engine.state)))
+        return out
+
+
+def test_dwell_fires_after_seconds_and_ends_when_the_object_leaves() -> None:
+    f = Feed([{"name": "wait", "type": "dwell", "zone": "gate", "seconds": 1, "classes": ["car"],
+               "cooldown_s": 5}])
+    fired = []
+    for i in range(15):  # 1.5 s inside
+        fired += f.step([det(7, 150, 200), det(8, 150, 200, name="person")], reload=i % 4 == 0)
+    starts = [x for x in fired if x.kind == "start"]
+    assert len(starts) == 1 and starts[0].subjects[0].track == 7
+    assert starts[0].start_ms == 1_000_000.0  # the event starts when it entered
+    assert starts[0].event_id == "cam1-wait-1000000-7"
+    ends = []
+    for _ in range(5):  # outside for 0.5 s > grace
+        ends += f.step([det(7, 400, 200)])
+    assert [x.kind for x in ends] == ["end"] and ends[0].reason == "left"
+    # back inside within the cooldown: no new event
+    assert not [x for _ in range(15) for x in f.step([det(7, 150, 200)]) if x.kind == "start"]
+
+
+def test_dwell_jitter_at_the_edge_and_lost_tracks() -> None:
+    f = Feed([{"name": "wait", "type": "dwell", "zone": "gate", "seconds": 0.5}])
+    out = []
+    for i in range(20):  # one frame in three just outside: within the exit grace
+        out += f.step([det(3, 150 if i % 3 else 310, 200)])
+    assert [x.kind for x in out] == ["start"]
+    out = []
+    for _ in range(12):  # the track disappears: ends as lost after the timeout
+        out += f.step([])
+    assert [x.kind for x in out] == ["end"] and out[0].reason == "lost"
+
+
+def test_line_crossing_once_per_track_with_direction() -> None:
+    f = Feed([{"name": "right", "type": "line", "line": "mid", "direction": "right"},
+              {"name": "any", "type": "line", "line": "mid"}])
+    out = []
+    for x in (150, 180, 199, 201, 199, 201, 230, 260):  # jitter on the line is no crossing
+        out += f.step([det(1, x, 200), det(2, 400 - x, 200)])
+    by_rule = {r: sorted((x.subjects[0].track, x.direction) for x in out if x.rule.name == r)
+               for r in ("right", "any")}
+    assert by_rule["right"] == [(1, "right")]
+    assert by_rule["any"] == [(1, "right"), (2, "left")]
+    assert all(x.kind == "instant" for x in out)
+
+
+def test_count_rule_and_rejected_verification() -> None:
+    f = Feed([{"name": "crowd", "type": "count", "zone": "gate", "count": 3, "seconds": 0.3,
+               "classes": ["person"], "cooldown_s": 0}])
+    people = [det(i, 120 + 20 * i, 200, name="person") for i in range(4)]
+    out = []
+    for _ in range(6):
+        out += f.step(people, confirm=False)  # the verifier says no
+    assert [x.kind for x in out] == ["start"], "rejected once, not again for the same crowd"
+    out = []
+    for _ in range(5):
+        out += f.step(people[:1])
+    for _ in range(6):
+        out += f.step(people[:3])  # a new crowd, confirmed
+    assert [x.kind for x in out] == ["start"] and out[0].count == 3
+    out = []
+    for _ in range(5):
+        out += f.step(people[:1])
+    assert [x.kind for x in out] == ["end"] and out[0].reason == "below"
+
+
+# ---- captions and signatures ---------------------------------------------------------------
+def test_captions() -> None:
+    from zoneinfo import ZoneInfo
+
+    utc = ZoneInfo("UTC")
+    assert captions.plural(2, "person") == "2 persons"
+    assert captions.plural(3, "traffic light") == "3 traffic lights"
+    assert captions.plural(2, "bus") == "2 buses"
+    t0 = 1_700_000_000_000  # 22:13:20 UTC
+    subjects = [{"name": "person"}, {"name": "person"}]
+    ev = {"type": "count", "status": "open", "start_ms": t0, "zone": "gate", "count": 2,
+          "subjects": subjects}
+    assert captions.caption(ev, utc) == "2 persons in zone 'gate' at 22:13:20"
+    ev.update(status="closed", end_ms=t0 + 12_000)
+    assert captions.caption(ev, utc) == "up to 2 persons in zone 'gate' from 22:13:20 for 12 s"
+    ev = {"type": "dwell", "status": "closed", "start_ms": t0, "end_ms": t0 + 75_000,
+          "zone": "gate", "subjects": [{"name": "car"}]}
+    assert captions.caption(ev, utc) == "1 car entered zone 'gate' at 22:13:20, stayed 1 min 15 s"
+    ev = {"type": "line", "start_ms": t0, "line": "mid", "direction": "left",
+          "subjects": [{"name": "truck"}]}
+    assert captions.caption(ev, utc) == "1 truck crossed line 'mid' heading left at 22:13:20"
+    assert {"car", "cars", "crossed"} <= captions.words("2 Cars crossed")
+
+
+def test_signature_and_captions_only() -> None:
+    body = b'{"events":[]}'
+    sig = sign("s3cret", "1700000000", body)
+    assert sig.startswith("sha256=") and len(sig) == 71
+    assert verify_signature("s3cret", "1700000000", body, sig, now=1700000010)
+    assert not verify_signature("other", "1700000000", body, sig, now=1700000010)
+    assert not verify_signature("s3cret", "1700000000", body + b" ", sig, now=1700000010)
+    assert not verify_signature("s3cret", "1700000000", body, sig, now=1700009999)  # replayed
+    ev = {"type": "event", "id": "x", "camera": "c", "rule": "r", "caption": "1 car",
+          "box": [1, 2, 3, 4], "track": 5, "crop_jpeg_b64": "..."}
+    assert set(caption_only(ev)) == {"type", "id", "camera", "rule", "status", "start", "end",
+                                     "caption"}
+
+
+# ---- tracking (ultralytics ByteTrack, real) -------------------------------------------------
+def _moving(track_ids_from, frames: range, gap_at: int | None = None):
+    """Two cars moving right 8 px per frame; returns the track ids per frame."""
+    from cctv.inference.detector import Detection
+
+    out = []
+    for i in frames:
+        if gap_at is not None and gap_at <= i < gap_at + 10:
+            continue  # frames the leader never saw (a take-over)
+        dets = [Detection(2, "car", 0.9, (40 + 8 * i, 100, 120 + 8 * i, 150)),
+                Detection(2, "car", 0.85, (400 - 6 * i, 300, 470 - 6 * i, 350))]
+        out.append([d.track for d in track_ids_from(dets, i)])
+    return out
+
+
+def test_tracker_keeps_ids_across_a_saved_state_and_a_gap() -> None:
+    pytest.importorskip("ultralytics")
+    from cctv.inference.tracking import CameraTracker, _new_tracker
+
+    a = CameraTracker("cam", "bytetrack", _new_tracker("bytetrack", 30))
+    first = _moving(lambda dets, i: a.update(dets, i * 100_000, None), range(0, 20))
+    ids = first[-1]
+    assert None not in ids and len(set(ids)) == 2
+    blob = a.dumps()
+    assert len(blob) < 20_000
+    # a new leader: a fresh tracker with the saved state, and a one-second gap in the frames
+    b = CameraTracker("cam", "bytetrack", _new_tracker("bytetrack", 30))
+    b.load_state(blob)
+    after = _moving(lambda dets, i: b.update(dets, i * 100_000, None), range(20, 40), gap_at=20)
+    assert after[0] == ids, "the same objects keep their ids after the take-over and the gap"
+    assert after[-1] == ids
+    # new objects get new ids, never reused ones
+    from cctv.inference.detector import Detection
+
+    new = b.update([Detection(0, "person", 0.9, (10, 400, 30, 460))], 41 * 100_000, None)
+    new = b.update([Detection(0, "person", 0.9, (11, 400, 31, 460))], 42 * 100_000, None)
+    assert new[0].track is not None and new[0].track > max(ids)
+
+
+def test_tracker_state_refuses_foreign_pickles() -> None:
+    pytest.importorskip("ultralytics")
+    import os
+
+    from cctv.inference.tracking import CameraTracker, _new_tracker
+
+    t = CameraTracker("cam", "bytetrack", _new_tracker("bytetrack", 30))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError):
+        t.load_state(pickle.dumps({"v": 1, "kind": "bytetrack", "tracker": Evil()}))
