@@ -15,7 +15,12 @@ def cluster_status(client) -> dict:
     """Leader, epoch, replicas (from heartbeats) and the last failovers, as a dict."""
     leader, epoch, ttl_ms = current_leader(client)
     replicas = []
-    for key in client.scan_iter(match=keys.heartbeat_pattern("inference"), count=100):
+    # the heartbeats index (every beat ZADDs its key); SCAN for replicas older than the index
+    indexed = [k for k in client.zrangebyscore(keys.HEARTBEATS, time.time() - 120, "+inf")
+               if k.decode().startswith(keys.heartbeat("inference", ""))]
+    hb_keys = indexed or list(client.scan_iter(match=keys.heartbeat_pattern("inference"),
+                                               count=1000))
+    for key in hb_keys:
         hb = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
         if hb:
             hb["age_s"] = round(time.time() - float(hb.get("beat", 0)), 2)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 
-from cctv.core.metrics import render_metrics
+from cctv.core.metrics import metrics_authorized, render_metrics
 
 
-def add_ops_routes(app: Flask, client: redis.Redis) -> None:
-    """Add /healthz (alive), /readyz (Redis answers) and /metrics (Prometheus) to ``app``."""
+def add_ops_routes(app: Flask, client: redis.Redis, metrics_token: str = "") -> None:
+    """Add /healthz (alive), /readyz (Redis answers) and /metrics (Prometheus) to ``app``.
+
+    /healthz and /readyz are always open (container healthchecks); /metrics needs
+    ``Authorization: Bearer <metrics_token>`` when a token is set (CCTV_METRICS_TOKEN).
+    """
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -25,5 +29,11 @@ def add_ops_routes(app: Flask, client: redis.Redis) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        if not metrics_authorized(metrics_token, request.headers.get("Authorization", "")):
+            resp = jsonify({"error": "unauthorized",
+                            "message": "send Authorization: Bearer <metrics token>"})
+            resp.status_code = 401
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="cctv-metrics"'
+            return resp
         data, ctype = render_metrics()
         return Response(data, content_type=ctype)

@@ -73,6 +73,30 @@ def camera_from_frames_key(key: str) -> str:
     return key.removeprefix(f"{PREFIX}:frames:")
 
 
+# --- web viewer and dashboard (issue 6) ---
+
+#: hash status -> count of every ingest frame POST reply, cluster-wide (flushed each heartbeat)
+INGEST_RESPONSES = f"{PREFIX}:ingest:responses"
+
+#: sorted set of heartbeat keys scored by the time of their last beat (so the dashboard does
+#: not SCAN the keyspace); every heartbeat ZADDs itself, readers trim entries older than an hour
+HEARTBEATS = f"{PREFIX}:heartbeats"
+
+#: how long the per-minute ingest reply counts are kept
+INGEST_RESPONSES_MINUTE_TTL_S = 7200
+
+
+def ingest_responses_minute(minute: int) -> str:
+    """Hash status -> count of ingest replies in one minute (``minute`` = Unix time // 60)."""
+    return f"{PREFIX}:ingest:responses:{minute}"
+
+
+def heartbeat_parts(key: str) -> tuple[str, str]:
+    """Inverse of :func:`heartbeat`: (service, instance) of a heartbeat key."""
+    service, _, instance = key.removeprefix(f"{PREFIX}:hb:").partition(":")
+    return service, instance
+
+
 # --- events (issue 7) ---
 
 #: consumer group the events service reads detection streams through

@@ -6,6 +6,8 @@ service's gunicorn config does this) and are aggregated with the multiprocess co
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 from prometheus_client import (
@@ -24,3 +26,15 @@ def render_metrics() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+
+
+def metrics_authorized(token: str, authorization: str) -> bool:
+    """True when /metrics is open (no token set) or ``authorization`` is ``Bearer <token>``."""
+    if not token:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    digest = hashlib.sha256
+    return hmac.compare_digest(digest(given.strip().encode()).digest(),
+                               digest(token.encode()).digest())

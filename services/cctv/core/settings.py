@@ -96,10 +96,34 @@ class Settings:
     # HMAC key that signs webhook payloads (CCTV_WEBHOOK_SECRET_FILE for a Docker secret)
     webhook_secret: str = ""
 
+    # --- web viewer and dashboard (issue 6) ---
+    # viewer accounts: "user:<hash>" lines (hash from `cctv hash-password`); a Docker secret via
+    # CCTV_VIEWERS_FILE=/run/secrets/cctv_viewers. The web refuses to start without one.
+    viewers: str = ""
+    # signs session cookies; unset = random per process (sessions end when web restarts)
+    web_secret_key: str = ""
+    # a login lasts this long (absolute, from the login)
+    web_session_hours: float = 12.0
+    # mark the session cookie Secure (set it when web is served over HTTPS)
+    web_cookie_secure: bool = False
+    # when set, /metrics of every service needs "Authorization: Bearer <token>"
+    metrics_token: str = ""
+    # Docker Engine API socket of the manager (mounted read-only); missing = nodes from heartbeats
+    docker_socket: str = "/var/run/docker.sock"
+    # a camera with no frame for this long is shown as silent
+    camera_silent_s: float = 5.0
+    # an SSE connection is closed after this long (the browser reconnects by itself)
+    web_sse_max_s: float = 300.0
+
     @property
     def camera_tokens(self) -> dict[str, str]:
         """The camera registry parsed from ``cameras``: camera name -> token."""
         return parse_cameras(self.cameras, "CCTV_CAMERAS")
+
+    @property
+    def viewer_hashes(self) -> dict[str, str]:
+        """The viewer accounts parsed from ``viewers``: user name -> password hash (issue 6)."""
+        return parse_viewers(self.viewers, "CCTV_VIEWERS")
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -124,6 +148,35 @@ def parse_cameras(raw: str, var: str) -> dict[str, str]:
         if not CAMERA_NAME_RE.match(name):
             raise SettingsError(f"{var}: camera name {name!r} must match {CAMERA_NAME_RE.pattern}")
         out[name] = token
+    return out
+
+
+# --- web viewer and dashboard (issue 6) ---
+VIEWER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+PASSWORD_HASH_METHODS = ("scrypt:", "pbkdf2:")
+
+
+def parse_viewers(raw: str, var: str) -> dict[str, str]:
+    """Parse ``user:<password hash>`` lines (or comma separated) into a dict.
+
+    Only hashes made by werkzeug (``cctv hash-password``: scrypt or pbkdf2) are accepted, so a
+    plain password in the secret is refused at start instead of silently working.
+    """
+    out: dict[str, str] = {}
+    for item in re.split(r"[,\n]", raw):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, pw_hash = item.partition(":")
+        name, pw_hash = name.strip(), pw_hash.strip()
+        if not sep or not pw_hash:
+            raise SettingsError(f"{var}: entry {name!r} must be written user:<password hash>")
+        if not VIEWER_NAME_RE.match(name):
+            raise SettingsError(f"{var}: user name {name!r} must match {VIEWER_NAME_RE.pattern}")
+        if not pw_hash.startswith(PASSWORD_HASH_METHODS) or pw_hash.count("$") != 2:
+            raise SettingsError(f"{var}: the password of {name!r} is not a hash; make one with "
+                                "`cctv hash-password`")
+        out[name] = pw_hash
     return out
 
 
@@ -176,6 +229,14 @@ def _validate(s: Settings) -> None:
     for name in ("camera_fps_limit", "max_frame_age_s", "heartbeat_s", "viewer_idle_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
+    # --- web viewer and dashboard (issue 6) ---
+    for name in ("web_session_hours", "camera_silent_s", "web_sse_max_s"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    if s.web_secret_key and len(s.web_secret_key) < 16:
+        raise SettingsError("CCTV_WEB_SECRET_KEY is too short: use at least 16 characters "
+                            "(e.g. openssl rand -hex 32)")  # never echo a secret
+    s.viewer_hashes  # noqa: B018 - parses and raises on malformed accounts
     if s.frames_maxlen < 10:
         raise bad("frames_maxlen", "must be >= 10 so viewers and take-over find recent frames")
     if s.lease_ttl_ms < 100:

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from cctv import __version__
 from cctv.core import keys
-from cctv.core.metrics import render_metrics
+from cctv.core.metrics import metrics_authorized, render_metrics
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.scripts import Scripts
 from cctv.core.settings import Settings
@@ -34,7 +34,11 @@ log = logging.getLogger("cctv.inference")
 IS_LEADER = Gauge("cctv_inference_is_leader", "1 while this replica holds the lease")
 EPOCH = Gauge("cctv_inference_leader_epoch", "Epoch of this replica's current/last leadership")
 ACQUISITIONS = Counter("cctv_inference_failovers_total",
-                       "Times this replica took the lease", ["reason"])
+                       "Lease acquisitions by this replica, by reason: initial (first leader), "
+                       "expired (took over from a dead leader), released (planned hand-over)",
+                       ["reason"])
+for _reason in ("initial", "expired", "released"):
+    ACQUISITIONS.labels(_reason)  # export zeros, so rate() sees the first failover
 
 
 class Replica:
@@ -68,6 +72,7 @@ class Replica:
             "device": det.device if det else "",
         })
         pipe.pexpire(key, int(self.s.heartbeat_s * 3000))
+        pipe.zadd(keys.HEARTBEATS, {key: time.time()})  # the dashboard's index of heartbeats
         pipe.execute()
         self.redis_ok_at = time.monotonic()
 
@@ -162,6 +167,10 @@ def _health_server(replica: Replica) -> ThreadingHTTPServer:
                         f'"role":"{replica.role}"}}').encode()
                 self._reply(200 if ok else 503, body, "application/json")
             elif self.path == "/metrics":
+                if not metrics_authorized(replica.s.metrics_token,
+                                          self.headers.get("Authorization", "")):
+                    self._reply(401, b'{"error":"unauthorized"}', "application/json")
+                    return
                 data, ctype = render_metrics()
                 self._reply(200, data, ctype)
             else:

@@ -17,12 +17,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
 import time
+from collections import Counter as Tally
+from collections.abc import Callable
 
+import redis
 from flask import Flask, Response, jsonify, request
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
+from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.jpeg import JpegError, jpeg_dimensions
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
@@ -48,6 +53,59 @@ class Rejection(Exception):
     def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class ReplyCounts:
+    """Frame POST replies by HTTP status, counted in memory and added to Redis by the heartbeat.
+
+    The request path only bumps a local counter (no Redis round trip); once per heartbeat the
+    counts since the last flush go to ``cctv:ingest:responses`` (totals) and the current minute's
+    hash, so the dashboard sees cluster-wide counts. A failed flush keeps the counts for the next.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: Tally[int] = Tally()
+        self._totals: Tally[int] = Tally()
+        self._last: tuple[float, Tally[int]] = (time.monotonic(), Tally())
+
+    def add(self, status: int) -> None:
+        """Count one reply."""
+        with self._lock:
+            self._pending[status] += 1
+            self._totals[status] += 1
+
+    def flush_into(self, pipe: redis.client.Pipeline) -> Callable[[bool], None]:
+        """Queue HINCRBYs of the unflushed counts on ``pipe``; call the result with success."""
+        with self._lock:
+            batch, self._pending = self._pending, Tally()
+        if batch:
+            minute_key = keys.ingest_responses_minute(int(time.time() // 60))
+            for status, n in batch.items():
+                pipe.hincrby(keys.INGEST_RESPONSES, str(status), n)
+                pipe.hincrby(minute_key, str(status), n)
+            pipe.expire(minute_key, keys.INGEST_RESPONSES_MINUTE_TTL_S)
+
+        def done(ok: bool) -> None:
+            if not ok and batch:
+                with self._lock:
+                    self._pending.update(batch)
+
+        return done
+
+    def rates(self) -> dict[str, object]:
+        """Requests, accepted frames and errors per second since the previous call."""
+        now = time.monotonic()
+        with self._lock:
+            totals = self._totals.copy()
+        then, before = self._last
+        self._last = (now, totals)
+        dt = max(now - then, 1e-3)
+        diff = totals - before
+        return {"requests_per_s": f"{sum(diff.values()) / dt:.2f}",
+                "accepted_per_s": f"{diff[202] / dt:.2f}",
+                "errors_per_s": f"{sum(n for s, n in diff.items() if s >= 400) / dt:.2f}",
+                "requests_total": sum(totals.values())}
 
 
 def _token_digest(token: str) -> bytes:
@@ -153,9 +211,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     """The ingest Flask application (gunicorn: ``cctv.ingest.app:create_app()``)."""
     settings = settings or load_settings()
     ingest = Ingest(settings)
+    replies = ReplyCounts()
+    heartbeat = Heartbeat(ingest.redis, "ingest", settings.node, settings.heartbeat_s,
+                          fields=replies.rates, on_beat=replies.flush_into).start()
     app = Flask("cctv.ingest")
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, with a JSON reply
     app.extensions["cctv_ingest"] = ingest
+    app.extensions["cctv_heartbeat"] = heartbeat
 
     @app.post("/api/v1/cameras/<camera>/frames")
     def post_frame(camera: str) -> Response:
@@ -177,10 +239,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             resp.status_code = 503
             resp.headers["Retry-After"] = "1"
         REQUESTS.labels(str(resp.status_code)).inc()
+        replies.add(resp.status_code)
         LATENCY.observe(time.perf_counter() - started)
         return resp
 
-    add_ops_routes(app, ingest.redis)
+    add_ops_routes(app, ingest.redis, settings.metrics_token)
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[Response, int]:

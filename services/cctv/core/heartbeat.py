@@ -1,0 +1,92 @@
+"""Heartbeats of the HTTP services (ingest, web): who runs where, since when, how busy.
+
+Each process writes ``cctv:hb:<service>:<node>-<pid>`` (a hash with a TTL of three periods)
+every ``CCTV_HEARTBEAT_S`` from a daemon thread, so the cluster dashboard can list nodes and
+instances without the Docker API. Inference replicas write their own (``inference/service.py``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from cctv import __version__
+from cctv.core import keys
+from cctv.core.redisconn import REDIS_DOWN_ERRORS
+
+log = logging.getLogger("cctv.heartbeat")
+
+
+class Heartbeat:
+    """A daemon thread that beats for one service instance.
+
+    ``fields()`` returns the service's own fields for each beat (rates, counts); ``on_beat``
+    (optional) is called with a pipeline before it executes, to piggyback other writes (ingest
+    flushes its reply counters this way) and must tolerate the pipeline failing.
+    """
+
+    def __init__(self, client: redis.Redis, service: str, node: str, interval_s: float,
+                 fields: Callable[[], dict[str, object]] | None = None,
+                 on_beat: Callable[[redis.client.Pipeline], Callable[[bool], None]] | None
+                 = None) -> None:
+        self.redis, self.service, self.node, self.interval_s = client, service, node, interval_s
+        self.instance = f"{node}-{os.getpid()}"
+        self.key = keys.heartbeat(service, self.instance)
+        self.started = time.time()
+        self._fields = fields or (lambda: {})
+        self._on_beat = on_beat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Heartbeat:
+        """Start beating (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"heartbeat-{self.service}")
+            self._thread.start()
+            atexit.register(self.stop)  # a clean exit leaves the dashboard at once
+        return self
+
+    def beat(self) -> None:
+        """Write one heartbeat (and whatever ``on_beat`` adds) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        mapping: dict[str, object] = {
+            "id": self.instance, "service": self.service, "node": self.node,
+            "pid": os.getpid(), "version": __version__, "started": f"{self.started:.3f}",
+            "beat": f"{time.time():.3f}", "interval_s": self.interval_s}
+        mapping.update(self._fields())
+        pipe.hset(self.key, mapping={k: str(v) for k, v in mapping.items()})
+        pipe.pexpire(self.key, int(self.interval_s * 3000))
+        pipe.zadd(keys.HEARTBEATS, {self.key: time.time()})
+        done = self._on_beat(pipe) if self._on_beat else None
+        try:
+            pipe.execute()
+        except REDIS_DOWN_ERRORS:
+            if done:
+                done(False)
+            raise
+        if done:
+            done(True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except REDIS_DOWN_ERRORS as exc:
+                log.debug("heartbeat failed: %s", exc)
+            except redis.RedisError as exc:  # never let the thread die on a Redis error reply
+                log.warning("heartbeat failed: %s", exc)
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        """Stop beating and remove the heartbeat (best effort)."""
+        self._stop.set()
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.redis.delete(self.key)
