@@ -7,6 +7,7 @@
     cctv events       the events service: zones, rules, snapshots, captions, webhooks
     cctv status       print the inference leader, epoch, standbys and recent failovers
     cctv check-config validate the CCTV_* settings and exit
+    cctv hash-password make a viewer account line (user:<hash>) for CCTV_VIEWERS
 
 Every service is configured with CCTV_* environment variables (see docs/configuration.md);
 flags given here override them.
@@ -52,6 +53,9 @@ def cmd_web(args: argparse.Namespace) -> int:
     from cctv.web.app import create_app
 
     s = _settings(args, web_bind=args.bind)
+    from cctv.web.auth import load_accounts
+
+    load_accounts(s)  # no viewer account: one clear line here, not a worker boot failure
     # One worker process: each annotated frame is encoded once and shared by every viewer
     # thread; MJPEG viewers are long-lived requests, so threads, not processes, scale them.
     serve(lambda: create_app(s), bind=s.web_bind, workers=1, threads=s.web_threads,
@@ -96,6 +100,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from cctv.web.passwords import hash_password_command
+
+    return hash_password_command(args.user, args.stdin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cctv`` (all subcommands)."""
     p = argparse.ArgumentParser(prog="cctv", description=__doc__,
@@ -134,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="model path (default: fastest CPU model in $CCTV_SHARED)")
     sp.add_argument("--duration", type=float, default=0,
                     help="stop after this many seconds (default: run until Ctrl-C)")
+    sp.add_argument("--viewer-user", default="admin", help="viewer login (default admin)")
+    sp.add_argument("--viewer-password",
+                    help="viewer password (default: a random one, printed at start)")
     sp.set_defaults(func=cmd_local)
 
     sp = sub.add_parser("status", help="print leader, epoch, standbys and recent failovers")
@@ -142,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("check-config", help="validate CCTV_* settings and exit")
     sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("hash-password",
+                        help="print a user:<hash> line for CCTV_VIEWERS (asks for the password)")
+    sp.add_argument("--user", default="admin", help="user name (default admin)")
+    sp.add_argument("--stdin", action="store_true",
+                    help="read the password from the first line of stdin instead of asking")
+    sp.set_defaults(func=cmd_hash_password)
     return p
 
 

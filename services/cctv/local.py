@@ -69,6 +69,10 @@ def run_local(args: argparse.Namespace) -> int:
             print(f"cctv local: {p}", file=sys.stderr)
         return 2
 
+    from cctv.web.passwords import make_account_line
+
+    user = getattr(args, "viewer_user", None) or "admin"
+    password = getattr(args, "viewer_password", None) or secrets.token_urlsafe(12)
     workdir = Path(tempfile.mkdtemp(prefix="cctv-local-"))
     redis_port = args.redis_port or _free_port()
     token = secrets.token_urlsafe(16)
@@ -83,6 +87,8 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_LOG_JSON": "false",
         "CCTV_INGEST_BIND": f"127.0.0.1:{args.ingest_port}",
         "CCTV_WEB_BIND": f"0.0.0.0:{args.web_port}",
+        # one viewer account for this run (the viewer and the API require a login)
+        "CCTV_VIEWERS": make_account_line(user, password),
     })
     # --- events (issue 7): the demo camera's zones and rules; web serves the snapshots too ---
     env.update({"CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
@@ -125,7 +131,9 @@ def run_local(args: argparse.Namespace) -> int:
                               "--ingest", f"http://127.0.0.1:{args.ingest_port}"],
               {"CCTV_SENDER_TOKEN": token})
         print(f"cctv local: viewer at http://127.0.0.1:{args.web_port}/  "
-              f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)",
+              f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)\n"
+              f"cctv local: log in as {user!r} with password {password!r}  "
+              f"(cluster dashboard: http://127.0.0.1:{args.web_port}/cluster)",
               flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stopping and (deadline is None or time.monotonic() < deadline):

@@ -1,101 +1,127 @@
-"""Web: live annotated MJPEG per camera, detections as JSON, health and metrics.
+"""Web: the live viewer, the cluster dashboard, the JSON API, health and metrics.
 
 Run with ``cctv web`` (one gunicorn process with many threads: each annotated frame is encoded
-once per process and shared by all viewers of that camera).
+once per process and shared by all viewers of that camera; the camera figures and the cluster
+snapshot are likewise built once and shared by every page, API client and event stream).
+
+Every route needs a login (:mod:`cctv.web.auth`) except /login, /static, /healthz, /readyz
+and /metrics (optionally token-protected).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import importlib
+import importlib.util
 import logging
+from pathlib import Path
 
 import redis
-from flask import Flask, Response, abort, jsonify, render_template, stream_with_context
+from flask import Flask, Response, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
-from cctv.core import keys
+from cctv import __version__
+from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.redisconn import connect
-from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings
+from cctv.core.settings import Settings, load_settings
+from cctv.web import metrics as web_metrics
+from cctv.web.api import camera_names, create_api, error_response
+from cctv.web.auth import install_auth, load_accounts
 from cctv.web.broadcast import Feeds
+from cctv.web.camera_stats import CameraStats
+from cctv.web.cluster import ClusterMonitor
+from cctv.web.docker_view import DockerView
+from cctv.web.pages import BOUNDARY, create_pages
+from cctv.web.results import recent_results
+from cctv.web.sse import OPEN_STREAMS
 
 log = logging.getLogger("cctv.web")
 
-BOUNDARY = "frame"
+STATIC = Path(__file__).resolve().parent / "static"
+#: static files are served with a long cache lifetime; their URLs carry a content hash
+STATIC_MAX_AGE_S = 7 * 24 * 3600
 
-
-def _decode(d: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode(errors="replace") for k, v in d.items() if k != b"jpeg"}
-
-
-def camera_names(client: redis.Redis) -> list[str]:
-    """Cameras that have sent frames, sorted."""
-    return sorted(c.decode() for c in client.smembers(keys.CAMERAS_ACTIVE))
+__all__ = ["BOUNDARY", "camera_names", "create_app", "latest_result", "register_blueprints"]
 
 
 def latest_result(client: redis.Redis, camera: str) -> dict | None:
-    """The newest detection result of ``camera`` with ``dets`` parsed, or None."""
-    entries = client.xrevrange(keys.detections(camera), count=1)
-    if not entries:
-        return None
-    out: dict = _decode(entries[0][1])
-    out["id"] = entries[0][0].decode()
-    out["dets"] = json.loads(out.get("dets", "[]"))
-    return out
+    """The newest detection result of ``camera`` (API form), or None."""
+    results = recent_results(client, camera, 1)
+    return results[0] if results else None
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """The web Flask application."""
+def _static_version() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.glob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def register_blueprints(app: Flask, client: redis.Redis, settings: Settings) -> None:
+    """Blueprints of other parts of the system: the events pages and API (issue 7,
+    ``cctv.events.web.create_blueprint``) when that module is installed. They are protected
+    by the global login check like every route."""
+    if importlib.util.find_spec("cctv.events") is None or \
+            importlib.util.find_spec("cctv.events.web") is None:
+        log.info("events module not installed: no /events pages")
+        return
+    events_web = importlib.import_module("cctv.events.web")
+    app.register_blueprint(events_web.create_blueprint(client, settings))
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> Flask:
+    """The web Flask application. ``background=False`` starts no sampler or heartbeat thread
+    (for inspecting the routes)."""
     settings = settings or load_settings()
+    accounts = load_accounts(settings)
     client = connect(settings.redis_url, name="cctv-web")
     feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s)
-    app = Flask("cctv.web", template_folder="templates")
-    app.extensions["cctv_feeds"] = feeds
+    stats = CameraStats(client, settings.camera_silent_s)
+    docker = DockerView(settings.docker_socket)
+    monitor = ClusterMonitor(client, stats, docker, settings.lease_ttl_ms)
+    app = Flask("cctv.web", template_folder="templates", static_folder=str(STATIC))
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = STATIC_MAX_AGE_S
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # forms only
+    app.extensions.update(cctv_feeds=feeds, cctv_stats=stats, cctv_monitor=monitor,
+                          cctv_docker=docker, cctv_accounts=accounts)
+    install_auth(app, settings, accounts)
 
-    def check_camera(camera: str) -> None:
-        if not CAMERA_NAME_RE.match(camera):
-            abort(404)
+    version = _static_version()
 
-    @app.get("/")
-    def index() -> str:
-        return render_template("index.html", cameras=camera_names(client))
+    def static_url(filename: str) -> str:
+        return url_for("static", filename=filename, v=version)
 
-    @app.get("/cameras/<camera>")
-    def camera_page(camera: str) -> str:
-        check_camera(camera)
-        return render_template("camera.html", camera=camera)
+    app.register_blueprint(create_pages(client, feeds))
+    app.register_blueprint(create_api(client, settings, feeds, stats, monitor))
+    add_ops_routes(app, client, settings.metrics_token)
+    register_blueprints(app, client, settings)
+    has_events = any(rule.rule == "/events" for rule in app.url_map.iter_rules())
+    app.jinja_env.globals.update(static_url=static_url, version=__version__,
+                                 has_events=has_events)
 
-    @app.get("/video/<camera>.mjpg")
-    def video(camera: str) -> Response:
-        check_camera(camera)
-        feed = feeds.get(camera)
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | tuple[str, int]:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if request.path.startswith(("/api/", "/video/")) or request.method != "GET":
+            return error_response(exc.code or 500, code, exc.description or exc.name)
+        return render_template("error.html", status=exc.code, title=exc.name,
+                               message=exc.description), exc.code or 500
 
-        def parts():
-            for jpeg in feed.frames():
-                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                       f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        if isinstance(exc, redis.RedisError):
+            resp = error_response(503, "unavailable", "the frame store is unavailable; retry")
+            resp.headers["Retry-After"] = "1"
+            return resp
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")
 
-        resp = Response(stream_with_context(parts()),
-                        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
-        resp.headers["X-Accel-Buffering"] = "no"
-        return resp
-
-    @app.get("/api/v1/cameras")
-    def api_cameras() -> Response:
-        out = []
-        for cam in camera_names(client):
-            stats = _decode(client.hgetall(keys.stats(cam)))
-            out.append({"camera": cam, "stats": {k: int(v) for k, v in stats.items()}})
-        return jsonify({"cameras": out})
-
-    @app.get("/api/v1/cameras/<camera>/detections/latest")
-    def api_latest(camera: str) -> tuple[Response, int]:
-        check_camera(camera)
-        res = latest_result(client, camera)
-        if res is None:
-            return jsonify({"error": "not_found", "message": f"no results for {camera!r}"}), 404
-        return jsonify(res), 200
-
-    add_ops_routes(app, client)
-
+    web_metrics.COLLECTOR.sources = (client, stats)
+    if background:
+        stats.start()
+        Heartbeat(client, "web", settings.node, settings.heartbeat_s, fields=lambda: {
+            "viewers": feeds.viewer_count(), "sse_clients": OPEN_STREAMS.value,
+            "docker": "yes" if docker.configured() else "no"}).start()
     return app

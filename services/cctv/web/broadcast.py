@@ -27,6 +27,8 @@ log = logging.getLogger("cctv.web.feed")
 
 ENCODED = Counter("cctv_web_frames_encoded_total", "Annotated frames encoded", ["camera"])
 VIEWERS = Gauge("cctv_web_viewers", "Open MJPEG viewers", ["camera"])
+#: a silent camera's last frame is sent again this often (see CameraFeed.frames)
+REPEAT_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class CameraFeed:
             newest = self.redis.xrevrange(stream, count=1)
             if newest:
                 last_id = newest[0][0].decode()
-                self._publish(newest[0][1])
+                self._publish(newest[0][1], last_id)
         except REDIS_DOWN_ERRORS:
             pass
         while True:
@@ -103,27 +105,40 @@ class CameraFeed:
                 continue
             entries = resp[0][1]
             last_id = entries[-1][0].decode()
-            self._publish(entries[-1][1])  # newest only: viewers want live, not a replay
+            self._publish(entries[-1][1], last_id)  # newest only: live, not a replay
 
-    def _publish(self, result: dict[bytes, bytes]) -> None:
-        jpeg = self._annotate(result)
+    def _publish(self, result: dict[bytes, bytes], entry_id: str) -> None:
+        try:
+            jpeg = self._annotate(result)
+        except (ValueError, KeyError, TypeError, redis.ResponseError) as exc:  # malformed
+            log.warning("camera %s: result %s not drawable: %s", self.camera, entry_id, exc)
+            return
         if jpeg is None:
             return
         ENCODED.labels(self.camera).inc()
-        decoded = {k.decode(): v.decode() for k, v in result.items()}
+        decoded: dict = {k.decode(): v.decode(errors="replace") for k, v in result.items()}
         decoded["dets"] = json.loads(decoded.get("dets", "[]"))
+        decoded["id"] = entry_id
         with self._cond:
             number = self._latest.number + 1 if self._latest else 1
             self._latest = AnnotatedFrame(number, jpeg, decoded)
             self._cond.notify_all()
 
-    def frames(self, stop_after: float | None = None) -> Iterator[bytes]:
-        """Yield each new annotated JPEG (the current one first) until the client goes away."""
+    @property
+    def viewers(self) -> int:
+        """Open MJPEG viewers and event streams following this feed."""
+        return self._viewers
+
+    def updates(self, stop_after: float | None = None,
+                kind: str = "mjpeg") -> Iterator[AnnotatedFrame | None]:
+        """Yield each new annotated frame (the current one first), or None after a second
+        without one, until the consumer closes the generator (the client went away)."""
         self.ensure_running()
         seen = 0
         with self._cond:
             self._viewers += 1
-        VIEWERS.labels(self.camera).inc()
+        if kind == "mjpeg":
+            VIEWERS.labels(self.camera).inc()
         started = time.monotonic()
         try:
             while stop_after is None or time.monotonic() - started < stop_after:
@@ -134,14 +149,45 @@ class CameraFeed:
                     self._last_viewer = time.monotonic()
                 if frame is None or frame.number == seen:
                     self.ensure_running()
+                    yield None
                     continue
                 seen = frame.number
-                yield frame.jpeg
+                yield frame
         finally:
             with self._cond:
                 self._viewers -= 1
                 self._last_viewer = time.monotonic()
-            VIEWERS.labels(self.camera).dec()
+            if kind == "mjpeg":
+                VIEWERS.labels(self.camera).dec()
+
+    def frames(self, stop_after: float | None = None,
+               repeat_after_s: float = REPEAT_AFTER_S) -> Iterator[bytes]:
+        """Yield each new annotated JPEG (the current one first) until the client goes away.
+
+        While the camera is silent the last frame is sent again every ``repeat_after_s``: a
+        write is the only way to notice a viewer that went away, so a silent camera cannot
+        hold threads of closed viewers (and players keep showing the picture)."""
+        updates = self.updates(stop_after)
+        last: bytes | None = None
+        sent_at = time.monotonic()
+        try:
+            for frame in updates:
+                if frame is not None:
+                    last, sent_at = frame.jpeg, time.monotonic()
+                    yield last
+                elif last is not None and time.monotonic() - sent_at >= repeat_after_s:
+                    sent_at = time.monotonic()
+                    yield last
+        finally:
+            updates.close()
+
+    def wait_latest(self, timeout_s: float) -> AnnotatedFrame | None:
+        """The current annotated frame, waiting up to ``timeout_s`` for a first one."""
+        self.ensure_running()
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None, timeout=timeout_s)
+            self._last_viewer = time.monotonic()
+            return self._latest
 
 
 class Feeds:
@@ -151,6 +197,11 @@ class Feeds:
         self.redis, self.quality, self.idle_s = client, quality, idle_s
         self._feeds: dict[str, CameraFeed] = {}
         self._lock = threading.Lock()
+
+    def viewer_count(self) -> int:
+        """Open viewers over every camera of this process."""
+        with self._lock:
+            return sum(f.viewers for f in self._feeds.values())
 
     def get(self, camera: str) -> CameraFeed:
         with self._lock:

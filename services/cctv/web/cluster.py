@@ -1,0 +1,333 @@
+"""The cluster health snapshot behind /cluster and /api/v1/cluster.
+
+One :class:`ClusterMonitor` per web process builds the snapshot at most once a second (while
+somebody looks: a page, an API client or an event stream) and shares it with every reader:
+the inference leader and standbys (lease, epoch, heartbeats), the failover history with the
+measured gaps, nodes/services/tasks (Docker API when available, else heartbeats), per-camera
+figures, Redis memory and clients, ingest rates and replies by status, and the alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import redis
+
+from cctv.core import keys
+from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.web.camera_stats import CameraStats
+from cctv.web.docker_view import DockerUnavailable, DockerView
+
+log = logging.getLogger("cctv.web.cluster")
+
+#: the monitor keeps refreshing this long after the last reader
+IDLE_AFTER_S = 30.0
+FAILOVER_HISTORY = 20
+
+
+def _s(v: object) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def _num(v: object, kind: type = float) -> float | int | None:
+    try:
+        return kind(_s(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def _hb(fields: dict, now: float) -> dict:
+    out = {_s(k): _s(v) for k, v in fields.items()}
+    beat = _num(out.get("beat"))
+    out["age_s"] = round(max(0.0, now - beat), 2) if beat else None
+    started = _num(out.get("started"))
+    out["uptime_s"] = round(max(0.0, now - started), 1) if started else None
+    for name in ("fps", "lag_ms", "requests_per_s", "accepted_per_s", "errors_per_s"):
+        if name in out:
+            out[name] = _num(out[name])
+    for name in ("pid", "epoch", "viewers", "sse_clients", "requests_total"):
+        if name in out:
+            out[name] = _num(out[name], int)
+    return out
+
+
+def failover_history(entries: list[tuple[bytes, dict]], limit: int = FAILOVER_HISTORY
+                     ) -> list[dict]:
+    """Pair each ``acquired`` event with the ``first_result`` of its epoch (the measured
+    gap), newest first."""
+    acquired: dict[int, dict] = {}
+    gaps: dict[int, int] = {}
+    for eid, f in entries:
+        fields = {_s(k): _s(v) for k, v in f.items()}
+        epoch = _num(fields.get("epoch"), int)
+        if epoch is None:
+            continue
+        if fields.get("event") == "acquired":
+            acquired[epoch] = {
+                "epoch": epoch, "id": _s(eid), "time_ms": _num(fields.get("time_ms"), int),
+                "new": fields.get("new", ""), "old": fields.get("old") or None,
+                "reason": fields.get("reason", ""), "node": fields.get("node", ""),
+                "gap_ms": None}
+        elif fields.get("event") == "first_result":
+            gaps[epoch] = _num(fields.get("gap_ms"), int)  # type: ignore[assignment]
+    for epoch, gap in gaps.items():
+        if epoch in acquired:
+            acquired[epoch]["gap_ms"] = gap
+    return [acquired[e] for e in sorted(acquired, reverse=True)[:limit]]
+
+
+class ClusterMonitor:
+    """Builds and shares the snapshot; see the module doc."""
+
+    def __init__(self, client: redis.Redis, cameras: CameraStats, docker: DockerView,
+                 lease_ttl_ms: int) -> None:
+        self.redis, self.cameras, self.docker = client, cameras, docker
+        self.lease_ttl_ms = lease_ttl_ms
+        self._cond = threading.Condition()
+        self._snapshot: dict | None = None
+        self._version = 0
+        self._wanted_until = 0.0
+        self._thread: threading.Thread | None = None
+
+    # ---- sharing -------------------------------------------------------------------------
+    def _want(self) -> None:
+        with self._cond:
+            self._wanted_until = time.monotonic() + IDLE_AFTER_S
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="cluster-monitor")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if time.monotonic() > self._wanted_until:
+                    self._thread = None
+                    return
+            snap = self.build()
+            with self._cond:
+                self._snapshot = snap
+                self._version += 1
+                self._cond.notify_all()
+            time.sleep(1.0)
+
+    def snapshot(self, timeout_s: float = 5.0) -> dict:
+        """The latest snapshot (waiting for the first one after an idle period)."""
+        self._want()
+        with self._cond:
+            fresh = self._snapshot and time.time() - self._snapshot["time"] < 3
+            if not fresh:
+                start = self._version
+                self._cond.wait_for(lambda: self._version != start, timeout=timeout_s)
+            if self._snapshot is None:
+                return self.build()
+            return self._snapshot
+
+    def updates(self) -> Iterator[dict | None]:
+        """Each new snapshot as it is built, or None after a second without one."""
+        seen = -1
+        while True:
+            self._want()
+            with self._cond:
+                self._cond.wait_for(lambda n=seen: self._version != n, timeout=1.0)
+                snap, version = self._snapshot, self._version
+            if snap is None or version == seen:
+                yield None
+                continue
+            seen = version
+            yield snap
+
+    # ---- building ------------------------------------------------------------------------
+    def build(self) -> dict:
+        """Read everything once and return the snapshot (never raises on Redis errors)."""
+        now = time.time()
+        snap: dict = {"time": round(now, 3), "redis": {"ok": True}, "alerts": []}
+        try:
+            self._from_redis(snap, now)
+        except REDIS_DOWN_ERRORS as exc:
+            snap["redis"] = {"ok": False, "error": str(exc)[:200]}
+            snap.setdefault("leader", None)
+        except redis.RedisError as exc:
+            log.warning("cluster snapshot: %s", exc)
+            snap["redis"] = {"ok": False, "error": str(exc)[:200]}
+            snap.setdefault("leader", None)
+        self._nodes_and_services(snap)
+        snap["cameras"] = list(self.cameras.snapshot().values())
+        snap["alerts"] = alerts(snap)
+        return snap
+
+    def _from_redis(self, snap: dict, now: float) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.HEARTBEATS, "-inf", now - 3600)
+        pipe.zrangebyscore(keys.HEARTBEATS, now - 120, "+inf")
+        hb_keys = pipe.execute()[1]
+        minute = int(now // 60)
+        pipe.get(keys.LEASE_INFERENCE)
+        pipe.get(keys.EPOCH_INFERENCE)
+        pipe.pttl(keys.LEASE_INFERENCE)
+        pipe.xrevrange(keys.FAILOVERS, count=4 * FAILOVER_HISTORY)
+        pipe.info()
+        pipe.hgetall(keys.INGEST_RESPONSES)
+        pipe.hgetall(keys.ingest_responses_minute(minute - 1))
+        pipe.hgetall(keys.ingest_responses_minute(minute))
+        for k in hb_keys:
+            pipe.hgetall(k)
+        (lease, epoch, pttl, failovers, info, replies_total, replies_prev,
+         replies_now, *beats) = pipe.execute()
+        heartbeats: dict[str, list[dict]] = {}
+        for k, fields in zip(hb_keys, beats, strict=True):
+            if not fields:
+                continue  # expired between SCAN and HGETALL
+            service, instance = keys.heartbeat_parts(_s(k))
+            hb = _hb(fields, now)
+            hb.setdefault("id", instance)
+            hb["service"] = service
+            heartbeats.setdefault(service, []).append(hb)
+        for items in heartbeats.values():
+            items.sort(key=lambda h: (h.get("node", ""), h.get("id", "")))
+        snap["heartbeats"] = heartbeats
+        history = failover_history(failovers)
+        snap["failovers"] = history
+        leader_id = _s(lease) if lease else None
+        replicas = heartbeats.get("inference", [])
+        snap["replicas"] = replicas
+        snap["epoch"] = int(epoch or 0)
+        leader = None
+        if leader_id:
+            hb = next((r for r in replicas if r.get("id") == leader_id), {})
+            since = next((f["time_ms"] for f in history if f["epoch"] == snap["epoch"]
+                          and f["new"] == leader_id), None)
+            leader = {
+                "id": leader_id, "node": hb.get("node"), "epoch": snap["epoch"],
+                "lease_ttl_ms": max(0, int(pttl or 0)), "lease_ttl_setting_ms": self.lease_ttl_ms,
+                "since_ms": since,
+                "lease_age_s": round(max(0.0, now - since / 1000), 1) if since else None,
+                "fps": hb.get("fps"), "lag_ms": hb.get("lag_ms"), "model": hb.get("model"),
+                "backend": hb.get("backend"), "device": hb.get("device"),
+                "heartbeat_age_s": hb.get("age_s"),
+            }
+        snap["leader"] = leader
+        snap["standbys"] = [r for r in replicas if r.get("id") != leader_id
+                            and r.get("role") == "standby"]
+        snap["redis"] = {
+            "ok": True, "version": info.get("redis_version"),
+            "used_memory": info.get("used_memory"),
+            "used_memory_human": info.get("used_memory_human"),
+            "used_memory_peak_human": info.get("used_memory_peak_human"),
+            "maxmemory": info.get("maxmemory"),
+            "maxmemory_human": info.get("maxmemory_human"),
+            "connected_clients": info.get("connected_clients"),
+            "blocked_clients": info.get("blocked_clients"),
+            "ops_per_sec": info.get("instantaneous_ops_per_sec"),
+            "uptime_s": info.get("uptime_in_seconds"),
+            "aof_enabled": bool(info.get("aof_enabled")),
+        }
+        ingest = heartbeats.get("ingest", [])
+
+        def total(name: str) -> float:
+            return round(sum(h.get(name) or 0.0 for h in ingest), 2)
+
+        def by_status(h: dict) -> dict[str, int]:
+            return {_s(k): int(v) for k, v in sorted(h.items())}
+
+        snap["ingest"] = {
+            "instances": ingest,
+            "requests_per_s": total("requests_per_s"),
+            "accepted_per_s": total("accepted_per_s"),
+            "errors_per_s": total("errors_per_s"),
+            "replies_total": by_status(replies_total),
+            "replies_last_minute": by_status(replies_prev),
+            "replies_this_minute": by_status(replies_now),
+        }
+        snap["web"] = {"instances": heartbeats.get("web", [])}
+
+    def _nodes_and_services(self, snap: dict) -> None:
+        heartbeats = snap.get("heartbeats", {})
+        by_node: dict[str, list[dict]] = {}
+        for service, items in heartbeats.items():
+            for h in items:
+                by_node.setdefault(h.get("node") or "?", []).append(
+                    {"service": service, "id": h.get("id"), "pid": h.get("pid"),
+                     "role": h.get("role"), "version": h.get("version"),
+                     "age_s": h.get("age_s"), "uptime_s": h.get("uptime_s")})
+        docker_error = None
+        swarm = None
+        if self.docker.configured():
+            try:
+                swarm = self.docker.read()
+            except DockerUnavailable as exc:
+                docker_error = str(exc)
+        else:
+            docker_error = f"no Docker socket at {self.docker.socket_path or '(disabled)'}"
+        if swarm is not None:
+            nodes = swarm["nodes"]
+            for n in nodes:
+                n["instances"] = by_node.pop(n["name"], [])
+            for name, inst in sorted(by_node.items()):  # beats from nodes Docker does not know
+                nodes.append({"name": name, "role": "?", "state": "unknown (not in swarm)",
+                              "availability": "?", "address": "", "instances": inst})
+            snap["nodes"], snap["services"] = nodes, swarm["services"]
+            snap["nodes_source"] = "docker"
+        else:
+            snap["nodes"] = [
+                {"name": name, "role": None, "state": "up", "availability": None,
+                 "address": None, "instances": inst,
+                 "last_beat_age_s": min((i["age_s"] for i in inst if i["age_s"] is not None),
+                                        default=None)}
+                for name, inst in sorted(by_node.items())]
+            services: dict[str, dict] = {}
+            for service, items in sorted(heartbeats.items()):
+                services[service] = {
+                    "name": service, "mode": None, "desired": None, "running": len(items),
+                    "image": None,
+                    "tasks": [{"node": h.get("node"), "state": "running", "id": h.get("id"),
+                               "role": h.get("role"), "since": h.get("started")}
+                              for h in items]}
+            snap["services"] = list(services.values())
+            snap["nodes_source"] = "heartbeats"
+        snap["docker"] = {"available": swarm is not None, "error": docker_error}
+
+
+def alerts(snap: dict) -> list[dict]:
+    """The red (critical) and amber (warning) states of a snapshot."""
+    out: list[dict] = []
+
+    def add(level: str, code: str, message: str, **extra: object) -> None:
+        out.append({"level": level, "code": code, "message": message, **extra})
+
+    if not snap.get("redis", {}).get("ok"):
+        add("critical", "redis_down", "Redis is unreachable: "
+            + str(snap.get("redis", {}).get("error", "")))
+        return out
+    if not snap.get("leader"):
+        add("critical", "no_leader", "No inference leader: no replica holds the lease")
+    if not snap.get("standbys"):
+        add("critical", "standby_missing",
+            "No warm standby: a failure of the leader stops detection until Swarm restarts it")
+    for cam in snap.get("cameras", []):
+        name = cam["camera"]
+        if cam.get("silent"):
+            age = cam.get("last_frame_age_s")
+            add("critical", "camera_silent",
+                f"Camera {name} is silent" + (f" for {age:.0f} s" if age is not None else ""),
+                camera=name)
+        elif cam.get("lag_growing"):
+            add("critical", "lag_growing",
+                f"Camera {name}: consumer lag growing ({cam.get('consumer_lag')} frames)",
+                camera=name)
+        elif cam.get("status") == "no_results":
+            add("warning", "no_results", f"Camera {name}: frames arrive but no results",
+                camera=name)
+    for n in snap.get("nodes", []):
+        if snap.get("nodes_source") == "docker" and n.get("state") not in ("ready",):
+            add("warning", "node_down", f"Node {n['name']} is {n.get('state')}", node=n["name"])
+    for s in snap.get("services", []):
+        if snap.get("nodes_source") == "docker" and s.get("desired") is not None \
+                and s["running"] < s["desired"]:
+            add("warning", "service_degraded",
+                f"Service {s['name']}: {s['running']}/{s['desired']} tasks running",
+                service=s["name"])
+    return out

@@ -1,0 +1,67 @@
+"""The HTML pages (camera grid, camera page, cluster dashboard) and the MJPEG streams.
+
+Pages are rendered once and then kept live by their scripts (static/*.js) over the JSON API
+and server-sent events; the MJPEG stream of a camera is the one annotated JPEG per result that
+:mod:`cctv.web.broadcast` encodes for every viewer.
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, Response, abort, render_template, stream_with_context
+
+from cctv.core import keys
+from cctv.core.settings import CAMERA_NAME_RE
+from cctv.web.api import camera_names, error_response
+from cctv.web.broadcast import Feeds
+
+BOUNDARY = "frame"
+#: a grid with more cameras than this refreshes snapshots instead of holding one MJPEG
+#: connection per tile (browsers allow six connections per host over HTTP/1.1)
+GRID_MJPEG_MAX = 4
+
+
+def create_pages(client: redis.Redis, feeds: Feeds) -> Blueprint:
+    """The pages blueprint (endpoint names ``pages.*``)."""
+    bp = Blueprint("pages", __name__)
+
+    def check_camera(camera: str) -> None:
+        if not CAMERA_NAME_RE.match(camera):
+            abort(404)
+
+    @bp.get("/")
+    def index() -> str:
+        cams = camera_names(client)
+        return render_template("index.html", cameras=cams,
+                               mode="mjpeg" if len(cams) <= GRID_MJPEG_MAX else "snapshot")
+
+    @bp.get("/cameras/<camera>")
+    def camera_page(camera: str) -> str:
+        check_camera(camera)
+        return render_template("camera.html", camera=camera,
+                               known=bool(client.sismember(keys.CAMERAS_ACTIVE, camera)))
+
+    @bp.get("/cluster")
+    def cluster_page() -> str:
+        return render_template("cluster.html")
+
+    @bp.get("/video/<camera>.mjpg")
+    def video(camera: str) -> Response:
+        if not CAMERA_NAME_RE.match(camera):
+            return error_response(404, "bad_camera", "no such camera")
+        if not client.sismember(keys.CAMERAS_ACTIVE, camera):
+            return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
+        feed = feeds.get(camera)
+
+        def parts():
+            for jpeg in feed.frames():
+                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                       f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
+
+        resp = Response(stream_with_context(parts()),
+                        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
+        resp.headers["X-Accel-Buffering"] = "no"
+        return resp
+
+    return bp
