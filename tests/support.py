@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -76,13 +77,29 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
+#: the viewer account every test service gets (the web viewer and its API require a login)
+VIEWER_USER, VIEWER_PASSWORD = "viewer", "viewer-test-password"
+
+
+@functools.lru_cache(maxsize=1)
+def viewer_account() -> str:
+    """``user:<hash>`` of the test viewer account (for CCTV_VIEWERS). pbkdf2 with few rounds:
+    a test server checks it quickly; real accounts use `cctv hash-password` (scrypt)."""
+    from werkzeug.security import generate_password_hash
+
+    return f"{VIEWER_USER}:{generate_password_hash(VIEWER_PASSWORD, 'pbkdf2:sha256:1000')}"
+
+
 def service_env(redis_url: str, **cctv: object) -> dict[str, str]:
-    """Environment for a service process: PYTHONPATH to the source tree and CCTV_* values."""
+    """Environment for a service process: PYTHONPATH to the source tree and CCTV_* values
+    (including the test viewer account, and no Docker socket)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "services"), str(ROOT / "pi")])
     env["PYTHONUNBUFFERED"] = "1"
     env["CCTV_REDIS_URL"] = redis_url
     env["CCTV_LOG_JSON"] = "false"
+    env["CCTV_VIEWERS"] = viewer_account()
+    env["CCTV_DOCKER_SOCKET"] = ""
     for key, value in cctv.items():
         env["CCTV_" + key.upper()] = str(value)
     return env
@@ -133,11 +150,17 @@ def clip_jpegs(path: Path = CLIP, n: int = 100, quality: int = 80, step: int = 1
     import cv2
 
     cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open the clip {path} (set CCTV_SHARED?)")
     out: list[bytes] = []
     i = 0
+    rewinds = 0
     while len(out) < n:
         ok, frame = cap.read()
         if not ok:
+            rewinds += 1
+            if rewinds > 100 or i == 0:
+                raise RuntimeError(f"the clip {path} yields no frames")
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             continue
         if i % step == 0:

@@ -15,6 +15,8 @@ from cctv.core import keys
 
 from support import (
     MODEL_PT,
+    VIEWER_PASSWORD,
+    VIEWER_USER,
     FrameSender,
     Service,
     clip_jpegs,
@@ -90,10 +92,12 @@ def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts
         sender = FrameSender(f"http://127.0.0.1:{ingest_port}", "cam1", "tok1", jpegs,
                              fps=10).start()
         time.sleep(3)
-        # a third-party client (ffmpeg) decodes the live annotated MJPEG stream
+        # a third-party client (ffmpeg) decodes the live annotated MJPEG stream, logging in
+        # with HTTP Basic as VLC would (it answers the server's challenge)
         out = artifacts_dir / "mjpeg_%02d.jpg"
         ff = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-                             "-i", f"http://127.0.0.1:{web_port}/video/cam1.mjpg",
+                             "-i", f"http://{VIEWER_USER}:{VIEWER_PASSWORD}@127.0.0.1:"
+                             f"{web_port}/video/cam1.mjpg",
                              "-frames:v", "5", str(out)],
                             capture_output=True, text=True, timeout=60)
         assert ff.returncode == 0, ff.stderr
@@ -101,8 +105,8 @@ def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts
         assert len(decoded) == 5 and all(img is not None and img.shape == (480, 640, 3)
                                          for img in decoded)
         latest = requests.get(f"http://127.0.0.1:{web_port}/api/v1/cameras/cam1/detections/"
-                              "latest", timeout=5).json()
-        assert latest["dets"] and latest["epoch"] == "1"
+                              "latest", auth=(VIEWER_USER, VIEWER_PASSWORD), timeout=5).json()
+        assert latest["dets"] and latest["epoch"] == 1
         while len(sender.accepted) + len(sender.failed) < len(jpegs):
             time.sleep(0.2)
         sender.stop()
