@@ -32,6 +32,7 @@ Exit status: 0 when every round failed over and no frame is unaccounted, 1 other
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -511,7 +512,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def check_web(args: argparse.Namespace) -> bool:
-    """The viewer: /healthz, and one annotated JPEG from the camera's MJPEG stream."""
+    """The viewer: /healthz, the login check, the cluster API (leader, nodes from the Docker
+    API), and one annotated JPEG from the camera's MJPEG stream (HTTP Basic, like VLC)."""
+    auth = {"Authorization": "Basic " + base64.b64encode(args.viewer.encode()).decode()}
     try:
         conn = http.client.HTTPConnection(args.manager_ip, args.web_port, timeout=10)
         conn.request("GET", "/healthz")
@@ -520,7 +523,28 @@ def check_web(args: argparse.Namespace) -> bool:
         if resp.status != 200:
             log(f"FAIL: web /healthz {resp.status}")
             return False
-        conn.request("GET", f"/video/{args.camera}.mjpg")
+        conn.request("GET", "/api/v1/cluster")
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 401:
+            log(f"FAIL: web /api/v1/cluster without a login answered {resp.status}, not 401")
+            return False
+        conn.request("GET", "/api/v1/cluster", headers=auth)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            log(f"FAIL: web /api/v1/cluster {resp.status}: {body[:200]!r}")
+            return False
+        snap = json.loads(body)
+        if not snap.get("leader"):
+            log(f"FAIL: the dashboard shows no leader: {snap.get('alerts')}")
+            return False
+        log(f"web dashboard: leader {snap['leader']['id']}, nodes from "
+            f"{snap.get('nodes_source')} ({len(snap.get('nodes', []))}), "
+            f"services {[s['name'] for s in snap.get('services', [])]}")
+        if snap.get("nodes_source") != "docker":
+            log(f"WARNING: nodes not from the Docker API: {snap.get('docker')}")
+        conn.request("GET", f"/video/{args.camera}.mjpg", headers=auth)
         resp = conn.getresponse()
         data = b""
         deadline = time.monotonic() + 15
@@ -707,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack", default="cctv")
     p.add_argument("--camera", default="tbcam")
     p.add_argument("--token", default="", help="the camera token (stream, drill)")
+    p.add_argument("--viewer", default="", help="viewer user:password (the web check)")
     p.add_argument("--ingest-port", type=int, default=8080)
     p.add_argument("--web-port", type=int, default=8000)
     p.add_argument("--redis-port", type=int, default=6379)
