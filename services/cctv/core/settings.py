@@ -81,7 +81,7 @@ class Settings:
     # processed frames a lost track is kept for (ByteTrack's track_buffer)
     track_buffer: int = 30
     # tracker state saved to Redis every N processed frames (ids survive a failover)
-    track_state_every: int = 1
+    track_state_every: int = 3
     # zones, rules, webhooks: a YAML or JSON file read by `cctv events` (docs/events.md)
     events_config: str = ""
     # snapshots and crops (a volume in production)

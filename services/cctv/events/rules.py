@@ -136,7 +136,10 @@ class CameraRules:
         best = t["best"]
         if (best is None or float(det.get("conf", 0)) >= best["conf"]
                 or now - best["ts_ms"] > BEST_MAX_AGE_MS):
-            t["best"] = asdict(Subject.of(det, obs))
+            t["best"] = {"track": det.get("track"), "name": t["name"],
+                         "cls": int(det.get("cls", -1)), "conf": float(det.get("conf", 0.0)),
+                         "xyxy": [int(v) for v in det["xyxy"][:4]], "det_id": obs.det_id,
+                         "frame_id": obs.frame_id, "ts_ms": now}  # asdict(Subject.of(...))
         for zname, zone in self.cam.zones.items():
             inside = _zone_contains(zone, det["xyxy"])
             z = t["zones"].get(zname)

@@ -22,25 +22,22 @@ def anchor_point(xyxy: Sequence[float], anchor: str) -> Point:
 def in_polygon(p: Point, polygon: Sequence[Point]) -> bool:
     """True when ``p`` is inside ``polygon`` (even-odd rule; the edge counts as inside)."""
     x, y = p
+    if (x < min(q[0] for q in polygon) or x > max(q[0] for q in polygon)
+            or y < min(q[1] for q in polygon) or y > max(q[1] for q in polygon)):
+        return False
     inside = False
     n = len(polygon)
     for i in range(n):
         (x1, y1), (x2, y2) = polygon[i], polygon[(i + 1) % n]
-        if _on_segment(p, (x1, y1), (x2, y2)):
-            return True
         if (y1 > y) != (y2 > y):
             xc = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+            if x == xc:
+                return True  # on this edge
             if x < xc:
                 inside = not inside
+        elif y1 == y2 == y and min(x1, x2) <= x <= max(x1, x2):
+            return True  # on a horizontal edge
     return inside
-
-
-def _on_segment(p: Point, a: Point, b: Point, eps: float = 1e-9) -> bool:
-    cross = (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
-    if abs(cross) > eps * max(1.0, math.dist(a, b)):
-        return False
-    return (min(a[0], b[0]) - eps <= p[0] <= max(a[0], b[0]) + eps
-            and min(a[1], b[1]) - eps <= p[1] <= max(a[1], b[1]) + eps)
 
 
 def zone_contains(zone: Zone, xyxy: Sequence[float]) -> bool:

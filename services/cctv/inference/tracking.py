@@ -267,9 +267,14 @@ class CameraTracker:
         self.last_ts_us = data["last_ts_us"]
         self.gaps_us.extend(data["gaps_us"])
 
-    def start_ids_after(self, last_id: int) -> None:
-        """Number new tracks from ``last_id + 1`` (a fresh tracker never reuses an old id)."""
-        self.tracker._ids = iter(range(last_id + 1, sys.maxsize))
+    def ids_after(self, last_id: int) -> None:
+        """Never hand out an id at or below ``last_id``: a fresh tracker, or a state saved a
+        few frames before the newest result (``CCTV_TRACK_STATE_EVERY`` > 1, a lost write),
+        must not reuse the id of a track it does not know."""
+        nxt = next(self.tracker._ids)
+        self.tracker._ids = iter(range(max(nxt, last_id + 1), sys.maxsize))
+        for t in self._tracks():
+            t.next_id = self.tracker._ids.__next__
 
 
 def _last_track_id(client: redis.Redis, camera: str) -> int:
@@ -308,12 +313,10 @@ class Tracking:
             return ct
         ct = CameraTracker(camera, self.kind, _new_tracker(self.kind, self.buffer))
         blob = self.redis.get(keys.track_state(camera))
-        restored = False
         if blob:
             started = time.perf_counter()
             try:
                 ct.load_state(blob)
-                restored = True
                 log.info("camera %s: tracker state restored (%d tracks, %d bytes, %.1f ms)",
                          camera, len(ct.tracker.tracked_stracks) + len(ct.tracker.lost_stracks),
                          len(blob), (time.perf_counter() - started) * 1000,
@@ -323,8 +326,7 @@ class Tracking:
                 log.warning("camera %s: saved tracker state unusable (%s); starting fresh",
                             camera, exc, extra={"camera": camera})
                 ct = CameraTracker(camera, self.kind, _new_tracker(self.kind, self.buffer))
-        if not restored:
-            ct.start_ids_after(_last_track_id(self.redis, camera))
+        ct.ids_after(_last_track_id(self.redis, camera))
         self.cameras[camera] = ct
         return ct
 
