@@ -61,6 +61,8 @@ class Frame:
     pick_us: int
     #: decoded BGR image, filled in by the prefetch thread
     image: np.ndarray | None = None
+    #: the image as the detector's input (detector.prepare), filled in by the prefetch thread
+    prepared: object | None = None
 
     @property
     def id_ms(self) -> int:
@@ -306,7 +308,8 @@ class LeaderLoop:
         if not ok:
             return
         started = time.perf_counter()
-        dets = self.detector.detect(images)
+        dets = self.detector.detect([f.prepared if f.prepared is not None else img
+                                     for f, img in zip(ok, images, strict=True)])
         infer_ms = (time.perf_counter() - started) * 1000 / len(ok)
         for _ in ok:
             INFER_SECONDS.observe(infer_ms / 1000)
