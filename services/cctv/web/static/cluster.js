@@ -56,7 +56,11 @@
     const reps = s.replicas || [];
     fillTable($("replicas"), reps.map(r => [
       el("span", {class: "mono"}, r.id), r.node || "–",
-      badge(L && r.id === L.id ? "leader" : r.role, L && r.id === L.id ? "ok" : (r.role === "standby" ? "" : "warn")),
+      // only the lease holder is the leader; a replica whose last beat still says "leader" has
+      // lost the lease (killed, frozen or stepping down) and is shown as such
+      L && r.id === L.id ? badge("leader", "ok")
+        : r.role === "leader" ? badge(r.age_s > 2 ? "lost lease · silent" : "lost lease", "bad")
+        : badge(r.role, r.role === "standby" ? "" : "warn"),
       {v: fmt.int(r.epoch), cls: "num"}, {v: fmt.num(r.fps), cls: "num"}, {v: fmt.ms(r.lag_ms), cls: "num"},
       `${(r.model || "–").replace(/_openvino_model$|\.(pt|onnx)$/, "")}${r.backend ? " · " + r.backend : ""}`,
       {v: fmt.age(r.age_s), cls: "num"},
