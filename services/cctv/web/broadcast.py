@@ -29,6 +29,14 @@ ENCODED = Counter("cctv_web_frames_encoded_total", "Annotated frames encoded", [
 VIEWERS = Gauge("cctv_web_viewers", "Open MJPEG viewers", ["camera"])
 #: a silent camera's last frame is sent again this often (see CameraFeed.frames)
 REPEAT_AFTER_S = 2.0
+#: multipart boundary of the MJPEG streams
+BOUNDARY = "frame"
+
+
+def mjpeg_part(jpeg: bytes) -> bytes:
+    """One part of a ``multipart/x-mixed-replace`` MJPEG stream holding ``jpeg``."""
+    return (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class AnnotatedFrame:
     number: int
     jpeg: bytes
     result: dict
+    #: ``jpeg`` as an MJPEG part, built once and written as-is to every viewer
+    part: bytes = b""
 
 
 class CameraFeed:
@@ -121,7 +131,7 @@ class CameraFeed:
         decoded["id"] = entry_id
         with self._cond:
             number = self._latest.number + 1 if self._latest else 1
-            self._latest = AnnotatedFrame(number, jpeg, decoded)
+            self._latest = AnnotatedFrame(number, jpeg, decoded, mjpeg_part(jpeg))
             self._cond.notify_all()
 
     @property
@@ -161,8 +171,9 @@ class CameraFeed:
                 VIEWERS.labels(self.camera).dec()
 
     def frames(self, stop_after: float | None = None,
-               repeat_after_s: float = REPEAT_AFTER_S) -> Iterator[bytes]:
-        """Yield each new annotated JPEG (the current one first) until the client goes away.
+               repeat_after_s: float = REPEAT_AFTER_S, parts: bool = False) -> Iterator[bytes]:
+        """Yield each new annotated JPEG (the current one first) until the client goes away;
+        with ``parts`` as ready-made MJPEG parts (shared bytes: no per-viewer copy).
 
         While the camera is silent the last frame is sent again every ``repeat_after_s``: a
         write is the only way to notice a viewer that went away, so a silent camera cannot
@@ -173,7 +184,7 @@ class CameraFeed:
         try:
             for frame in updates:
                 if frame is not None:
-                    last, sent_at = frame.jpeg, time.monotonic()
+                    last, sent_at = (frame.part if parts else frame.jpeg), time.monotonic()
                     yield last
                 elif last is not None and time.monotonic() - sent_at >= repeat_after_s:
                     sent_at = time.monotonic()

@@ -13,9 +13,8 @@ from flask import Blueprint, Response, abort, render_template, stream_with_conte
 from cctv.core import keys
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.api import camera_names, error_response
-from cctv.web.broadcast import Feeds
+from cctv.web.broadcast import BOUNDARY, Feeds
 
-BOUNDARY = "frame"
 #: a grid with more cameras than this refreshes snapshots instead of holding one MJPEG
 #: connection per tile (browsers allow six connections per host over HTTP/1.1)
 GRID_MJPEG_MAX = 4
@@ -53,12 +52,7 @@ def create_pages(client: redis.Redis, feeds: Feeds) -> Blueprint:
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
         feed = feeds.get(camera)
 
-        def parts():
-            for jpeg in feed.frames():
-                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                       f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
-
-        resp = Response(stream_with_context(parts()),
+        resp = Response(stream_with_context(feed.frames(parts=True)),
                         mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
         resp.headers["X-Accel-Buffering"] = "no"
