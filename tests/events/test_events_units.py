@@ -246,18 +246,19 @@ def _moving(track_ids_from, frames: range, gap_at: int | None = None):
     return out
 
 
-def test_tracker_keeps_ids_across_a_saved_state_and_a_gap() -> None:
+@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
+def test_tracker_keeps_ids_across_a_saved_state_and_a_gap(kind: str) -> None:
     pytest.importorskip("ultralytics")
     from cctv.inference.tracking import CameraTracker, _new_tracker
 
-    a = CameraTracker("cam", "bytetrack", _new_tracker("bytetrack", 30))
+    a = CameraTracker("cam", kind, _new_tracker(kind, 30))
     first = _moving(lambda dets, i: a.update(dets, i * 100_000, None), range(0, 20))
     ids = first[-1]
     assert None not in ids and len(set(ids)) == 2
     blob = a.dumps()
     assert len(blob) < 20_000
     # a new leader: a fresh tracker with the saved state, and a one-second gap in the frames
-    b = CameraTracker("cam", "bytetrack", _new_tracker("bytetrack", 30))
+    b = CameraTracker("cam", kind, _new_tracker(kind, 30))
     b.load_state(blob)
     after = _moving(lambda dets, i: b.update(dets, i * 100_000, None), range(20, 40), gap_at=20)
     assert after[0] == ids, "the same objects keep their ids after the take-over and the gap"
