@@ -128,7 +128,10 @@ def run_local(args: argparse.Namespace) -> int:
         _wait_port(args.web_port, wp, "web")
         start("camera-demo", [sys.executable, "-m", "cctv_sender", "--source", str(clip),
                               "--loop", "--fps", f"{args.fps:g}", "--camera", "demo",
-                              "--ingest", f"http://127.0.0.1:{args.ingest_port}"],
+                              "--ingest", f"http://127.0.0.1:{args.ingest_port}",
+                              # the demo's sequence counter and spool live with its logs, not
+                              # in the system sender's /var/lib/cctv-sender
+                              "--state-dir", str(workdir / "sender")],
               {"CCTV_SENDER_TOKEN": token})
         print(f"cctv local: viewer at http://127.0.0.1:{args.web_port}/  "
               f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)\n"
