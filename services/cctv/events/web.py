@@ -36,10 +36,11 @@ from cctv.core.settings import CAMERA_NAME_RE, Settings
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
 from cctv.events.storage import EVENT_ID_RE, EventStore
 from cctv.web.annotate import draw_detections
+from cctv.web.api import error_response
+from cctv.web.broadcast import BOUNDARY, mjpeg_part
 
 log = logging.getLogger("cctv.events.web")
 
-BOUNDARY = "frame"
 CLASS_RE = re.compile(r"^[A-Za-z0-9 _.-]{1,64}$")
 MAX_LIMIT = 200
 CLIP_MAX_FRAMES = 600
@@ -55,15 +56,15 @@ def _time_param(name: str, value: str, tz: ZoneInfo) -> float | None:
     has no offset, as the page's datetime inputs send)."""
     if not value:
         return None
-    if re.fullmatch(r"\d{1,15}", value):
+    if re.fullmatch(r"[0-9]{1,15}", value):
         return float(value)
     try:
         dt = datetime.fromisoformat(value)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=tz)
+        return dt.timestamp() * 1000
+    except (ValueError, OverflowError):
         raise BadQuery(f"{name}={value!r}: use epoch milliseconds or an ISO date/time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=tz)
-    return dt.timestamp() * 1000
 
 
 def parse_filters(args: dict[str, str], tz: ZoneInfo) -> dict:
@@ -82,7 +83,7 @@ def parse_filters(args: dict[str, str], tz: ZoneInfo) -> dict:
     out["since_ms"] = _time_param("since", (args.get("since") or "").strip(), tz)
     out["until_ms"] = _time_param("until", (args.get("until") or "").strip(), tz)
     limit = (args.get("limit") or "50").strip()
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,6}", limit) or not 1 <= int(limit) <= MAX_LIMIT:
         raise BadQuery(f"limit={limit!r}: use 1..{MAX_LIMIT}")
     out["limit"] = int(limit)
     return out
@@ -166,9 +167,6 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
             abort(404)
         return record
 
-    def bad(message: str) -> tuple[Response, int]:
-        return jsonify({"error": "bad_request", "message": message}), 400
-
     @bp.app_context_processor
     def _nav() -> dict:
         return {"has_events": True}
@@ -237,9 +235,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
                 if prev_ms is not None and pace:
                     time.sleep(min(0.2, max(0.0, (ms - prev_ms) / 1000 / pace)))
                 prev_ms = ms
-                data = out.tobytes()
-                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                       f"Content-Length: {len(data)}\r\n\r\n").encode() + data + b"\r\n"
+                yield mjpeg_part(out.tobytes())
 
         if not client.xrange(keys.frames(cam), f"{lo}-0", f"{hi}-18446744073709551615",
                              count=1):
@@ -251,11 +247,11 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
         return resp
 
     @bp.get("/api/v1/events")
-    def api_events() -> Response | tuple[Response, int]:
+    def api_events() -> Response:
         try:
             filters = parse_filters(request.args, tz)
         except BadQuery as exc:
-            return bad(str(exc))
+            return error_response(400, "bad_parameter", str(exc))
         events = store.query(**filters)
         next_until = events[-1]["start_ms"] - 1 if len(events) >= filters["limit"] else None
         return jsonify({"events": [_public(e) for e in events], "count": len(events),
@@ -274,6 +270,12 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
 
     @bp.get("/api/v1/events/<event_id>")
     def api_event(event_id: str) -> Response:
-        return jsonify(_public(record_or_404(event_id)))
+        if not EVENT_ID_RE.match(event_id):
+            return error_response(400, "bad_event_id",
+                                  "event id must match " + EVENT_ID_RE.pattern)
+        record = store.get(event_id)
+        if record is None:
+            return error_response(404, "unknown_event", f"no stored event {event_id!r}")
+        return jsonify(_public(record))
 
     return bp
