@@ -25,6 +25,24 @@ MODEL_PT = SHARED / "models" / "yolov8n_int8recon.pt"
 MODEL_OPENVINO = SHARED / "models" / "yolov8n_int8_openvino_model"
 MODEL_ONNX = SHARED / "models" / "yolov8n_int8recon.onnx"
 
+#: the web API's OpenAPI file (docs/api/openapi.yaml links it)
+OPENAPI = ROOT / "services" / "cctv" / "web" / "openapi.yaml"
+
+
+def check_api_reply(payload: object, path: str, status: str = "200") -> None:
+    """Fail unless ``payload`` matches the JSON schema that the OpenAPI file gives the
+    ``status`` reply of ``GET path`` (``path`` as the file writes it, with ``{event_id}``)."""
+    import yaml
+    from openapi_schema_validator import OAS30Validator
+
+    spec = yaml.safe_load(OPENAPI.read_text())
+    reply = spec["paths"][path]["get"]["responses"][status]
+    if "$ref" in reply:
+        reply = spec["components"]["responses"][reply["$ref"].rsplit("/", 1)[1]]
+    schema = reply["content"]["application/json"]["schema"]
+    OAS30Validator({**schema, "components": spec["components"]},
+                   format_checker=OAS30Validator.FORMAT_CHECKER).validate(payload)
+
 
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""

@@ -33,6 +33,7 @@ from support import (
     MODEL_PT,
     FrameSender,
     Service,
+    check_api_reply,
     clip_jpegs,
     free_port,
     service_env,
@@ -272,6 +273,7 @@ def test_events_viewer_and_api(run: ClipRun) -> None:
     assert "crossed line" in html and "/crop.jpg" in html and 'href="/events"' in html
     data = c.get(f"/api/v1/events?camera={CAM}&rule=parked&limit=5").get_json()
     assert data["events"] and all(e["rule"] == "parked" for e in data["events"])
+    check_api_reply(data, "/api/v1/events")  # the OpenAPI file describes real events
     ev = data["events"][0]
     assert c.get(ev["crop_url"]).mimetype == "image/jpeg"
     snap = c.get(ev["snapshot_url"])
@@ -279,20 +281,32 @@ def test_events_viewer_and_api(run: ClipRun) -> None:
     detail = c.get(f"/events/{ev['id']}")
     assert detail.status_code == 200
     assert str(html_escape(ev["caption"])) in detail.get_data(as_text=True)
-    assert c.get(f"/api/v1/events/{ev['id']}").get_json()["id"] == ev["id"]
+    one = c.get(f"/api/v1/events/{ev['id']}").get_json()
+    assert one["id"] == ev["id"]
+    check_api_reply(one, "/api/v1/events/{event_id}")
     # frames are still in the stream: the clip plays them, annotated
     clip = c.get(f"/events/{ev['id']}/clip.mjpg?speed=0")
     assert clip.status_code == 200
     assert clip.get_data().count(b"Content-Type: image/jpeg") >= 5
     q = c.get("/api/v1/events?q=crossed+heading&class=car").get_json()
     assert q["events"] and all("crossed" in e["caption"] for e in q["events"])
-    assert c.get("/api/v1/events?since=yesterday").status_code == 400
-    assert c.get("/api/v1/events?limit=100000").status_code == 400
-    assert c.get("/api/v1/events?camera=../etc").status_code == 400
+    check_api_reply(q, "/api/v1/events")
+    # bad input: 4xx JSON in the web API's error format
+    for path, status, code in [("/api/v1/events?since=yesterday", 400, "bad_parameter"),
+                               ("/api/v1/events?until=9999-99-99", 400, "bad_parameter"),
+                               ("/api/v1/events?limit=100000", 400, "bad_parameter"),
+                               ("/api/v1/events?limit=%C2%B2", 400, "bad_parameter"),
+                               ("/api/v1/events?camera=../etc", 400, "bad_parameter"),
+                               ("/api/v1/events/no%20such", 400, "bad_event_id"),
+                               ("/api/v1/events/gate-x-1-2", 404, "unknown_event")]:
+        r = c.get(path)
+        assert r.status_code == status and r.get_json()["error"] == code, (path, r.data)
+        check_api_reply(r.get_json(), "/api/v1/events/{event_id}", str(status))
     assert c.get("/events/does-not-exist").status_code == 404
     assert c.get("/events/..%2F..%2Fetc/snapshot.jpg").status_code == 404
     stats = c.get("/api/v1/events/stats").get_json()
     assert stats["counters"]["emitted"] >= 1 and stats["line_counts"][CAM]
+    check_api_reply(stats, "/api/v1/events/stats")
 
 
 def test_retention_deletes_old_files_and_index_entries(run: ClipRun) -> None:

@@ -317,21 +317,70 @@ def _schemathesis() -> list[str] | None:
     return [found] if found else None
 
 
+#: an event as the events service stores it (docs/events.md); its id is the OpenAPI file's example
+LINE_EVENT = {
+    "id": "gate-cars_in-1763745881123-17", "camera": "gate", "rule": "cars_in", "type": "line",
+    "status": "closed", "start_ms": 1763745881123.0, "end_ms": 1763745881123.0,
+    "last_ms": 1763745881123.0, "reason": "", "track": 17, "tracks": [17], "class": "car",
+    "classes": ["car"], "zone": "", "line": "entrance", "direction": "down", "count": 1,
+    "conf": 0.87, "box": [212, 240, 301, 288],
+    "subjects": [{"track": 17, "name": "car", "cls": 2, "conf": 0.87, "xyxy": [212, 240, 301, 288],
+                  "det_id": "1763745881190-0", "frame_id": "1763745881130-0",
+                  "ts_ms": 1763745881123.0}],
+    "first_frame": "1763745881130-0", "last_frame": "1763745881130-0",
+    "frame": "1763745881130-0", "det": "1763745881190-0", "width": 640, "height": 480,
+    "snapshot": "gate/2025-11-21/gate-cars_in-1763745881123-17.jpg",
+    "crop": "gate/2025-11-21/gate-cars_in-1763745881123-17.crop.jpg",
+    "verified": "not required", "verifier": "",
+    "caption": "1 car crossed line 'entrance' heading down at 17:24:41"}
+
+
+def _store_events(stack: WebStack) -> None:
+    """Two stored events for the API to return: a line crossing with images, and an open count
+    event without images or a track (the nullable fields)."""
+    from cctv.events.storage import EventStore
+
+    store = EventStore(stack.rdb, stack.tmp / "events")
+    store.emit("instant", LINE_EVENT)
+    store.emit("start", {
+        **LINE_EVENT, "id": "cam1-crowd-1763745890000-n", "camera": "cam1", "rule": "crowd",
+        "type": "count", "status": "open", "start_ms": 1763745890000.0, "end_ms": None,
+        "track": None, "tracks": [], "classes": ["person"], "class": "person", "zone": "gate",
+        "line": "", "direction": "", "count": 5, "snapshot": "", "crop": "",
+        "subjects": [{**LINE_EVENT["subjects"][0], "track": None, "name": "person", "cls": 0}],
+        "caption": "5 persons in zone 'gate' at 17:24:50"})
+    stack.rdb.hincrby(keys.line_counts("gate"), "cars_in:down", 1)
+
+
 def test_schemathesis_finds_no_server_errors(stack: WebStack, artifacts_dir: Path) -> None:
     st = _schemathesis()
     if st is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    # the events API is part of `cctv web` (its blueprint) and of the OpenAPI file
+    _store_events(stack)
+    events = api(stack, "/api/v1/events").json()["events"]
+    assert [e["id"] for e in events] == ["cam1-crowd-1763745890000-n", LINE_EVENT["id"]]
+    assert events[0]["snapshot_url"] is None and events[1]["snapshot_url"].endswith(".jpg")
     spec = Path(__file__).resolve().parents[2] / "services" / "cctv" / "web" / "openapi.yaml"
     out = subprocess.run(
         [*st, "run", str(spec), "--url", stack.url, "--auth", f"{VIEWER_USER}:{VIEWER_PASSWORD}",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance",
          "--exclude-tag", "stream", "--max-examples", "25", "--request-timeout", "10",
-         "--workers", "2", "--generation-database", "none", "--no-color"],
+         "--workers", "2", "--generation-database", "none", "--no-color",
+         "--report", "har", "--report-har-path", "schemathesis.har"],
         capture_output=True, text=True, timeout=240, cwd=artifacts_dir,
         env={"PATH": "/usr/bin:/bin", "HOME": str(artifacts_dir), "NO_COLOR": "1",
              "SCHEMATHESIS_HOOKS": ""})
     (artifacts_dir / "schemathesis.txt").write_text(out.stdout + out.stderr)
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    # it tested the events API too, with replies holding the stored events
+    har_path = artifacts_dir / "schemathesis.har"  # every request and reply (~10 MB)
+    har = json.loads(har_path.read_text())["log"]["entries"]
+    ok = {e["request"]["url"].removeprefix(stack.url).split("?")[0] for e in har
+          if e["request"]["method"] == "GET" and e["response"]["status"] == 200}
+    assert {"/api/v1/events", "/api/v1/events/stats", "/api/v1/events/" + LINE_EVENT["id"],
+            "/api/v1/cameras/cam1"} <= ok, sorted(ok)
+    har_path.unlink()  # kept only when something failed
     assert stack.web.proc.poll() is None
     assert "Traceback" not in stack.web.log()
