@@ -190,6 +190,7 @@ def test_camera_api(stack: WebStack) -> None:
     for path, status, code in [
         ("/api/v1/cameras/cam1/detections?count=0", 400, "bad_parameter"),
         ("/api/v1/cameras/cam1/detections?count=abc", 400, "bad_parameter"),
+        ("/api/v1/cameras/cam1/detections?count=%C2%B2", 400, "bad_parameter"),  # '²'
         ("/api/v1/cameras/-bad-/detections", 400, "bad_camera"),
         ("/api/v1/cameras/nosuchcam", 404, "unknown_camera"),
         ("/api/v1/cameras/cam1/snapshot.jpg?download=maybe", 400, "bad_parameter"),

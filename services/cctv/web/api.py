@@ -51,7 +51,7 @@ def int_param(name: str, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 6 or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not low <= int(raw) <= high:
         raise ApiError(400, "bad_parameter", f"{name} must be an integer from {low} to {high}")
     return int(raw)
 
