@@ -217,6 +217,40 @@ def test_captions() -> None:
     assert {"car", "cars", "crossed"} <= captions.words("2 Cars crossed")
 
 
+def test_health_endpoints_and_the_metrics_token() -> None:
+    """The events service's /metrics needs CCTV_METRICS_TOKEN when set, like every service's."""
+    import time
+    from types import SimpleNamespace
+
+    import requests
+
+    from cctv.events.service import _health_server
+
+    from support import free_port
+
+    port = free_port()
+    svc = SimpleNamespace(running=True, redis_ok_at=time.monotonic(), s=SimpleNamespace(
+        events_http_bind=f"127.0.0.1:{port}", metrics_token="t" * 20))
+    server = _health_server(svc)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert requests.get(url + "/healthz", timeout=5).json() == {"status": "ok"}
+        r = requests.get(url + "/readyz", timeout=5)
+        assert (r.status_code, r.json()) == (200, {"ready": True})
+        r = requests.get(url + "/metrics", timeout=5)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = requests.get(url + "/metrics", headers={"Authorization": "Bearer " + "t" * 20},
+                         timeout=5)
+        assert r.status_code == 200 and "cctv_events_" in r.text
+        svc.running = False
+        assert requests.get(url + "/readyz", timeout=5).status_code == 503
+        assert requests.get(url + "/nope", timeout=5).status_code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_signature_and_captions_only() -> None:
     body = b'{"events":[]}'
     sig = sign("s3cret", "1700000000", body)

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import redis
@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 
 from cctv import __version__
 from cctv.core import keys
-from cctv.core.metrics import render_metrics
+from cctv.core.health_server import start_health_server
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.settings import Settings
 from cctv.events import retention
@@ -365,35 +365,11 @@ class EventsService:
 
 
 def _health_server(svc: EventsService) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path == "/healthz":
-                self._reply(200, b'{"status":"ok"}', "application/json")
-            elif self.path == "/readyz":
-                ok = svc.running and time.monotonic() - svc.redis_ok_at < 5
-                self._reply(200 if ok else 503, json.dumps({"ready": ok}).encode(),
-                            "application/json")
-            elif self.path == "/metrics":
-                data, ctype = render_metrics()
-                self._reply(200, data, ctype)
-            else:
-                self._reply(404, b'{"error":"not_found"}', "application/json")
+    def ready() -> tuple[bool, dict]:
+        ok = svc.running and time.monotonic() - svc.redis_ok_at < 5
+        return ok, {"ready": ok}
 
-        def _reply(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    host, _, port = svc.s.events_http_bind.rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
-    return server
+    return start_health_server(svc.s.events_http_bind, ready, svc.s.metrics_token)
 
 
 def run_events(settings: Settings) -> int:

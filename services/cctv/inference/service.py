@@ -13,14 +13,14 @@ import os
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import redis
 from prometheus_client import Counter, Gauge
 
 from cctv import __version__
 from cctv.core import keys
-from cctv.core.metrics import metrics_authorized, render_metrics
+from cctv.core.health_server import start_health_server
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.scripts import Scripts
 from cctv.core.settings import Settings
@@ -155,42 +155,13 @@ class Replica:
 
 
 def _health_server(replica: Replica) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path == "/healthz":
-                self._reply(200, b'{"status":"ok"}', "application/json")
-            elif self.path == "/readyz":
-                redis_ok = time.monotonic() - replica.redis_ok_at < 5
-                ok = replica.ready and redis_ok
-                body = (f'{{"ready":{str(ok).lower()},"model_loaded":'
-                        f'{str(replica.ready).lower()},"redis":{str(redis_ok).lower()},'
-                        f'"role":"{replica.role}"}}').encode()
-                self._reply(200 if ok else 503, body, "application/json")
-            elif self.path == "/metrics":
-                if not metrics_authorized(replica.s.metrics_token,
-                                          self.headers.get("Authorization", "")):
-                    self._reply(401, b'{"error":"unauthorized"}', "application/json")
-                    return
-                data, ctype = render_metrics()
-                self._reply(200, data, ctype)
-            else:
-                self._reply(404, b'{"error":"not_found"}', "application/json")
+    def ready() -> tuple[bool, dict]:
+        redis_ok = time.monotonic() - replica.redis_ok_at < 5
+        ok = replica.ready and redis_ok
+        return ok, {"ready": ok, "model_loaded": replica.ready, "redis": redis_ok,
+                    "role": replica.role}
 
-        def _reply(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    host, _, port = replica.s.inference_http_bind.rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
-    return server
+    return start_health_server(replica.s.inference_http_bind, ready, replica.s.metrics_token)
 
 
 def run_inference(settings: Settings) -> int:
