@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-import cv2
-import numpy as np
 import redis
 from flask import (
     Blueprint,
@@ -35,7 +33,7 @@ from cctv.core import keys
 from cctv.core.settings import CAMERA_NAME_RE, Settings
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
 from cctv.events.storage import EVENT_ID_RE, EventStore
-from cctv.web.annotate import draw_detections
+from cctv.web.annotate import annotate_jpeg
 from cctv.web.api import error_response
 from cctv.web.broadcast import BOUNDARY, mjpeg_part
 
@@ -226,16 +224,14 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
         def parts() -> Iterator[bytes]:
             prev_ms = None
             for fid, jpeg in clip_frames(client, cam, lo, hi):
-                img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-                if img is None:
+                out = annotate_jpeg(jpeg, dets.get(fid, []), CLIP_QUALITY)
+                if out is None:
                     continue
-                draw_detections(img, dets.get(fid, []))
-                out = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, CLIP_QUALITY])[1]
                 ms = int(fid.split("-")[0])
                 if prev_ms is not None and pace:
                     time.sleep(min(0.2, max(0.0, (ms - prev_ms) / 1000 / pace)))
                 prev_ms = ms
-                yield mjpeg_part(out.tobytes())
+                yield mjpeg_part(out)
 
         if not client.xrange(keys.frames(cam), f"{lo}-0", f"{hi}-18446744073709551615",
                              count=1):

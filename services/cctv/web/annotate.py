@@ -34,3 +34,14 @@ def draw_detections(img: np.ndarray, dets: list[dict]) -> np.ndarray:
         cv2.putText(img, label, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (255, 255, 255), 1, cv2.LINE_AA)
     return img
+
+
+def annotate_jpeg(jpeg: bytes, dets: list[dict], quality: int) -> bytes | None:
+    """``jpeg`` decoded, with ``dets`` drawn, encoded again at ``quality``; None when the
+    bytes do not decode or the encode fails."""
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    draw_detections(img, dets)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None

@@ -14,14 +14,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
 import redis
 from prometheus_client import Counter, Gauge
 
 from cctv.core import keys
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff
-from cctv.web.annotate import draw_detections
+from cctv.web.annotate import annotate_jpeg
 
 log = logging.getLogger("cctv.web.feed")
 
@@ -78,13 +76,8 @@ class CameraFeed:
         entries = self.redis.xrange(keys.frames(self.camera), frame_id, frame_id, count=1)
         if not entries:
             return None  # trimmed already
-        jpeg = entries[0][1].get(b"jpeg", b"")
-        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            return None
-        draw_detections(img, json.loads(result.get(b"dets", b"[]")))
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        return buf.tobytes() if ok else None
+        return annotate_jpeg(entries[0][1].get(b"jpeg", b""),
+                             json.loads(result.get(b"dets", b"[]")), self.quality)
 
     def _run(self) -> None:
         stream = keys.detections(self.camera)
