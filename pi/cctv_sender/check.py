@@ -7,9 +7,10 @@ import os
 import sys
 import time
 
-from cctv_sender.client import IngestClient, _describe
+from cctv_sender.client import IngestClient
 from cctv_sender.config import Config
 from cctv_sender.jpeg import jpeg_size
+from cctv_sender.neterrors import describe_error
 from cctv_sender.sources import SourceConfigError, build_source
 
 
@@ -69,7 +70,7 @@ def check_ingest(cfg: Config) -> bool:
         try:
             status, _body = client.get("/healthz")
         except (OSError, http.client.HTTPException) as exc:
-            _say(False, "ingest", f"{cfg.ingest} unreachable: {_describe(exc)}")
+            _say(False, "ingest", f"{cfg.ingest} unreachable: {describe_error(exc)}")
             return False
         if status != 200:
             _say(False, "ingest", f"{cfg.ingest}/healthz answered {status}: is this the "
@@ -83,7 +84,7 @@ def check_ingest(cfg: Config) -> bool:
                 {**client.headers, "Content-Type": "text/plain", "X-Frame-Seq": "0",
                  "X-Capture-Ts": "0"})
         except (OSError, http.client.HTTPException) as exc:
-            _say(False, "ingest", f"{cfg.ingest}: {_describe(exc)}")
+            _say(False, "ingest", f"{cfg.ingest}: {describe_error(exc)}")
             return False
     finally:
         client.close()

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from cctv_sender import __version__
 from cctv_sender.frame import Frame
+from cctv_sender.neterrors import describe_error
 
 
 class Outcome(enum.Enum):
@@ -129,7 +130,7 @@ class IngestClient:
         try:
             status, resp_headers, data = self._request("POST", self.path, frame.jpeg, headers)
         except (OSError, http.client.HTTPException) as exc:
-            return Reply(Outcome.RETRY, 0, f"ingest unreachable: {_describe(exc)}")
+            return Reply(Outcome.RETRY, 0, f"ingest unreachable: {describe_error(exc)}")
         message = _message(data)
         if status == 202:
             return Reply(Outcome.DELIVERED, status)
@@ -147,16 +148,6 @@ class IngestClient:
             "User-Agent"]})
         return status, data
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"name not resolved ({exc.strerror})"
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return text
 
 
 def _message(data: bytes) -> str:

@@ -11,12 +11,12 @@ import base64
 import contextlib
 import http.client
 import re
-import socket
 import ssl
 import time
 from urllib.parse import unquote, urlsplit
 
 from cctv_sender import __version__
+from cctv_sender.neterrors import describe_error
 from cctv_sender.sources.base import Source, SourceError
 
 MAX_PART = 16 * 1024 * 1024
@@ -69,7 +69,7 @@ class MjpegSource(Source):
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise SourceError(f"{self.name}: {_describe(exc)}") from None
+            raise SourceError(f"{self.name}: {describe_error(exc)}") from None
         if resp.status != 200:
             self.close()
             hint = " (check the user and password in the URL)" if resp.status in (401, 403) \
@@ -126,7 +126,7 @@ class MjpegSource(Source):
         try:
             chunk = self._resp.read1(65536)
         except (OSError, http.client.HTTPException) as exc:
-            raise SourceError(f"{self.name}: {_describe(exc)}") from None
+            raise SourceError(f"{self.name}: {describe_error(exc)}") from None
         if not chunk:
             raise SourceError(f"{self.name}: stream ended")
         self._buf += chunk
@@ -187,7 +187,7 @@ class MjpegSource(Source):
         try:
             data = resp.read(MAX_PART + 1)
         except (OSError, http.client.HTTPException) as exc:
-            raise SourceError(f"{self.name}: {_describe(exc)}") from None
+            raise SourceError(f"{self.name}: {describe_error(exc)}") from None
         if len(data) > MAX_PART:
             raise SourceError(f"{self.name}: snapshot too large")
         return data
@@ -216,12 +216,3 @@ class MjpegSource(Source):
     def retrieve(self) -> bytes:
         return self._current
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror})"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
