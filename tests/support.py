@@ -44,6 +44,17 @@ def check_api_reply(payload: object, path: str, status: str = "200") -> None:
                    format_checker=OAS30Validator.FORMAT_CHECKER).validate(payload)
 
 
+def wait_for(cond, timeout_s: float, what: str, logs=(), poll_s: float = 0.05) -> None:
+    """Poll ``cond`` until true, or fail naming ``what`` with the tail of each service log in
+    ``logs`` (:class:`Service` objects)."""
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n" + "\n".join(
+                f"--- {s.name}\n{s.log()[-3000:]}" for s in logs))
+        time.sleep(poll_s)
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
     with socket.socket() as s:

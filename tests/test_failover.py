@@ -23,6 +23,7 @@ from support import (
     clip_jpegs,
     free_port,
     service_env,
+    wait_for,
     wait_port,
 )
 from test_pipeline import assert_every_seq_accounted, wait_accounted
@@ -64,15 +65,6 @@ class Cluster:
         for svc in [*self.replicas.values(), self.ingest]:
             svc.signal(signal.SIGCONT)
             svc.stop()
-
-
-def wait_for(cond, timeout_s: float, what: str, logs: list[Service] = ()) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}\n" + "\n".join(
-                f"--- {s.name}\n{s.log()[-2000:]}" for s in logs))
-        time.sleep(0.05)
 
 
 def leader(rdb) -> str | None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 from cctv.core import keys
 
-from support import free_port
+from support import free_port, wait_for  # noqa: F401 - the tests import it from here
 
 
 class WebhookReceiver:
@@ -62,15 +59,6 @@ class WebhookReceiver:
 
     def events(self) -> list[dict]:
         return [e for b in self.batches() for e in b["events"]]
-
-
-def wait_for(cond, timeout_s: float, what: str, logs=()) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}\n" + "\n".join(
-                f"--- {s.name}\n{s.log()[-3000:]}" for s in logs))
-        time.sleep(0.1)
 
 
 def group_caught_up(rdb, stream: str, group: str) -> bool:

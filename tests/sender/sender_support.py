@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 import redis
 
-from support import ROOT, SHARED, Service, service_env, wait_port
+from support import ROOT, SHARED, Service, service_env, wait_for, wait_port  # noqa: F401
 
 CLIP_480 = SHARED / "media" / "intersection_cctv.mp4"
 CLIP_720 = SHARED / "media" / "highway_traffic.mp4"
@@ -154,16 +153,6 @@ def spool_bytes(state_dir: Path, camera: str) -> int:
         with contextlib.suppress(FileNotFoundError):
             total += entry.stat().st_size
     return total
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``pred`` until it is true or fail naming ``what``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class MjpegServer:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
-import pytest
 import requests
 
 from cctv.core import keys
@@ -22,22 +20,13 @@ from support import (
     clip_jpegs,
     free_port,
     service_env,
+    wait_for,  # noqa: F401 - the web tests import it from here
     wait_port,
 )
 
 CAMERAS = "cam1:tok1,cam2:tok2"
 CHROMIUM = Path("/usr/bin/chromium")
 AUTH = (VIEWER_USER, VIEWER_PASSWORD)
-
-
-def wait_for(cond, timeout_s: float, what: str, logs: list[Service] = ()) -> None:
-    """Poll ``cond`` until true, or fail naming ``what`` with the services' log tails."""
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}\n" + "\n".join(
-                f"--- {s.name}\n{s.log()[-3000:]}" for s in logs))
-        time.sleep(0.1)
 
 
 class WebStack:
