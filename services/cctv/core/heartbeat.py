@@ -1,8 +1,10 @@
-"""Heartbeats of the HTTP services (ingest, web): who runs where, since when, how busy.
+"""Heartbeats of every service (ingest, web, inference, events): who runs where, since when,
+how busy.
 
-Each process writes ``cctv:hb:<service>:<node>-<pid>`` (a hash with a TTL of three periods)
-every ``CCTV_HEARTBEAT_S`` from a daemon thread, so the cluster dashboard can list nodes and
-instances without the Docker API. Inference replicas write their own (``inference/service.py``).
+Each process writes ``cctv:hb:<service>:<instance>`` (a hash with a TTL of three periods; the
+instance is ``<node>-<pid>`` unless the service names itself, as inference replicas do) every
+``CCTV_HEARTBEAT_S`` from a daemon thread, and indexes it in ``cctv:heartbeats``, so the cluster
+dashboard can list nodes and instances without the Docker API or a keyspace scan.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ class Heartbeat:
     def __init__(self, client: redis.Redis, service: str, node: str, interval_s: float,
                  fields: Callable[[], dict[str, object]] | None = None,
                  on_beat: Callable[[redis.client.Pipeline], Callable[[bool], None]] | None
-                 = None) -> None:
+                 = None, instance: str | None = None) -> None:
         self.redis, self.service, self.node, self.interval_s = client, service, node, interval_s
-        self.instance = f"{node}-{os.getpid()}"
+        self.instance = instance or f"{node}-{os.getpid()}"
         self.key = keys.heartbeat(service, self.instance)
         self.started = time.time()
         self._fields = fields or (lambda: {})

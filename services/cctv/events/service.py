@@ -15,7 +15,6 @@ Beside it: one delivery thread per receiver (delivery.py), retention every
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -29,9 +28,9 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter, Gauge
 
-from cctv import __version__
 from cctv.core import keys
 from cctv.core.health_server import start_health_server
+from cctv.core.heartbeat import Heartbeat
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.settings import Settings
 from cctv.events import retention
@@ -62,6 +61,10 @@ class EventsService:
         self.s, self.cfg = settings, config
         self.instance = f"{settings.node}-{os.getpid()}"
         self.redis = connect(settings.redis_url, name=f"cctv-events-{self.instance}")
+        self.heartbeat = Heartbeat(self.redis, "events", settings.node, settings.heartbeat_s,
+                                   fields=self._beat_fields,
+                                   on_beat=lambda _pipe: self._beat_done,
+                                   instance=self.instance)
         self.store = EventStore(self.redis, settings.events_dir, settings.events_maxlen)
         self.stop = threading.Event()
         self.engines: dict[str, CameraRules] = {}
@@ -343,25 +346,13 @@ class EventsService:
                 prepared = False
 
     # ---- heartbeat and health --------------------------------------------------------------
-    def beat(self) -> None:
-        key = keys.heartbeat("events", self.instance)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={
-            "id": self.instance, "node": self.s.node, "pid": os.getpid(),
-            "version": __version__, "role": "events", "lag_ms": f"{self.lag_ms:.0f}",
-            "cameras": ",".join(sorted(self.cfg.cameras)), "started": f"{self.started:.3f}",
-            "beat": f"{time.time():.3f}"})
-        pipe.pexpire(key, int(self.s.heartbeat_s * 3000))
-        pipe.execute()
-        self.redis_ok_at = time.monotonic()
+    def _beat_fields(self) -> dict[str, object]:
+        return {"role": "events", "lag_ms": f"{self.lag_ms:.0f}",
+                "cameras": ",".join(sorted(self.cfg.cameras)), "started": f"{self.started:.3f}"}
 
-    def heartbeat_loop(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(*REDIS_DOWN_ERRORS):
-                self.beat()
-            self.stop.wait(self.s.heartbeat_s)
-        with contextlib.suppress(*REDIS_DOWN_ERRORS):
-            self.redis.delete(keys.heartbeat("events", self.instance))
+    def _beat_done(self, ok: bool) -> None:
+        if ok:
+            self.redis_ok_at = time.monotonic()
 
 
 def _health_server(svc: EventsService) -> ThreadingHTTPServer:
@@ -406,7 +397,7 @@ def run_events(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot listen on CCTV_EVENTS_HTTP_BIND=%s: %s", settings.events_http_bind, exc)
         return 2
-    threading.Thread(target=svc.heartbeat_loop, name="heartbeat", daemon=True).start()
+    svc.heartbeat.start()
     for w in workers:
         w.start()
     log.info("events service %s: %d cameras, %d rules, %d receivers, files in %s",
@@ -414,6 +405,7 @@ def run_events(settings: Settings) -> int:
              sum(len(c.rules) for c in config.cameras.values()), len(workers),
              settings.events_dir)
     svc.run()
+    svc.heartbeat.stop()
     for w in workers:
         w.thread.join(5)
     server.shutdown()

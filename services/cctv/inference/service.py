@@ -18,9 +18,9 @@ from http.server import ThreadingHTTPServer
 import redis
 from prometheus_client import Counter, Gauge
 
-from cctv import __version__
 from cctv.core import keys
 from cctv.core.health_server import start_health_server
+from cctv.core.heartbeat import Heartbeat
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.scripts import Scripts
 from cctv.core.settings import Settings
@@ -56,35 +56,23 @@ class Replica:
         self.started = time.time()
         self.redis = connect(settings.redis_url, name=f"cctv-inference-{self.worker_id}")
         self.scripts = Scripts(self.redis)
+        self.heartbeat = Heartbeat(self.redis, "inference", settings.node, settings.heartbeat_s,
+                                   fields=self._beat_fields,
+                                   on_beat=lambda _pipe: self._beat_done,
+                                   instance=self.worker_id)
         self.detector = None
 
     # ---- heartbeat -----------------------------------------------------------------------
-    def beat(self) -> None:
-        key = keys.heartbeat("inference", self.worker_id)
+    def _beat_fields(self) -> dict[str, object]:
         det = self.detector
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={
-            "id": self.worker_id, "node": self.s.node, "pid": os.getpid(),
-            "version": __version__, "role": self.role, "epoch": self.epoch,
-            "fps": f"{self.stats.fps():.2f}", "lag_ms": f"{self.stats.lag_ms:.0f}",
-            "started": f"{self.started:.3f}", "beat": f"{time.time():.3f}",
-            "model": det.model_name if det else "", "backend": det.backend if det else "",
-            "device": det.device if det else "",
-        })
-        pipe.pexpire(key, int(self.s.heartbeat_s * 3000))
-        pipe.zadd(keys.HEARTBEATS, {key: time.time()})  # the dashboard's index of heartbeats
-        pipe.execute()
-        self.redis_ok_at = time.monotonic()
+        return {"role": self.role, "epoch": self.epoch, "fps": f"{self.stats.fps():.2f}",
+                "lag_ms": f"{self.stats.lag_ms:.0f}", "started": f"{self.started:.3f}",
+                "model": det.model_name if det else "", "backend": det.backend if det else "",
+                "device": det.device if det else ""}
 
-    def heartbeat_loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.beat()
-            except REDIS_DOWN_ERRORS as exc:
-                log.debug("heartbeat failed: %s", exc)
-            self.stop.wait(self.s.heartbeat_s)
-        with contextlib.suppress(REDIS_DOWN_ERRORS):
-            self.redis.delete(keys.heartbeat("inference", self.worker_id))
+    def _beat_done(self, ok: bool) -> None:
+        if ok:
+            self.redis_ok_at = time.monotonic()
 
     # ---- roles ---------------------------------------------------------------------------
     def lead(self, lease: Lease, acquired) -> None:
@@ -181,7 +169,7 @@ def run_inference(settings: Settings) -> int:
         log.error("cannot listen on CCTV_INFERENCE_HTTP_BIND=%s: %s",
                   settings.inference_http_bind, exc)
         return 2
-    threading.Thread(target=replica.heartbeat_loop, name="heartbeat", daemon=True).start()
+    replica.heartbeat.start()
     try:
         replica.detector = load_detector(settings.model, device=settings.device,
                                          imgsz=settings.imgsz, conf=settings.conf,
@@ -190,12 +178,14 @@ def run_inference(settings: Settings) -> int:
     except (ModelLoadError, TrackingUnavailable) as exc:
         log.error("%s", exc)
         replica.stop.set()
+        replica.heartbeat.stop()
         server.shutdown()
         return 2
     replica.ready = True
     log.info("replica %s ready (warm) on node %s", replica.worker_id, settings.node,
              extra={"worker": replica.worker_id})
     replica.run()
+    replica.heartbeat.stop()
     server.shutdown()
     log.info("replica %s stopped", replica.worker_id)
     return 0
