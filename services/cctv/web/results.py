@@ -27,18 +27,13 @@ def result_json(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str 
         if name == "jpeg":
             continue
         out[name] = v if isinstance(v, list) else _text(v)
-    for name in _INT_FIELDS:
-        if name in out:
-            try:
-                out[name] = int(out[name])
-            except (TypeError, ValueError):
-                out[name] = None
-    for name in _FLOAT_FIELDS:
-        if name in out:
-            try:
-                out[name] = float(out[name])
-            except (TypeError, ValueError):
-                out[name] = None
+    for names, convert in ((_INT_FIELDS, int), (_FLOAT_FIELDS, float)):
+        for name in names:
+            if name in out:
+                try:
+                    out[name] = convert(out[name])
+                except (TypeError, ValueError):
+                    out[name] = None
     if "late" in out:
         out["late"] = out["late"] == "1"
     dets = out.get("dets", "[]")
