@@ -4,7 +4,7 @@
   SameSite=Lax, Secure by setting) that ends ``CCTV_WEB_SESSION_HOURS`` after the login, or when
   the user's password changes. The login and logout forms carry a CSRF token bound to the
   session; any other unsafe request authenticated by the cookie needs it too.
-* Other clients (ffmpeg, VLC, the mobile app, curl) send HTTP Basic with the same credentials.
+* Other clients (ffmpeg, VLC, scripts, curl) send HTTP Basic with the same credentials.
   A successful check is remembered for a few minutes under a digest, so the (deliberately slow)
   password hash runs once per client, not on every request.
 * One global check (``before_request``) protects every route, including blueprints registered
