@@ -51,13 +51,39 @@ def test_demo_config_loads() -> None:
     (cfg([], timezone="Mars/Olympus"), "timezone"),
     ({"cameras": {"cam1": {"zones": {"z": [[0, 0], [1, 1]]}}}}, "cameras.cam1.zones.z"),
     ({"cameras": {"cam1": {"lines": {"l": [[5, 5], [5, 5]]}}}}, "cameras.cam1.lines.l"),
-    ({"camera": {}}, "camera: unknown key"),
+    ({"camera": {}}, "camera: unknown key (allowed: cameras, clip_margin_s"),
+    (cfg([{"name": "a", "type": "line", "line": "mid", "seconds": 3}]),
+     "(allowed: classes, cooldown_s, direction, line, min_conf, name, type, verify)"),
+    (cfg([{"name": "a", "type": "line", "line": "mid", "min_conf": "0.5"}]),
+     "cameras.cam1.rules[0].min_conf: must be a number, not '0.5'"),
+    (cfg([{"name": "a", "type": "line", "line": "mid", "classes": [True]}]),
+     "cameras.cam1.rules[0].classes[0]: a class is a name or an id"),
+    (cfg([{"name": "a", "zone": "gate"}]), "cameras.cam1.rules[0].type: is required"),
+    ({"cameras": {"bad name": {}}}, "cameras.bad name: 'bad name' must match"),
+    ({"cameras": {"cam1": {"zones": {"z": [[0, 0], [1], [2, 2]]}}}},
+     "cameras.cam1.zones.z.points[1]: a point is [x, y] in pixels"),
+    ({"webhooks": [{"name": "w", "url": "http://x", "images": ["crop", "video"]}]},
+     "webhooks[0].images[1]: video is not one of crop or snapshot"),
 ])
 def test_config_errors_name_file_and_field(doc: dict, where: str) -> None:
     with pytest.raises(EventsConfigError) as err:
         parse_config(doc, "rules.yaml")
     assert str(err.value).startswith("rules.yaml: "), err.value
     assert where in str(err.value), err.value
+
+
+def test_config_reports_every_error_at_once() -> None:
+    with pytest.raises(EventsConfigError) as err:
+        parse_config({"mqtt": {"host": "broker", "port": 70000, "qos": 3}}, "rules.yaml")
+    assert str(err.value).splitlines() == ["rules.yaml: mqtt.port: must be <= 65535",
+                                           "rules.yaml: mqtt.qos: must be <= 2"]
+
+
+def test_config_empty_sections_are_empty() -> None:
+    c = parse_config({"cameras": {"cam1": {"zones": None, "lines": None, "rules": None}},
+                      "webhooks": None}, "rules.yaml")
+    assert c.cameras["cam1"].rules == () and c.webhooks == ()
+    assert parse_config({"cameras": {1: {}}}).cameras["1"].name == "1"
 
 
 def test_config_file_errors(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """The events config file (``CCTV_EVENTS_CONFIG``, YAML or JSON): cameras' zones, lines and
 rules, webhook and MQTT receivers.
 
-Every value is checked when the file is loaded; a bad one raises :class:`EventsConfigError`
-whose message names the file and the field (``events.yaml: cameras.gate.rules[1].seconds:
-must be >= 0``). Unknown keys are refused as probable typos. docs/events.md has examples.
+The file is checked against a schema (pydantic models, below the service's own dataclasses)
+when it is loaded; every bad value is reported at once in an :class:`EventsConfigError`, one
+line each naming the file and the field (``events.yaml: cameras.gate.rules[1].seconds: must be
+>= 0``). Unknown keys are refused as probable typos, with the keys allowed there.
+docs/events.md has examples.
 """
 
 from __future__ import annotations
@@ -11,10 +13,24 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from cctv.core.settings import CAMERA_NAME_RE
 
@@ -147,281 +163,349 @@ class EventsConfig:
         return ZoneInfo(self.timezone)
 
 
-class _Checker:
-    """Reads typed values out of the parsed document, naming the file and field on errors."""
+# ---- the file's schema (pydantic): shapes, types and ranges --------------------------------
+# Scalars are strict (no "3" for 3, no true for 1); containers accept YAML's lists. What needs
+# more than one field (a rule's zone must exist on its camera, names unique, a verifier model
+# on disk) is checked after the schema, in :func:`parse_config`, with the same path notation.
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def fail(self, where: str, why: str) -> EventsConfigError:
-        return EventsConfigError(f"{self.path}: {where}: {why}")
-
-    def mapping(self, value: Any, where: str, allowed: set[str] | None = None) -> dict:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"must be a mapping, not {type(value).__name__}")
-        if allowed is not None:
-            unknown = sorted(set(map(str, value)) - allowed)
-            if unknown:
-                raise self.fail(f"{where}.{unknown[0]}" if where else unknown[0],
-                                f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        return value
-
-    def number(self, value: Any, where: str, *, lo: float | None = None,
-               hi: float | None = None, lo_open: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-                value):
-            raise self.fail(where, f"must be a number, not {value!r}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            raise self.fail(where, f"must be {'>' if lo_open else '>='} {lo:g}")
-        if hi is not None and value > hi:
-            raise self.fail(where, f"must be <= {hi:g}")
-        return float(value)
-
-    def integer(self, value: Any, where: str, *, lo: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"must be an integer, not {value!r}")
-        if lo is not None and value < lo:
-            raise self.fail(where, f"must be >= {lo}")
-        return value
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(where, f"must be true or false, not {value!r}")
-        return value
-
-    def string(self, value: Any, where: str, *, choices: tuple[str, ...] = (),
-               pattern: re.Pattern | None = None) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(where, f"must be a non-empty string, not {value!r}")
-        if choices and value not in choices:
-            raise self.fail(where, f"{value!r} is not one of {', '.join(choices)}")
-        if pattern is not None and not pattern.match(value):
-            raise self.fail(where, f"{value!r} must match {pattern.pattern}")
-        return value
-
-    def point(self, value: Any, where: str) -> Point:
-        if not isinstance(value, list | tuple) or len(value) != 2:
-            raise self.fail(where, f"a point is [x, y] in pixels, not {value!r}")
-        return (self.number(value[0], f"{where}[0]", lo=0),
-                self.number(value[1], f"{where}[1]", lo=0))
-
-    def classes(self, value: Any, where: str) -> tuple[str | int, ...]:
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list):
-            raise self.fail(where, "must be a list of class names or ids")
-        out: list[str | int] = []
-        for i, c in enumerate(value):
-            if isinstance(c, bool) or not isinstance(c, str | int) or c == "":
-                raise self.fail(f"{where}[{i}]", f"a class is a name or an id, not {c!r}")
-            if isinstance(c, int) and c < 0:
-                raise self.fail(f"{where}[{i}]", "a class id is >= 0")
-            out.append(c)
-        return tuple(out)
+def _or_default(default: Any) -> BeforeValidator:
+    """YAML writes an empty section as ``key:`` (None): read it as the empty default."""
+    return BeforeValidator(lambda v: default if v is None else v)
 
 
-def _zone(ck: _Checker, name: str, raw: Any, where: str) -> Zone:
-    anchor = "bottom"
-    if isinstance(raw, dict):
-        ck.mapping(raw, where, {"points", "anchor"})
-        anchor = ck.string(raw.get("anchor", "bottom"), f"{where}.anchor", choices=ANCHORS)
-        raw, where = raw.get("points"), f"{where}.points"
-    if not isinstance(raw, list) or len(raw) < 3:
-        raise ck.fail(where, "a zone is a list of at least 3 [x, y] points")
-    points = tuple(ck.point(p, f"{where}[{i}]") for i, p in enumerate(raw))
-    area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2)
-                         in zip(points, points[1:] + points[:1], strict=True)))
-    if area < 1:
-        raise ck.fail(where, "the polygon has no area")
-    return Zone(name, points, anchor)
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, str | int) and not isinstance(v, bool) else v
 
 
-def _line(ck: _Checker, name: str, raw: Any, where: str) -> Line:
-    anchor = "bottom"
-    if isinstance(raw, dict):
-        ck.mapping(raw, where, {"points", "anchor"})
-        anchor = ck.string(raw.get("anchor", "bottom"), f"{where}.anchor", choices=ANCHORS)
-        raw, where = raw.get("points"), f"{where}.points"
-    if not isinstance(raw, list) or len(raw) != 2:
-        raise ck.fail(where, "a line is two [x, y] points: [[x1, y1], [x2, y2]]")
-    a, b = ck.point(raw[0], f"{where}[0]"), ck.point(raw[1], f"{where}[1]")
-    if math.dist(a, b) < 2:
-        raise ck.fail(where, "the two points are the same")
-    return Line(name, a, b, anchor)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True, ge=1)]
+Text = Annotated[str, Field(strict=True, min_length=1)]
+ItemName = Annotated[str, Field(strict=True, pattern=NAME_RE.pattern)]
 
 
-def _verify(ck: _Checker, raw: Any, where: str, base: Path) -> Verify:
-    ck.mapping(raw, where, {"model", "classes", "threshold", "imgsz", "padding"})
-    if "model" not in raw:
-        raise ck.fail(f"{where}.model", "is required (any model ultralytics loads)")
-    model = ck.string(raw["model"], f"{where}.model")
-    path = Path(model) if Path(model).is_absolute() else base / model
-    if not path.exists():
-        raise ck.fail(f"{where}.model", f"{path} does not exist")
-    imgsz = ck.integer(raw.get("imgsz", 224), f"{where}.imgsz", lo=32)
-    if imgsz % 32:
-        raise ck.fail(f"{where}.imgsz", "must be a multiple of 32")
-    return Verify(
-        model=str(path),
-        classes=ck.classes(raw.get("classes", []), f"{where}.classes"),
-        threshold=ck.number(raw.get("threshold", 0.5), f"{where}.threshold", lo=0, hi=1,
-                            lo_open=True),
-        imgsz=imgsz,
-        padding=ck.number(raw.get("padding", 0.1), f"{where}.padding", lo=0, hi=2))
+def _class_ref(v: Any) -> str | int:
+    if isinstance(v, bool) or not isinstance(v, str | int) or v == "" or (
+            isinstance(v, int) and v < 0):
+        raise ValueError(f"a class is a name or an id (>= 0), not {v!r}")
+    return v
 
 
-_RULE_KEYS = {
-    "dwell": {"zone", "seconds"},
-    "line": {"line", "direction"},
-    "count": {"zone", "count", "seconds"},
-}
-_COMMON_RULE_KEYS = {"name", "type", "classes", "cooldown_s", "min_conf", "verify"}
+ClassRef = Annotated[str | int, PlainValidator(_class_ref)]
+Classes = Annotated[list[ClassRef], BeforeValidator(_as_list), _or_default([])]
 
 
-def _rule(ck: _Checker, raw: Any, where: str, cam: CameraConfig, base: Path) -> Rule:
-    ck.mapping(raw, where)
-    rtype = ck.string(raw.get("type"), f"{where}.type", choices=RULE_TYPES)
-    ck.mapping(raw, where, _COMMON_RULE_KEYS | _RULE_KEYS[rtype])
-    name = ck.string(raw.get("name"), f"{where}.name", pattern=NAME_RE)
-    kw: dict[str, Any] = {
-        "classes": ck.classes(raw.get("classes", []), f"{where}.classes"),
-        "cooldown_s": ck.number(raw.get("cooldown_s", 0), f"{where}.cooldown_s", lo=0),
-        "min_conf": ck.number(raw.get("min_conf", 0), f"{where}.min_conf", lo=0, hi=1),
-    }
-    if "verify" in raw:
-        kw["verify"] = _verify(ck, raw["verify"], f"{where}.verify", base)
-    if rtype in ("dwell", "count"):
-        zone = ck.string(raw.get("zone"), f"{where}.zone")
-        if zone not in cam.zones:
-            raise ck.fail(f"{where}.zone", f"no zone {zone!r} on camera {cam.name!r} "
-                          f"(zones: {', '.join(sorted(cam.zones)) or 'none'})")
-        kw["zone"] = zone
-        kw["seconds"] = ck.number(raw.get("seconds", 0), f"{where}.seconds", lo=0)
-    if rtype == "count":
-        if "count" not in raw:
-            raise ck.fail(f"{where}.count", "is required: fire when at least this many are in "
-                          "the zone")
-        kw["count"] = ck.integer(raw["count"], f"{where}.count", lo=1)
-    if rtype == "line":
-        line = ck.string(raw.get("line"), f"{where}.line")
-        if line not in cam.lines:
-            raise ck.fail(f"{where}.line", f"no line {line!r} on camera {cam.name!r} "
-                          f"(lines: {', '.join(sorted(cam.lines)) or 'none'})")
-        kw["line"] = line
-        kw["direction"] = ck.string(raw.get("direction", "any"), f"{where}.direction",
-                                    choices=DIRECTIONS)
-    return Rule(name=name, type=rtype, **kw)
+def _point(v: Any) -> Any:
+    if not isinstance(v, list | tuple) or len(v) != 2:
+        raise ValueError(f"a point is [x, y] in pixels, not {v!r}")
+    return list(v)
 
 
-def _camera(ck: _Checker, name: str, raw: Any, where: str, base: Path) -> CameraConfig:
-    if not CAMERA_NAME_RE.match(str(name)):
-        raise ck.fail(where, f"camera name must match {CAMERA_NAME_RE.pattern}")
-    ck.mapping(raw, where, {"zones", "lines", "rules"})
-    zones_raw = ck.mapping(raw.get("zones", {}) or {}, f"{where}.zones")
-    lines_raw = ck.mapping(raw.get("lines", {}) or {}, f"{where}.lines")
-    for kind, items in (("zones", zones_raw), ("lines", lines_raw)):
-        for n in items:
-            ck.string(str(n), f"{where}.{kind}.{n}", pattern=NAME_RE)
-    cam = CameraConfig(
-        name=str(name),
-        zones={str(n): _zone(ck, str(n), z, f"{where}.zones.{n}") for n, z in zones_raw.items()},
-        lines={str(n): _line(ck, str(n), ln, f"{where}.lines.{n}")
-               for n, ln in lines_raw.items()})
-    rules_raw = raw.get("rules", []) or []
-    if not isinstance(rules_raw, list):
-        raise ck.fail(f"{where}.rules", "must be a list of rules")
-    rules = tuple(_rule(ck, r, f"{where}.rules[{i}]", cam, base)
-                  for i, r in enumerate(rules_raw))
-    seen: set[str] = set()
-    for i, r in enumerate(rules):
-        if r.name in seen:
-            raise ck.fail(f"{where}.rules[{i}].name", f"{r.name!r} is used twice on this camera")
-        seen.add(r.name)
-    return CameraConfig(cam.name, cam.zones, cam.lines, rules)
+PointDoc = Annotated[list[NonNegative], BeforeValidator(_point)]
 
 
-def _webhook(ck: _Checker, raw: Any, where: str) -> Webhook:
-    ck.mapping(raw, where, {"name", "url", "batch_s", "max_batch", "max_attempts", "backoff_s",
-                            "backoff_max_s", "timeout_s", "captions_only", "images"})
-    url = ck.string(raw.get("url"), f"{where}.url")
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _points_form(v: Any) -> Any:
+    """A zone or line is its points, or ``{points: ..., anchor: ...}``."""
+    return {"points": v} if isinstance(v, list | tuple) else v
+
+
+class ZoneDoc(_Doc):
+    points: list[PointDoc]
+    anchor: Literal["bottom", "center"] = "bottom"
+
+    @field_validator("points")
+    @classmethod
+    def _polygon(cls, points: list[list[float]]) -> list[list[float]]:
+        if len(points) < 3:
+            raise ValueError("a zone is a list of at least 3 [x, y] points")
+        area = 0.5 * abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2)
+                             in zip(points, points[1:] + points[:1], strict=True)))
+        if area < 1:
+            raise ValueError("the polygon has no area")
+        return points
+
+
+class LineDoc(_Doc):
+    points: list[PointDoc]
+    anchor: Literal["bottom", "center"] = "bottom"
+
+    @field_validator("points")
+    @classmethod
+    def _segment(cls, points: list[list[float]]) -> list[list[float]]:
+        if len(points) != 2:
+            raise ValueError("a line is two [x, y] points: [[x1, y1], [x2, y2]]")
+        if math.dist(points[0], points[1]) < 2:
+            raise ValueError("the two points are the same")
+        return points
+
+
+class VerifyDoc(_Doc):
+    model: Text
+    classes: Classes = []
+    threshold: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] = 0.5
+    imgsz: Annotated[int, Field(strict=True, ge=32, multiple_of=32)] = 224
+    padding: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] = 0.1
+
+
+class _RuleDoc(_Doc):
+    name: ItemName
+    classes: Classes = []
+    cooldown_s: NonNegative = 0.0
+    min_conf: Fraction = 0.0
+    verify: VerifyDoc | None = None
+
+
+class DwellRuleDoc(_RuleDoc):
+    type: Literal["dwell"]
+    zone: Text
+    seconds: NonNegative = 0.0
+
+
+class CountRuleDoc(_RuleDoc):
+    type: Literal["count"]
+    zone: Text
+    count: Count
+    seconds: NonNegative = 0.0
+
+
+class LineRuleDoc(_RuleDoc):
+    type: Literal["line"]
+    line: Text
+    direction: Literal["any", "up", "down", "left", "right"] = "any"
+
+
+RuleDoc = Annotated[DwellRuleDoc | CountRuleDoc | LineRuleDoc, Field(discriminator="type")]
+
+
+class CameraDoc(_Doc):
+    zones: Annotated[dict[ItemName, Annotated[ZoneDoc, BeforeValidator(_points_form)]],
+                     _or_default({})] = {}
+    lines: Annotated[dict[ItemName, Annotated[LineDoc, BeforeValidator(_points_form)]],
+                     _or_default({})] = {}
+    rules: Annotated[list[RuleDoc], _or_default([])] = []
+
+
+def _http_url(url: str) -> str:
     if not re.match(r"^https?://[^\s/]+", url):
-        raise ck.fail(f"{where}.url", f"{url!r} is not an http(s) URL")
-    images = raw.get("images", ["crop"])
-    if not isinstance(images, list) or any(i not in ("crop", "snapshot") for i in images):
-        raise ck.fail(f"{where}.images", "a list of crop and/or snapshot")
-    return Webhook(
-        name=ck.string(raw.get("name"), f"{where}.name", pattern=NAME_RE), url=url,
-        batch_s=ck.number(raw.get("batch_s", 10), f"{where}.batch_s", lo=0),
-        max_batch=ck.integer(raw.get("max_batch", 100), f"{where}.max_batch", lo=1),
-        max_attempts=ck.integer(raw.get("max_attempts", 8), f"{where}.max_attempts", lo=1),
-        backoff_s=ck.number(raw.get("backoff_s", 1), f"{where}.backoff_s", lo=0, lo_open=True),
-        backoff_max_s=ck.number(raw.get("backoff_max_s", 60), f"{where}.backoff_max_s", lo=0,
-                                lo_open=True),
-        timeout_s=ck.number(raw.get("timeout_s", 5), f"{where}.timeout_s", lo=0, lo_open=True),
-        captions_only=ck.boolean(raw.get("captions_only", False), f"{where}.captions_only"),
-        images=tuple(images))
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url
 
 
-def _mqtt(ck: _Checker, raw: Any, where: str) -> Mqtt:
-    ck.mapping(raw, where, {"host", "port", "topic", "qos", "captions_only", "username",
-                            "password_env", "max_attempts", "backoff_s", "backoff_max_s",
-                            "batch_s", "max_batch"})
-    port = ck.integer(raw.get("port", 1883), f"{where}.port", lo=1)
-    if port > 65535:
-        raise ck.fail(f"{where}.port", "must be <= 65535")
-    qos = ck.integer(raw.get("qos", 1), f"{where}.qos", lo=0)
-    if qos > 2:
-        raise ck.fail(f"{where}.qos", "must be 0, 1 or 2")
-    return Mqtt(
-        host=ck.string(raw.get("host"), f"{where}.host"), port=port,
-        topic=ck.string(raw.get("topic", "cctv/events"), f"{where}.topic",
-                        pattern=re.compile(r"^[^#+\s]+$")),
-        qos=qos,
-        captions_only=ck.boolean(raw.get("captions_only", True), f"{where}.captions_only"),
-        username=str(raw.get("username", "")),
-        password_env=str(raw.get("password_env", "")),
-        max_attempts=ck.integer(raw.get("max_attempts", 8), f"{where}.max_attempts", lo=1),
-        backoff_s=ck.number(raw.get("backoff_s", 1), f"{where}.backoff_s", lo=0, lo_open=True),
-        backoff_max_s=ck.number(raw.get("backoff_max_s", 60), f"{where}.backoff_max_s", lo=0,
-                                lo_open=True),
-        batch_s=ck.number(raw.get("batch_s", 1), f"{where}.batch_s", lo=0),
-        max_batch=ck.integer(raw.get("max_batch", 100), f"{where}.max_batch", lo=1))
+class WebhookDoc(_Doc):
+    name: ItemName
+    url: Annotated[Text, AfterValidator(_http_url)]
+    batch_s: NonNegative = 10.0
+    max_batch: Count = 100
+    max_attempts: Count = 8
+    backoff_s: Positive = 1.0
+    backoff_max_s: Positive = 60.0
+    timeout_s: Positive = 5.0
+    captions_only: StrictBool = False
+    images: list[Literal["crop", "snapshot"]] = ["crop"]
+
+
+class MqttDoc(_Doc):
+    host: Text
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 1883
+    topic: Annotated[str, Field(strict=True, pattern=r"^[^#+\s]+$")] = "cctv/events"
+    qos: Annotated[int, Field(strict=True, ge=0, le=2)] = 1
+    captions_only: StrictBool = True
+    username: StrictStr = ""
+    password_env: StrictStr = ""
+    max_attempts: Count = 8
+    backoff_s: Positive = 1.0
+    backoff_max_s: Positive = 60.0
+    batch_s: NonNegative = 1.0
+    max_batch: Count = 100
+
+
+def _timezone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{tz!r} is not a known time zone (e.g. UTC, Europe/Berlin)") from None
+    return tz
+
+
+def _camera_names(v: Any) -> Any:
+    # YAML reads a camera called 1 as an int key; the name is still "1"
+    return {str(k): c for k, c in v.items()} if isinstance(v, dict) else v
+
+
+class EventsDoc(_Doc):
+    cameras: Annotated[dict[Annotated[str, Field(pattern=CAMERA_NAME_RE.pattern)], CameraDoc],
+                       BeforeValidator(_camera_names), _or_default({})] = {}
+    webhooks: Annotated[list[WebhookDoc], _or_default([])] = []
+    mqtt: MqttDoc | None = None
+    timezone: Annotated[Text, AfterValidator(_timezone)] = "UTC"
+    track_timeout_s: Positive = 2.0
+    exit_grace_s: NonNegative = 0.5
+    clip_margin_s: NonNegative = 2.0
+
+
+# ---- errors: "file: path.to[3].field: what was expected" ------------------------------------
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i and isinstance(loc[i - 1], int) and part in RULE_TYPES:
+            continue  # pydantic names the rule type it matched; the path has no such key
+        elif part == "[key]":
+            continue  # the error is about the key itself, already in the path
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The schema models an annotation can hold (through Annotated, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The keys the file may have where ``loc`` (the unknown key's path) points."""
+    models: list[type[BaseModel]] = [EventsDoc]
+    for i, part in enumerate(loc[:-1]):
+        if i and isinstance(loc[i - 1], int) and part in RULE_TYPES:
+            models = [m for m in models if "type" in m.model_fields
+                      and get_args(m.model_fields["type"].annotation) == (part,)]
+        elif isinstance(part, str) and any(part in m.model_fields for m in models):
+            models = [x for m in models if part in m.model_fields
+                      for x in _models_in(m.model_fields[part].annotation)]
+        # else: a list index or a dict key (a camera, zone or line name): same models
+    return sorted({k for m in models for k in m.model_fields})
+
+
+def _why(err: Mapping[str, Any]) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(tuple(err["loc"]))
+        return f"unknown key (allowed: {', '.join(allowed)})" if allowed else "unknown key"
+    if kind == "missing":
+        return "is required"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+              "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound:g}" if isinstance(bound, float | int) else err["msg"]
+    if kind == "multiple_of":
+        return f"must be a multiple of {ctx.get('multiple_of')}"
+    if kind == "union_tag_invalid":
+        return f"{ctx.get('tag')!r} is not one of {ctx.get('expected_tags', '')}".replace("'", "")
+    if kind == "union_tag_not_found":
+        return "is required"
+    if kind == "literal_error":
+        return f"{value!r} is not one of {ctx.get('expected', '')}".replace("'", "")
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} must match {ctx.get('pattern')}"
+    if kind in ("float_type", "int_type", "finite_number", "int_from_float"):
+        return f"must be a number{' (an integer)' if kind.startswith('int') else ''}, " \
+               f"not {value!r}"
+    if kind == "bool_type":
+        return f"must be true or false, not {value!r}"
+    if kind in ("string_type", "string_too_short"):
+        return f"must be a non-empty string, not {value!r}"
+    if kind in ("dict_type", "model_type"):
+        return f"must be a mapping, not {type(value).__name__}"
+    if kind == "list_type":
+        return f"must be a list, not {type(value).__name__}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return err["msg"]
+
+
+def _errors(path: str, exc: ValidationError) -> EventsConfigError:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc += ("type",)
+        where = _where(loc)
+        lines.append(f"{path}: {where}: {_why(err)}" if where else f"{path}: {_why(err)}")
+    # a value that fits no branch of a union reports each branch: say it once
+    return EventsConfigError("\n".join(dict.fromkeys(lines)))
+
+
+# ---- from the checked document to the service's config -------------------------------------
+
+def _classes(items: list[str | int]) -> tuple[str | int, ...]:
+    return tuple(items)
+
+
+def _pt(p: list[float]) -> Point:
+    return (float(p[0]), float(p[1]))
+
+
+def _camera(path: str, name: str, doc: CameraDoc, base: Path) -> CameraConfig:
+    where = f"cameras.{name}"
+    zones = {n: Zone(n, tuple(_pt(p) for p in z.points), z.anchor) for n, z in doc.zones.items()}
+    lines = {n: Line(n, _pt(ln.points[0]), _pt(ln.points[1]), ln.anchor)
+             for n, ln in doc.lines.items()}
+    rules: list[Rule] = []
+    for i, r in enumerate(doc.rules):
+        at = f"{where}.rules[{i}]"
+        kw: dict[str, Any] = {"classes": _classes(r.classes), "cooldown_s": r.cooldown_s,
+                              "min_conf": r.min_conf}
+        if isinstance(r, DwellRuleDoc | CountRuleDoc):
+            if r.zone not in zones:
+                raise EventsConfigError(
+                    f"{path}: {at}.zone: no zone {r.zone!r} on camera {name!r} "
+                    f"(zones: {', '.join(sorted(zones)) or 'none'})")
+            kw.update(zone=r.zone, seconds=r.seconds)
+        if isinstance(r, CountRuleDoc):
+            kw["count"] = r.count
+        if isinstance(r, LineRuleDoc):
+            if r.line not in lines:
+                raise EventsConfigError(
+                    f"{path}: {at}.line: no line {r.line!r} on camera {name!r} "
+                    f"(lines: {', '.join(sorted(lines)) or 'none'})")
+            kw.update(line=r.line, direction=r.direction)
+        if r.verify is not None:
+            model = Path(r.verify.model)
+            model = model if model.is_absolute() else base / model
+            if not model.exists():
+                raise EventsConfigError(f"{path}: {at}.verify.model: {model} does not exist")
+            kw["verify"] = Verify(model=str(model), classes=_classes(r.verify.classes),
+                                  threshold=r.verify.threshold, imgsz=r.verify.imgsz,
+                                  padding=r.verify.padding)
+        if r.name in {x.name for x in rules}:
+            raise EventsConfigError(f"{path}: {at}.name: {r.name!r} is used twice on this camera")
+        rules.append(Rule(name=r.name, type=r.type, **kw))
+    return CameraConfig(name, zones, lines, tuple(rules))
 
 
 def parse_config(doc: Any, path: str = "<config>", base: Path | None = None) -> EventsConfig:
     """Validate a parsed document (the file's YAML/JSON) into :class:`EventsConfig`."""
-    ck = _Checker(path)
     base = base or Path.cwd()
-    if doc is None:
-        doc = {}
-    ck.mapping(doc, "", {"cameras", "webhooks", "mqtt", "timezone", "track_timeout_s",
-                         "exit_grace_s", "clip_margin_s"})
-    tz = ck.string(doc.get("timezone", "UTC"), "timezone")
     try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ck.fail("timezone", f"{tz!r} is not a known time zone (e.g. UTC, "
-                      "Europe/Berlin)") from None
-    cams_raw = ck.mapping(doc.get("cameras", {}) or {}, "cameras")
-    hooks_raw = doc.get("webhooks", []) or []
-    if not isinstance(hooks_raw, list):
-        raise ck.fail("webhooks", "must be a list of webhooks")
-    hooks = tuple(_webhook(ck, h, f"webhooks[{i}]") for i, h in enumerate(hooks_raw))
+        checked = EventsDoc.model_validate({} if doc is None else doc)
+    except ValidationError as exc:
+        raise _errors(path, exc) from None
+    hooks = tuple(Webhook(**{**h.model_dump(), "images": tuple(h.images)})
+                  for h in checked.webhooks)
     names = [h.name for h in hooks]
     if len(set(names)) != len(names):
-        raise ck.fail("webhooks", "two webhooks have the same name")
-    mqtt = _mqtt(ck, doc["mqtt"], "mqtt") if doc.get("mqtt") else None
+        raise EventsConfigError(f"{path}: webhooks: two webhooks have the same name")
+    mqtt = Mqtt(**checked.mqtt.model_dump()) if checked.mqtt is not None else None
     if mqtt is not None and mqtt.name in names:
-        raise ck.fail("webhooks", "the name 'mqtt' is taken by the MQTT receiver")
+        raise EventsConfigError(f"{path}: webhooks: the name 'mqtt' is taken by the MQTT "
+                                "receiver")
     return EventsConfig(
         path=path,
-        cameras={str(n): _camera(ck, str(n), c, f"cameras.{n}", base)
-                 for n, c in cams_raw.items()},
-        webhooks=hooks, mqtt=mqtt, timezone=tz,
-        track_timeout_s=ck.number(doc.get("track_timeout_s", 2.0), "track_timeout_s", lo=0,
-                                  lo_open=True),
-        exit_grace_s=ck.number(doc.get("exit_grace_s", 0.5), "exit_grace_s", lo=0),
-        clip_margin_s=ck.number(doc.get("clip_margin_s", 2.0), "clip_margin_s", lo=0))
+        cameras={n: _camera(path, n, c, base) for n, c in checked.cameras.items()},
+        webhooks=hooks, mqtt=mqtt, timezone=checked.timezone,
+        track_timeout_s=checked.track_timeout_s, exit_grace_s=checked.exit_grace_s,
+        clip_margin_s=checked.clip_margin_s)
 
 
 def load_config(path: str | Path) -> EventsConfig:
