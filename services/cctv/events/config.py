@@ -66,17 +66,6 @@ class Line:
 
 
 @dataclass(frozen=True)
-class Verify:
-    """Second-stage check of a rule's crops by another ultralytics model."""
-
-    model: str
-    classes: tuple[str | int, ...] = ()
-    threshold: float = 0.5
-    imgsz: int = 224
-    padding: float = 0.1
-
-
-@dataclass(frozen=True)
 class Rule:
     """One rule of a camera; ``type`` picks which fields matter (docs/events.md)."""
 
@@ -108,41 +97,6 @@ class CameraConfig:
     zones: dict[str, Zone] = field(default_factory=dict)
     lines: dict[str, Line] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
-
-
-@dataclass(frozen=True)
-class Webhook:
-    """An HTTP receiver of signed event batches."""
-
-    name: str
-    url: str
-    batch_s: float = 10.0
-    max_batch: int = 100
-    max_attempts: int = 8
-    backoff_s: float = 1.0
-    backoff_max_s: float = 60.0
-    timeout_s: float = 5.0
-    captions_only: bool = False
-    images: tuple[str, ...] = ("crop",)
-
-
-@dataclass(frozen=True)
-class Mqtt:
-    """An MQTT broker events are published to (optional; needs paho-mqtt)."""
-
-    host: str
-    port: int = 1883
-    topic: str = "cctv/events"
-    qos: int = 1
-    captions_only: bool = True
-    username: str = ""
-    password_env: str = ""
-    max_attempts: int = 8
-    backoff_s: float = 1.0
-    backoff_max_s: float = 60.0
-    batch_s: float = 1.0
-    max_batch: int = 100
-    name: str = "mqtt"
 
 
 @dataclass(frozen=True)
@@ -215,10 +169,12 @@ def _points_form(v: Any) -> Any:
     return {"points": v} if isinstance(v, list | tuple) else v
 
 
-class ZoneDoc(_Doc):
+class _ShapeDoc(_Doc):
     points: list[PointDoc]
     anchor: Literal["bottom", "center"] = "bottom"
 
+
+class ZoneDoc(_ShapeDoc):
     @field_validator("points")
     @classmethod
     def _polygon(cls, points: list[list[float]]) -> list[list[float]]:
@@ -231,10 +187,7 @@ class ZoneDoc(_Doc):
         return points
 
 
-class LineDoc(_Doc):
-    points: list[PointDoc]
-    anchor: Literal["bottom", "center"] = "bottom"
-
+class LineDoc(_ShapeDoc):
     @field_validator("points")
     @classmethod
     def _segment(cls, points: list[list[float]]) -> list[list[float]]:
@@ -245,7 +198,10 @@ class LineDoc(_Doc):
         return points
 
 
-class VerifyDoc(_Doc):
+class Verify(_Doc):
+    """Second-stage check of a rule's crops by another ultralytics model (``model``: its path,
+    resolved against the rules file's folder)."""
+
     model: Text
     classes: Classes = []
     threshold: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)] = 0.5
@@ -258,7 +214,7 @@ class _RuleDoc(_Doc):
     classes: Classes = []
     cooldown_s: NonNegative = 0.0
     min_conf: Fraction = 0.0
-    verify: VerifyDoc | None = None
+    verify: Verify | None = None
 
 
 class DwellRuleDoc(_RuleDoc):
@@ -297,7 +253,9 @@ def _http_url(url: str) -> str:
     return url
 
 
-class WebhookDoc(_Doc):
+class Webhook(_Doc):
+    """An HTTP receiver of signed event batches."""
+
     name: ItemName
     url: Annotated[Text, AfterValidator(_http_url)]
     batch_s: NonNegative = 10.0
@@ -310,7 +268,9 @@ class WebhookDoc(_Doc):
     images: list[Literal["crop", "snapshot"]] = ["crop"]
 
 
-class MqttDoc(_Doc):
+class Mqtt(_Doc):
+    """An MQTT broker events are published to (optional; needs paho-mqtt)."""
+
     host: Text
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 1883
     topic: Annotated[str, Field(strict=True, pattern=r"^[^#+\s]+$")] = "cctv/events"
@@ -323,6 +283,11 @@ class MqttDoc(_Doc):
     backoff_max_s: Positive = 60.0
     batch_s: NonNegative = 1.0
     max_batch: Count = 100
+
+    @property
+    def name(self) -> str:
+        """The receiver's name (its consumer group and metrics label)."""
+        return "mqtt"
 
 
 def _timezone(tz: str) -> str:
@@ -341,8 +306,8 @@ def _camera_names(v: Any) -> Any:
 class EventsDoc(_Doc):
     cameras: Annotated[dict[Annotated[str, Field(pattern=CAMERA_NAME_RE.pattern)], CameraDoc],
                        BeforeValidator(_camera_names), _or_default({})] = {}
-    webhooks: Annotated[list[WebhookDoc], _or_default([])] = []
-    mqtt: MqttDoc | None = None
+    webhooks: Annotated[list[Webhook], _or_default([])] = []
+    mqtt: Mqtt | None = None
     timezone: Annotated[Text, AfterValidator(_timezone)] = "UTC"
     track_timeout_s: Positive = 2.0
     exit_grace_s: NonNegative = 0.5
@@ -475,9 +440,7 @@ def _camera(path: str, name: str, doc: CameraDoc, base: Path) -> CameraConfig:
             model = model if model.is_absolute() else base / model
             if not model.exists():
                 raise EventsConfigError(f"{path}: {at}.verify.model: {model} does not exist")
-            kw["verify"] = Verify(model=str(model), classes=_classes(r.verify.classes),
-                                  threshold=r.verify.threshold, imgsz=r.verify.imgsz,
-                                  padding=r.verify.padding)
+            kw["verify"] = r.verify.model_copy(update={"model": str(model)})
         if r.name in {x.name for x in rules}:
             raise EventsConfigError(f"{path}: {at}.name: {r.name!r} is used twice on this camera")
         rules.append(Rule(name=r.name, type=r.type, **kw))
@@ -491,12 +454,11 @@ def parse_config(doc: Any, path: str = "<config>", base: Path | None = None) -> 
         checked = EventsDoc.model_validate({} if doc is None else doc)
     except ValidationError as exc:
         raise _errors(path, exc) from None
-    hooks = tuple(Webhook(**{**h.model_dump(), "images": tuple(h.images)})
-                  for h in checked.webhooks)
+    hooks = tuple(checked.webhooks)
     names = [h.name for h in hooks]
     if len(set(names)) != len(names):
         raise EventsConfigError(f"{path}: webhooks: two webhooks have the same name")
-    mqtt = Mqtt(**checked.mqtt.model_dump()) if checked.mqtt is not None else None
+    mqtt = checked.mqtt
     if mqtt is not None and mqtt.name in names:
         raise EventsConfigError(f"{path}: webhooks: the name 'mqtt' is taken by the MQTT "
                                 "receiver")
