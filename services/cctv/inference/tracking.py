@@ -174,20 +174,27 @@ class CameraTracker:
         self.tracker.next_id = max(self.tracker.next_id, last_id + 1)
 
 
-def _last_track_id(client: redis.Redis, camera: str) -> int:
-    """The highest track id in the camera's newest result (0 when there is none, or when the
-    entry is not what the leader writes: it is read from Redis, so it is checked)."""
-    entries = client.xrevrange(keys.detections(camera), count=1)
-    if not entries:
-        return 0
-    try:
-        dets = json.loads(entries[0][1].get(b"dets", b"[]"))
-    except (ValueError, RecursionError):
-        return 0
-    if type(dets) is not list:
-        return 0
-    ids = [d["track"] for d in dets if type(d) is dict and type(d.get("track")) is int]
-    return max((i for i in ids if 0 < i <= trackstate.MAX_INT), default=0)
+#: results a fresh tracker reads back for the highest id handed out (once per camera and
+#: leadership; ~100 s of results at 10 fps)
+FRESH_ID_SCAN = 1000
+
+
+def _last_track_id(client: redis.Redis, camera: str, count: int = 1) -> int:
+    """The highest track id in the camera's newest ``count`` results (0 when there is none).
+    Entries that are not what the leader writes count as none: they are read from Redis."""
+    best = 0
+    for _id, fields in client.xrevrange(keys.detections(camera), count=count):
+        try:
+            dets = json.loads(fields.get(b"dets", b"[]"))
+        except (ValueError, RecursionError):
+            continue
+        if type(dets) is not list:
+            continue
+        for d in dets:
+            t = d.get("track") if type(d) is dict else None
+            if type(t) is int and best < t <= trackstate.MAX_INT:
+                best = t
+    return best
 
 
 class Tracking:
@@ -211,11 +218,13 @@ class Tracking:
         if ct is not None:
             return ct
         ct = CameraTracker(camera, ByteTracker(self.kind, self.buffer))
+        restored = False
         blob = self.redis.get(keys.track_state(camera))
         if blob:
             started = time.perf_counter()
             try:
                 ct.load_state(blob)
+                restored = True
                 log.info("camera %s: tracker state restored (%d tracks, %d bytes, %.1f ms)",
                          camera, len(ct.tracker.tracked) + len(ct.tracker.lost), len(blob),
                          (time.perf_counter() - started) * 1000, extra={"camera": camera})
@@ -224,7 +233,9 @@ class Tracking:
                 log.warning("camera %s: saved tracker state rejected (%s); starting a fresh "
                             "tracker", camera, exc, extra={"camera": camera,
                                                            "reason": exc.reason})
-        ct.ids_after(_last_track_id(self.redis, camera))
+        # a restored state is at most a few frames older than the newest result; a fresh
+        # tracker must look further back for the ids already handed out
+        ct.ids_after(_last_track_id(self.redis, camera, 1 if restored else FRESH_ID_SCAN))
         self.cameras[camera] = ct
         return ct
 
@@ -242,7 +253,8 @@ class Tracking:
             log.exception("camera %s: tracker update failed; this frame goes untracked and "
                           "a fresh tracker takes over", camera, extra={"camera": camera})
             fresh = CameraTracker(camera, ByteTracker(self.kind, self.buffer))
-            fresh.ids_after(max(ct.tracker.next_id - 1, _last_track_id(self.redis, camera)))
+            fresh.ids_after(max(ct.tracker.next_id - 1,
+                                _last_track_id(self.redis, camera, FRESH_ID_SCAN)))
             self.cameras[camera] = fresh
             self._dirty.add(camera)
             return dets
