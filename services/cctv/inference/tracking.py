@@ -192,7 +192,8 @@ def _last_track_id(client: redis.Redis, camera: str, count: int = 1) -> int:
             continue
         for d in dets:
             t = d.get("track") if type(d) is dict else None
-            if type(t) is int and best < t <= trackstate.MAX_INT:
+            # far below the state's bound, so the ids that follow stay valid in it
+            if type(t) is int and best < t <= trackstate.MAX_INT // 2:
                 best = t
     return best
 
