@@ -220,7 +220,21 @@ def versus_ultralytics(raw: list[list], rounds: int = 6) -> dict | None:
             "max": round(max(ratios), 3), "rounds": rounds}
 
 
+def load_note(start: float, end: float) -> str:
+    """A line on how busy the machine was (wall-clock times inflate under contention, OpenVINO's
+    parallel sections most of all, so the ratios to detection come out low on a busy machine)."""
+    cores = os.cpu_count() or 1
+    note = f"Load average {start:.1f} at the start, {end:.1f} at the end, on {cores} cores."
+    if max(start, end) > cores:
+        note += (" **The machine was busy**: every wall-clock time is inflated, detection most "
+                 "(OpenVINO's parallel sections stall), so the ratios to detection are lower "
+                 "than on a quiet machine; the alternated ours / ultralytics ratio below does "
+                 "not depend on it.")
+    return note + "\n"
+
+
 def main() -> None:
+    load_start = os.getloadavg()[0]
     det = load_detector(str(MODEL_OPENVINO))
     server = RedisServer().start()
     rdb = server.client()
@@ -265,6 +279,7 @@ def main() -> None:
     print("state parts (ms, mean): " + ", ".join(
         f"{k} {sum(v) / len(v):.3f}" for k, v in STATE_PARTS.items()))
     pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
+    busy = load_note(load_start, os.getloadavg()[0])
     versus_md = "" if vs is None else f"""Our ByteTrack against ultralytics' `BYTETracker` (used here before; it needs torch) on
 the same {len(full['raw'])} frames of detections, {vs['rounds']} rounds alternating which runs first: update time
 ratio ours / theirs **{vs['median']}** (median; min {vs['min']}, max {vs['max']}). The ids are the same frame by frame
@@ -280,7 +295,7 @@ encoded (versioned JSON header + float64 arrays, no pickle) and written by the f
 redis-server, every {EVERY} processed frames (`CCTV_TRACK_STATE_EVERY`, default; its cost is
 shown per frame, amortised; one save costs {save_ms:.2f} ms). Rules: the demo camera's four rules
 (line, two dwell, count) with the rule state serialized as the events service does per result.
-
+{busy}
 | per frame (mean) | ms | vs detection |
 | --- | ---: | ---: |
 | detection (model + NMS) | {det_ms:.2f} | 100 % |
