@@ -1,7 +1,8 @@
 # Lean CPU inference image: the app image plus the OpenVINO runtime and an OpenVINO IR model.
 # No torch, no ultralytics (those are ~6 GB): cctv's built-in OpenVINO detector runs an
 # ultralytics-exported IR directly, and OpenVINO is the fastest CPU backend measured
-# (docs/benchmarks.md). Every replica loads the model at start and waits as a warm standby.
+# (docs/benchmarks.md). It tracks like the full image (cctv's ByteTrack needs numpy and lap).
+# Every replica loads the model at start and waits as a warm standby.
 # Only the CPU plugin and the IR reader of OpenVINO are kept (GPU/NPU plugins and the
 # ONNX/TF/PyTorch/Paddle frontends are ~80 MB this image never uses).
 #
@@ -24,7 +25,7 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
  && find "$ov" \( -name 'libopenvino_intel_gpu_plugin.so' -o -name 'libopenvino_intel_npu_plugin.so' \
         -o -name 'cache.json' \
         -o \( -name 'libopenvino_*_frontend.so*' ! -name 'libopenvino_ir_frontend.so*' \) \) -delete \
- && python3 -c "import openvino as ov, cv2, numpy, yaml; assert 'CPU' in ov.Core().available_devices"
+ && python3 -c "import openvino as ov, cv2, numpy, yaml, lap; assert 'CPU' in ov.Core().available_devices"
 
 ARG MODEL_DIR=yolov8n_int8_openvino_model
 COPY models/${MODEL_DIR} /models/${MODEL_DIR}

@@ -1,11 +1,14 @@
 """Helpers for the events tests: a real webhook receiver (HTTP server on loopback), waiting
-for the events service to catch up, and id-switch counting on a results stream."""
+for the events service to catch up, id-switch counting on a results stream, and an environment
+in which torch and ultralytics cannot be imported (what the lean CPU image has)."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from cctv.core import keys
 
@@ -81,10 +84,16 @@ def iou(a: list[float], b: list[float]) -> float:
 
 
 def track_report(rdb, camera: str, width: int = 640, height: int = 480) -> dict:
-    """Tracks in a camera's results and a proxy for id switches: a track that is born where
-    another track of the same class ended within the previous 10 results (box overlap > 0.3),
-    away from the frame's edges (where objects really enter)."""
+    """:func:`track_stats` of a camera's results stream."""
     results = [json.loads(f[b"dets"]) for _i, f in rdb.xrange(keys.detections(camera))]
+    return track_stats(results, width, height)
+
+
+def track_stats(results: list[list[dict]], width: int = 640, height: int = 480) -> dict:
+    """Tracks in a sequence of results (each a list of detections) and a proxy for id
+    switches: a track that is born where another track of the same class ended within the
+    previous 10 results (box overlap > 0.3), away from the frame's edges (where objects really
+    enter)."""
     first: dict[int, tuple[int, dict]] = {}
     last: dict[int, tuple[int, dict]] = {}
     tracked = total = 0
@@ -110,3 +119,79 @@ def track_report(rdb, camera: str, width: int = 640, height: int = 480) -> dict:
     return {"results": len(results), "detections": total, "tracked": tracked,
             "tracks": len(first), "id_switches": switches,
             "id_switch_rate": round(switches / max(1, len(first)), 3)}
+
+
+#: what the lean CPU inference image does not have
+NOT_IN_CPU_IMAGE = ("torch", "torchvision", "ultralytics", "scipy")
+
+_BLOCKER = f"""
+import sys
+
+_BLOCKED = {NOT_IN_CPU_IMAGE!r}
+
+
+class _NoTorch:
+    \"\"\"Refuses the imports the lean CPU image could not satisfy.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)",
+                                      name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def without_torch(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``env`` for a Python process in which importing torch, torchvision, ultralytics or scipy
+    fails as if they were not installed: a ``sitecustomize`` on PYTHONPATH puts a finder in
+    front of ``sys.meta_path`` before anything else is imported."""
+    folder = tmp_path / "no-torch"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_BLOCKER)
+    out = dict(env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH", "")) if p)
+    return out
+
+
+class RawReceiver:
+    """A TCP server on loopback that reads each request and answers ``reply`` verbatim (b""
+    closes the connection without a word): a receiver that is not a proper HTTP server."""
+
+    def __init__(self, reply: bytes) -> None:
+        import socket
+
+        self.reply = reply
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> RawReceiver:
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.connections += 1
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    if self.reply:
+                        conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.sock.close()

@@ -1,5 +1,6 @@
 """Tracking survives a failover: the standby that takes over after a kill -9 restores the
-leader's tracker from Redis and the same objects keep their ids (real processes, real clip)."""
+leader's tracker from Redis and the same objects keep their ids (real processes, real clip;
+the replicas cannot import torch, as in the lean CPU image)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import signal
 
 import pytest
-from events_support import iou, wait_for
+from events_support import iou, wait_for, without_torch
 
 from cctv.core import keys
 
@@ -39,10 +40,10 @@ def test_track_ids_continue_after_a_kill9_takeover(redis_server, rdb, tmp_path,
                      tmp_path, "ingest")
 
     def replica(name: str) -> Service:
-        return Service(["inference", "--id", name], service_env(
-            redis_server.url, model=MODEL_OPENVINO,
-            inference_http_bind=f"127.0.0.1:{free_port()}", **common), tmp_path,
-            f"inference-{name}")
+        env = service_env(redis_server.url, model=MODEL_OPENVINO,
+                          inference_http_bind=f"127.0.0.1:{free_port()}", **common)
+        return Service(["inference", "--id", name], without_torch(env, tmp_path), tmp_path,
+                       f"inference-{name}")
 
     a = replica("a")
     services = [ingest, a]

@@ -1,10 +1,9 @@
 """Events building blocks on synthetic data: config validation, geometry, rules, captions,
-signatures and the tracker wrapper (ultralytics' ByteTrack for real, with its saved state)."""
+signatures (the tracker has its own module, test_tracking.py)."""
 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -289,60 +288,3 @@ def test_signature_and_captions_only() -> None:
           "box": [1, 2, 3, 4], "track": 5, "crop_jpeg_b64": "..."}
     assert set(caption_only(ev)) == {"type", "id", "camera", "rule", "status", "start", "end",
                                      "caption"}
-
-
-# ---- tracking (ultralytics ByteTrack, real) -------------------------------------------------
-def _moving(track_ids_from, frames: range, gap_at: int | None = None):
-    """Two cars moving right 8 px per frame; returns the track ids per frame."""
-    from cctv.inference.detector import Detection
-
-    out = []
-    for i in frames:
-        if gap_at is not None and gap_at <= i < gap_at + 10:
-            continue  # frames the leader never saw (a take-over)
-        dets = [Detection(2, "car", 0.9, (40 + 8 * i, 100, 120 + 8 * i, 150)),
-                Detection(2, "car", 0.85, (400 - 6 * i, 300, 470 - 6 * i, 350))]
-        out.append([d.track for d in track_ids_from(dets, i)])
-    return out
-
-
-@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
-def test_tracker_keeps_ids_across_a_saved_state_and_a_gap(kind: str) -> None:
-    pytest.importorskip("ultralytics")
-    from cctv.inference.tracking import CameraTracker, _new_tracker
-
-    a = CameraTracker("cam", kind, _new_tracker(kind, 30))
-    first = _moving(lambda dets, i: a.update(dets, i * 100_000, None), range(0, 20))
-    ids = first[-1]
-    assert None not in ids and len(set(ids)) == 2
-    blob = a.dumps()
-    assert len(blob) < 20_000
-    # a new leader: a fresh tracker with the saved state, and a one-second gap in the frames
-    b = CameraTracker("cam", kind, _new_tracker(kind, 30))
-    b.load_state(blob)
-    after = _moving(lambda dets, i: b.update(dets, i * 100_000, None), range(20, 40), gap_at=20)
-    assert after[0] == ids, "the same objects keep their ids after the take-over and the gap"
-    assert after[-1] == ids
-    # new objects get new ids, never reused ones, also past ids the saved state did not know
-    from cctv.inference.detector import Detection
-
-    b.ids_after(50)
-    new = b.update([Detection(0, "person", 0.9, (10, 400, 30, 460))], 41 * 100_000, None)
-    new = b.update([Detection(0, "person", 0.9, (11, 400, 31, 460))], 42 * 100_000, None)
-    assert new[0].track == 51
-
-
-def test_tracker_state_refuses_foreign_pickles() -> None:
-    pytest.importorskip("ultralytics")
-    import os
-
-    from cctv.inference.tracking import CameraTracker, _new_tracker
-
-    t = CameraTracker("cam", "bytetrack", _new_tracker("bytetrack", 30))
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-
-    with pytest.raises(pickle.UnpicklingError):
-        t.load_state(pickle.dumps({"v": 1, "kind": "bytetrack", "tracker": Evil()}))

@@ -75,8 +75,8 @@ class Settings:
     viewer_idle_s: float = 10.0
 
     # --- events (issue 7) ---
-    # tracker in the inference leader: auto (bytetrack when ultralytics is installed, else none),
-    # bytetrack, botsort or none
+    # tracker in the inference leader: auto (= bytetrack), bytetrack, botsort (BoT-SORT's motion
+    # model) or none; numpy + lap, no torch (every inference image has them)
     tracker: str = "auto"
     # processed frames a lost track is kept for (ByteTrack's track_buffer)
     track_buffer: int = 30

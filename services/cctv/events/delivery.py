@@ -14,13 +14,22 @@ stay pending until they are delivered or dead-lettered.
   ``X-CCTV-Timestamp``; receivers recompute it and reject old timestamps (docs/events.md).
 * ``captions_only``: each event is reduced to id, type, camera, rule, time and caption; no
   images, boxes or track ids leave the site (seed 004).
+* Robustness: an entry of the stream that cannot be turned into an event (not what the events
+  service writes) is dead-lettered on its own; an image file that cannot be read is left out
+  of the event (logged); a receiver that answers garbage or closes the connection is a failed
+  attempt like any other. Anything unexpected ends the delivery loop, not the thread: it is
+  counted (``cctv_events_delivery_restarts_total``, ``restarts:<receiver>`` in
+  ``cctv:events:stats``), logged with its traceback, and the loop starts again after a backoff,
+  pending entries first.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -48,6 +57,10 @@ FAILED = Counter("cctv_events_delivery_failures_total", "Failed delivery attempt
                  ["receiver"])
 DEADLETTERED = Counter("cctv_events_deadlettered_total", "Events given up after the last attempt",
                        ["receiver"])
+RESTARTS = Counter("cctv_events_delivery_restarts_total",
+                   "Delivery loops restarted after an unexpected error", ["receiver"])
+#: the longest pause before a crashed delivery loop starts again
+RESTART_BACKOFF_MAX_S = 30.0
 
 CONSUMER = "events"
 USER_AGENT = "cctv-swarm-events/1"
@@ -140,8 +153,12 @@ class WebhookReceiver(Receiver):
             final = 300 <= status < 500 and status not in (408, 425, 429)
             raise DeliveryError(f"HTTP {status}", final=final,
                                 retry_after_s=retry_after) from None
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException,
+                ValueError) as exc:
+            # HTTPException: a receiver that closes the connection mid-answer or answers
+            # something that is not HTTP
+            reason = str(getattr(exc, "reason", exc))[:200]
+            raise DeliveryError(f"{type(exc).__name__}: {reason}") from None
         if not 200 <= status < 300:
             raise DeliveryError(f"HTTP {status}", final=300 <= status < 500)
 
@@ -249,19 +266,35 @@ class DeliveryWorker:
             return caption_only(out)
         for kind in self.images:
             path = self.store.resolve(ev.get("crop" if kind == "crop" else "snapshot", ""))
-            if path is not None:
+            if path is None:
+                continue
+            try:
                 out[f"{kind}_jpeg_b64"] = base64.b64encode(path.read_bytes()).decode()
+            except OSError as exc:
+                log.warning("receiver %s: event %s goes without its %s (%s)", self.rx.name,
+                            ev.get("id"), kind, exc, extra={"receiver": self.rx.name})
         return out
 
     def _read(self, start: str, block_ms: int | None) -> _Pending:
         resp = self.redis.xreadgroup(self.group, CONSUMER, {keys.EVENTS: start},
                                      count=self.rx.max_batch, block=block_ms)
-        ids, events = [], []
+        ids, events, bad = [], [], []
         for _stream, entries in resp or []:
             for eid, fields in entries:
+                if not fields:  # a pending entry trimmed from the stream has no fields
+                    ids.append(eid.decode())
+                    continue
+                try:
+                    payload = self._payload(fields)
+                except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+                    bad.append((eid.decode(), f"not an event entry: {type(exc).__name__}"))
+                    continue
                 ids.append(eid.decode())
-                if fields:  # a pending entry trimmed from the stream has no fields
-                    events.append(self._payload(fields))
+                events.append(payload)
+        for eid, why in bad:  # each on its own: the good ones of the batch still go out
+            log.error("receiver %s: entry %s of %s is not an event; dead-lettered", self.rx.name,
+                      eid, keys.EVENTS, extra={"receiver": self.rx.name})
+            self._done(_Pending([eid], []), delivered=False, why=why, bad=1)
         return _Pending(ids, events)
 
     def _deliver(self, batch: _Pending) -> None:
@@ -292,10 +325,10 @@ class DeliveryWorker:
                 if self.stop.wait(delay):
                     return  # stays pending; delivered after the restart
 
-    def _done(self, batch: _Pending, *, delivered: bool, why: str = "") -> None:
+    def _done(self, batch: _Pending, *, delivered: bool, why: str = "", bad: int = 0) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.xack(keys.EVENTS, self.group, *batch.ids)
-        n = len(batch.events)
+        n = len(batch.events) + bad
         if delivered:
             pipe.hincrby(keys.EVENTS_STATS, f"delivered:{self.rx.name}", n)
         else:
@@ -316,6 +349,30 @@ class DeliveryWorker:
                      extra={"receiver": self.rx.name, "events": n})
 
     def run(self) -> None:
+        """Deliver until ``stop`` is set; an unexpected error restarts the delivery loop
+        (counted, logged, after a backoff) instead of ending the thread."""
+        backoff = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self._serve()
+                break
+            except Exception:  # noqa: BLE001 - the loop's boundary: nothing may end it
+                RESTARTS.labels(self.rx.name).inc()
+                log.exception("receiver %s: delivery loop failed; restarting in %.0f s",
+                              self.rx.name, backoff, extra={"receiver": self.rx.name})
+                with contextlib.suppress(redis.RedisError):
+                    self.store.count(f"restarts:{self.rx.name}")
+            if time.monotonic() - started > 60:
+                backoff = 1.0  # it had been working: not a crash loop
+            if self.stop.wait(backoff):
+                break
+            backoff = min(RESTART_BACKOFF_MAX_S, backoff * 2)
+        close = getattr(self.rx, "close", None)
+        if close is not None:
+            close()
+
+    def _serve(self) -> None:
         """Deliver until ``stop`` is set; survives Redis outages and restarts (what was read
         but not delivered is still pending and goes first)."""
         pending_first, ready = True, False
@@ -351,6 +408,3 @@ class DeliveryWorker:
                     raise
                 log.warning("receiver %s: consumer group missing; re-creating", self.rx.name)
                 pending_first, ready = True, False
-        close = getattr(self.rx, "close", None)
-        if close is not None:
-            close()

@@ -38,7 +38,7 @@ from cctv.events.captions import caption
 from cctv.events.config import EventsConfig, EventsConfigError, load_config
 from cctv.events.delivery import DeliveryWorker, MqttReceiver, WebhookReceiver
 from cctv.events.rules import CameraRules, Firing, Observation
-from cctv.events.snapshots import FrameSource, render
+from cctv.events.snapshots import FrameSource, SnapshotError, render
 from cctv.events.storage import EventStore
 from cctv.events.verify import Verdict, Verifier, VerifierError, crop_box, load_verifier
 
@@ -262,13 +262,21 @@ class EventsService:
                      extra={"camera": f.camera, "rule": f.rule.name, "event": f.event_id})
 
     def _images(self, record: dict, f: Firing, frames: FrameSource) -> None:
-        rendered = render(frames, self.cfg.cameras[f.camera], f.rule, f.subjects)
+        """Snapshot and crop files of the event; a failure costs the images, not the event."""
+        try:
+            rendered = render(frames, self.cfg.cameras[f.camera], f.rule, f.subjects)
+        except SnapshotError as exc:
+            self.store.failure("snapshot", f.event_id, str(exc))
+            return
         if rendered is None:
             log.warning("event %s: its frame has left the stream; no snapshot", f.event_id)
             return
         snap_rel, crop_rel = self.store.image_paths(record, self.cfg.tz)
-        self.store.write_file(snap_rel, rendered[0])
-        self.store.write_file(crop_rel, rendered[1])
+        try:
+            self.store.write_files({snap_rel: rendered[0], crop_rel: rendered[1]})
+        except OSError as exc:  # a full or read-only disk
+            self.store.failure("storage", f.event_id, f"cannot write {snap_rel}: {exc}")
+            return
         record["snapshot"], record["crop"] = snap_rel, crop_rel
 
     def _close(self, f: Firing, obs: Observation, frames: FrameSource) -> None:

@@ -3,7 +3,8 @@
 The snapshot is the frame with every detection of its result drawn by the web's own
 annotate functions, the rule's zone or line, and the event's objects outlined in white; the
 crop is the first object's box with some margin, unannotated (what a verifier and a receiver
-see).
+see). A frame OpenCV cannot decode counts as gone; an OpenCV error while drawing or encoding
+is a :class:`SnapshotError` (the event goes on without images, counted as a failure).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ JPEG_QUALITY = 85
 ZONE_COLOR = (0, 215, 255)  # BGR amber
 
 
+class SnapshotError(RuntimeError):
+    """The snapshot or crop of an event could not be made (an OpenCV error)."""
+
+
 class FrameSource:
     """Frames and detection results of one camera, fetched by entry id and cached per entry."""
 
@@ -34,6 +39,8 @@ class FrameSource:
         self.redis, self.camera = client, camera
         self._images: dict[str, np.ndarray | None] = {}
         self._dets: dict[str, list[dict]] = {}
+        #: frames that are in the stream but OpenCV refused to decode
+        self.undecodable: set[str] = set()
 
     def image(self, frame_id: str) -> np.ndarray | None:
         """The decoded frame, or None when it has left the stream (or never decodes)."""
@@ -42,8 +49,14 @@ class FrameSource:
             if frame_id:
                 entries = self.redis.xrange(keys.frames(self.camera), frame_id, frame_id)
                 if entries and entries[0][1].get(b"jpeg"):
-                    img = cv2.imdecode(np.frombuffer(entries[0][1][b"jpeg"], np.uint8),
-                                       cv2.IMREAD_COLOR)
+                    try:
+                        img = cv2.imdecode(np.frombuffer(entries[0][1][b"jpeg"], np.uint8),
+                                           cv2.IMREAD_COLOR)
+                    except cv2.error as exc:  # e.g. a header with absurd dimensions
+                        log.warning("camera %s: frame %s does not decode (%s)", self.camera,
+                                    frame_id, str(exc).strip()[-120:])
+                    if img is None:
+                        self.undecodable.add(frame_id)
             self._images[frame_id] = img
         return self._images[frame_id]
 
@@ -80,13 +93,24 @@ def _overlay(img: np.ndarray, cam: CameraConfig, rule: Rule) -> None:
 def render(frames: FrameSource, cam: CameraConfig, rule: Rule, subjects: list[Subject],
            padding: float = 0.15) -> tuple[bytes, bytes, np.ndarray | None] | None:
     """(snapshot JPEG, crop JPEG, crop image) for an event's subjects, or None when the
-    frame of the first subject has left the stream."""
+    frame of the first subject has left the stream. Raises :class:`SnapshotError`."""
     if not subjects:
         return None
     first = subjects[0]
     img = frames.image(first.frame_id)
     if img is None:
+        if first.frame_id in frames.undecodable:
+            raise SnapshotError(f"frame {first.frame_id} does not decode")
         return None
+    try:
+        return _render(img, frames, cam, rule, subjects, padding)
+    except (cv2.error, ValueError, TypeError, IndexError, MemoryError) as exc:
+        raise SnapshotError(f"{type(exc).__name__}: {str(exc).strip()[-200:]}") from None
+
+
+def _render(img: np.ndarray, frames: FrameSource, cam: CameraConfig, rule: Rule,
+            subjects: list[Subject], padding: float) -> tuple[bytes, bytes, np.ndarray]:
+    first = subjects[0]
     crop = crop_box(img, first.xyxy, padding)
     snap = img.copy()
     _overlay(snap, cam, rule)
@@ -97,5 +121,8 @@ def render(frames: FrameSource, cam: CameraConfig, rule: Rule, subjects: list[Su
             cv2.rectangle(snap, (x1 - 2, y1 - 2), (x2 + 2, y2 + 2), (255, 255, 255), 2,
                           cv2.LINE_AA)
     q = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    return (cv2.imencode(".jpg", snap, q)[1].tobytes(), cv2.imencode(".jpg", crop, q)[1].tobytes(),
-            crop)
+    ok_snap, snap_jpeg = cv2.imencode(".jpg", snap, q)
+    ok_crop, crop_jpeg = cv2.imencode(".jpg", crop, q)
+    if not (ok_snap and ok_crop):
+        raise ValueError("JPEG encoding failed")
+    return snap_jpeg.tobytes(), crop_jpeg.tobytes(), crop

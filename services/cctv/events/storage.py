@@ -10,11 +10,17 @@
   ``CCTV_EVENTS_MAXLEN``. One script writes record, indexes and stream entry together and is
   idempotent (a start for a stored event, or an end for a closed one, does nothing), so a
   restarted service that replays an entry emits nothing twice.
+* Failures that cost part of an event but not the event (a snapshot that cannot be drawn, a
+  file that cannot be written: a full or read-only disk) are recorded by :meth:`failure`:
+  ``failed:<stage>`` in ``cctv:events:stats``, an entry in ``cctv:events:deadletter`` with the
+  reason, ``cctv_events_failures_total{stage}``, and a log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -25,9 +31,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import redis
+from prometheus_client import Counter
 
 from cctv.core import keys
 from cctv.events.captions import words
+
+FAILURES = Counter("cctv_events_failures_total",
+                   "Parts of events lost to an error (the event itself is kept), by stage: "
+                   "snapshot (drawing/encoding), storage (writing files)", ["stage"])
+for _stage in ("snapshot", "storage"):
+    FAILURES.labels(_stage)
+
+log = logging.getLogger("cctv.events.storage")
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 FACETS = ("camera", "class", "zone", "line", "rule", "word")
@@ -115,6 +130,32 @@ class EventStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write_files(self, files: dict[str, bytes]) -> None:
+        """Write every ``rel: data`` of ``files`` (atomically each); on an error the ones
+        already written are removed again and the OSError is raised."""
+        done: list[str] = []
+        try:
+            for rel, data in files.items():
+                self.write_file(rel, data)
+                done.append(rel)
+        except OSError:
+            for rel in done:
+                with contextlib.suppress(OSError):
+                    (self.media_dir / rel).unlink()
+            raise
+
+    def failure(self, stage: str, event_id: str, why: str) -> None:
+        """Record that ``stage`` failed for ``event_id`` (see the module docstring)."""
+        FAILURES.labels(stage).inc()
+        log.error("event %s: %s failed: %s", event_id, stage, why,
+                  extra={"event": event_id, "stage": stage})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(keys.EVENTS_STATS, f"failed:{stage}", 1)
+        pipe.xadd(keys.EVENTS_DEADLETTER, {"stage": stage, "receiver": "", "ids": "",
+                                           "why": why[:500], "events": json.dumps([event_id])},
+                  maxlen=10000, approximate=True)
+        pipe.execute()
 
     def resolve(self, rel: str) -> Path | None:
         """The absolute path of a stored file, or None when ``rel`` leaves the media folder."""

@@ -1,51 +1,57 @@
-"""Multi-object tracking in the inference leader: ultralytics' ByteTrack or BoT-SORT, fed with
-our detector's boxes, one tracker per camera, its state saved in Redis so that ids survive a
-failover.
+"""Multi-object tracking in the inference leader: one ByteTrack per camera
+(:mod:`cctv.inference.bytetrack`, numpy only, no torch), fed with our detector's boxes, its
+state saved in Redis so that ids survive a failover.
 
-* The trackers are ultralytics' own classes (``ultralytics.trackers``); nothing here associates
-  boxes. They import torch, so tracking needs the full inference image: ``CCTV_TRACKER=auto``
-  tracks when ultralytics is installed and logs once that it does not when it is not (the lean
-  OpenVINO-only CPU image), ``bytetrack``/``botsort`` insist, ``none`` turns it off.
+* ``CCTV_TRACKER``: ``auto`` and ``bytetrack`` track with ByteTrack, ``botsort`` with
+  BoT-SORT's motion model, ``none`` turns tracking off. The only dependency is ``lap`` (the
+  linear assignment, in every inference image): without it ``auto`` logs once that it does not
+  track and the explicit names refuse to start.
 * Frames reach the tracker with gaps (the live policy skips frames, a take-over skips about a
-  second). The Kalman filter of these trackers advances one step per update, so before each
-  update the tracks coast ``round(gap / usual gap) - 1`` extra prediction steps, and lost-track
-  expiry counts those steps too: a car keeps its id across a one-second hand-over.
-* State: after every ``CCTV_TRACK_STATE_EVERY`` processed frames the tracker is pickled and
-  written by a fenced script (lease owner and epoch checked, like every result) in the same
-  round trip as the results, so a deposed leader cannot overwrite it. A new leader loads it
-  before the camera's first frame. It is read back with an allow-list unpickler (ultralytics'
-  tracker classes, numpy arrays, the id counter): Redis content never gets to run code.
+  second). The Kalman filter advances one step per update, so before each update the tracks
+  coast ``round(gap / usual gap) - 1`` extra prediction steps, and lost-track expiry counts
+  those steps too: a car keeps its id across a one-second hand-over.
+* State: after every ``CCTV_TRACK_STATE_EVERY`` processed frames the tracker is encoded
+  (:mod:`cctv.inference.trackstate`: JSON and float64 arrays, versioned, no pickle) and written
+  by a fenced script (lease owner and epoch checked, like every result) in the same round trip
+  as the results, so a deposed leader cannot overwrite it. A new leader loads it before the
+  camera's first frame; a value that does not validate starts a fresh tracker, counted in
+  ``cctv_inference_track_state_rejected_total`` and logged. A tracker update that fails (it
+  should not; the state is validated) also starts a fresh tracker, counted, rather than
+  stopping the leader.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import io
+import json
 import logging
-import pickle
 import statistics
-import sys
 import time
 from collections import deque
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import redis
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
 from cctv.core.settings import Settings
+from cctv.inference import trackstate
+from cctv.inference.bytetrack import ByteTracker
 from cctv.inference.detector import Detection
 
 log = logging.getLogger("cctv.inference.tracking")
 
 TRACK_SECONDS = Histogram("cctv_inference_tracking_seconds", "Tracker update time per frame",
                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05))
+STATE_REJECTED = Counter("cctv_inference_track_state_rejected_total",
+                         "Saved tracker states that did not validate (a fresh tracker was "
+                         "started), by reason", ["reason"])
+TRACKER_RESETS = Counter("cctv_inference_tracker_resets_total",
+                         "Trackers replaced by a fresh one after an update failed")
+for _reason in ("too_large", "format", "version", "kind", "values"):
+    STATE_REJECTED.labels(_reason)
 
-STATE_VERSION = 1
 #: a camera's saved tracker expires when the camera has sent nothing for this long
 STATE_TTL_MS = 3600 * 1000
 #: most prediction steps a gap is bridged with (a longer gap coasts this many)
@@ -63,12 +69,12 @@ return 1
 
 
 class TrackingUnavailable(RuntimeError):
-    """CCTV_TRACKER names a tracker that cannot be loaded here (ultralytics/torch missing)."""
+    """CCTV_TRACKER names a tracker that cannot run here (``lap`` is not installed)."""
 
 
 def tracker_available() -> bool:
-    """True when ultralytics (and torch, which its trackers import) are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("ultralytics", "torch"))
+    """True when the tracker's one dependency (``lap``, the linear assignment) is installed."""
+    return importlib.util.find_spec("lap") is not None
 
 
 _warned = False
@@ -83,23 +89,23 @@ def resolve_tracker(name: str) -> str:
         return "bytetrack" if name == "auto" else name
     if name == "auto":
         if not _warned:
-            log.warning("CCTV_TRACKER=auto: ultralytics/torch are not installed in this image, "
-                        "detections carry no track ids (use the full inference image to track)")
+            log.warning("CCTV_TRACKER=auto: the package lap is not installed here, detections "
+                        "carry no track ids (pip install lap)")
             _warned = True
         return "none"
-    raise TrackingUnavailable(f"CCTV_TRACKER={name} needs ultralytics and torch, which are not "
-                              "installed here; use the full inference image or CCTV_TRACKER=none")
+    raise TrackingUnavailable(f"CCTV_TRACKER={name} needs the package lap, which is not "
+                              "installed here; install it or set CCTV_TRACKER=none")
 
 
 def warm_tracker(settings: Settings) -> str:
-    """Resolve ``CCTV_TRACKER`` at replica start and, when tracking, import the tracker and run
-    it once with a state round trip: a take-over must not pay the import of ultralytics and
-    torch (seconds on a small CPU). Raises :class:`TrackingUnavailable`."""
+    """Resolve ``CCTV_TRACKER`` at replica start and, when tracking, run the tracker once with
+    a state round trip, so that a take-over finds everything imported. Raises
+    :class:`TrackingUnavailable`."""
     kind = resolve_tracker(settings.tracker)
     if kind == "none":
         return kind
     started = time.perf_counter()
-    ct = CameraTracker("warmup", kind, _new_tracker(kind, settings.track_buffer))
+    ct = CameraTracker("warmup", ByteTracker(kind, settings.track_buffer))
     for i in range(2):
         ct.update([Detection(0, "warmup", 0.9, (10 + i, 10, 50 + i, 50))], i * 100_000, None)
     ct.load_state(ct.dumps())
@@ -107,102 +113,19 @@ def warm_tracker(settings: Settings) -> str:
     return kind
 
 
-class Boxes:
-    """The results-like view ultralytics' trackers read: ``conf``, ``cls``, ``xywh``, ``xyxy``,
-    ``len()`` and boolean-mask indexing."""
-
-    def __init__(self, xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> None:
-        self.xyxy, self.conf, self.cls = xyxy, conf, cls
-
-    @classmethod
-    def from_detections(cls, dets: list[Detection]) -> Boxes:
-        """Boxes of ``dets`` in their order (the tracker reports each match by this index)."""
-        if not dets:
-            return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                       np.zeros(0, np.float32))
-        return cls(np.array([d.xyxy for d in dets], np.float32),
-                   np.array([d.conf for d in dets], np.float32),
-                   np.array([d.cls for d in dets], np.float32))
-
-    @property
-    def xywh(self) -> np.ndarray:
-        out = self.xyxy.copy()
-        out[:, 2:] = self.xyxy[:, 2:] - self.xyxy[:, :2]
-        out[:, :2] = self.xyxy[:, :2] + out[:, 2:] / 2
-        return out
-
-    def __len__(self) -> int:
-        return len(self.conf)
-
-    def __getitem__(self, mask: Any) -> Boxes:
-        return Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])
-
-
-def _tracker_args(kind: str, buffer: int) -> SimpleNamespace:
-    """ultralytics' packaged defaults for ``kind``, for fixed CCTV cameras."""
-    import ultralytics
-    import yaml
-
-    cfg = Path(ultralytics.__file__).parent / "cfg" / "trackers" / f"{kind}.yaml"
-    args = yaml.safe_load(cfg.read_text())
-    args["track_buffer"] = buffer
-    if kind == "botsort":
-        # fixed cameras: no global motion compensation (it costs an optical flow per frame)
-        # and no ReID model (none can be downloaded; detector features are not exposed here)
-        args.update(gmc_method="none", with_reid=False)
-    return SimpleNamespace(**args)
-
-
-def _new_tracker(kind: str, buffer: int) -> Any:
-    if kind == "botsort":
-        from ultralytics.trackers.bot_sort import BOTSORT
-
-        return BOTSORT(_tracker_args(kind, buffer))
-    from ultralytics.trackers.byte_tracker import BYTETracker
-
-    return BYTETracker(_tracker_args(kind, buffer))
-
-
-# ---- state (de)serialization ---------------------------------------------------------------
-# Attributes that are rebuilt from the settings instead of saved: the config, the motion
-# compensation and ReID objects (BoT-SORT), and the removed-track history (only the current
-# frame's removals matter to the tracker; the history grows to 1000 tracks).
-_NOT_SAVED = ("args", "gmc", "encoder", "removed_stracks", "removed_stracks_frame")
-
-_SAFE_GLOBALS = {
-    ("builtins", "range"), ("builtins", "iter"), ("collections", "deque"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-}
-
-
-class _StateUnpickler(pickle.Unpickler):
-    """Loads only ultralytics tracker classes, numpy arrays and the id counter (a range
-    iterator): no callable that could run code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module.startswith("ultralytics.trackers."):
-            obj = super().find_class(module, name)
-            # only classes the trackers define (not what their modules import)
-            if isinstance(obj, type) and obj.__module__.startswith("ultralytics.trackers."):
-                return obj
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in tracker state")
-
-
 @dataclasses.dataclass
 class CameraTracker:
     """One camera's tracker and the frame timing used to bridge gaps."""
 
     camera: str
-    kind: str
-    tracker: Any
+    tracker: ByteTracker
     last_ts_us: int | None = None
     gaps_us: deque = dataclasses.field(default_factory=lambda: deque(maxlen=15))
     updates: int = 0
+
+    @property
+    def kind(self) -> str:
+        return self.tracker.kind
 
     def steps_for(self, ts_us: int) -> int:
         """Prediction steps from the last update to ``ts_us`` (1 for a usual gap)."""
@@ -216,79 +139,63 @@ class CameraTracker:
             self.gaps_us.append(gap)
         return max(1, min(MAX_COAST_STEPS, round(gap / max(usual, 1))))
 
-    def coast(self, steps: int) -> None:
-        """Advance every confirmed and lost track ``steps`` Kalman steps without detections."""
-        t = self.tracker
-        pool = [s for s in t.tracked_stracks if s.is_activated] + list(t.lost_stracks)
-        for _ in range(steps):
-            t.multi_predict(pool)
-        t.frame_id += steps
-
     def update(self, dets: list[Detection], ts_us: int, image: np.ndarray | None) -> list[
             Detection]:
-        """Track ``dets`` of the frame captured at ``ts_us``; returns them with track ids."""
+        """Track ``dets`` of the frame captured at ``ts_us``; returns them with track ids.
+        (``image`` is unused: the cameras are fixed, no motion compensation or ReID.)"""
         steps = self.steps_for(ts_us)
         if steps > 1:
-            self.coast(steps - 1)
+            self.tracker.coast(steps - 1)
         self.last_ts_us = ts_us if self.last_ts_us is None else max(self.last_ts_us, ts_us)
-        out = self.tracker.update(Boxes.from_detections(dets), image)
+        ids = self.tracker.update(np.array([d.xyxy for d in dets], np.float32).reshape(-1, 4),
+                                  np.array([d.conf for d in dets], np.float32),
+                                  np.array([d.cls for d in dets], np.int64))
         self.updates += 1
-        ids = {int(row[-1]): int(row[-4]) for row in out}  # detection index -> track id
         return [dataclasses.replace(d, track=ids.get(i)) for i, d in enumerate(dets)]
 
-    def _tracks(self) -> list:
-        return list(self.tracker.tracked_stracks) + list(self.tracker.lost_stracks)
-
     def dumps(self) -> bytes:
-        """The tracker state as bytes (see :func:`load_state`)."""
-        state = {k: v for k, v in self.tracker.__dict__.items() if k not in _NOT_SAVED}
-        # each track holds a bound ``next`` of the tracker's id counter: saved once, as the
-        # counter itself, and re-bound on load
-        bound = [(t, t.__dict__.pop("next_id")) for t in self._tracks() if "next_id" in t.__dict__]
-        try:
-            return pickle.dumps({"v": STATE_VERSION, "kind": self.kind, "tracker": state,
-                                 "last_ts_us": self.last_ts_us, "gaps_us": list(self.gaps_us)},
-                                protocol=pickle.HIGHEST_PROTOCOL)
-        finally:
-            for t, fn in bound:
-                t.next_id = fn
+        """The tracker state as bytes (:func:`cctv.inference.trackstate.encode`)."""
+        return trackstate.encode(self.tracker, self.last_ts_us, list(self.gaps_us))
 
     def load_state(self, blob: bytes) -> None:
-        """Restore a state written by :meth:`dumps` (same tracker kind)."""
-        data = _StateUnpickler(io.BytesIO(blob)).load()
-        if not isinstance(data, dict) or data.get("v") != STATE_VERSION:
-            raise ValueError("unknown tracker state version")
-        if data.get("kind") != self.kind:
-            raise ValueError(f"saved by a {data.get('kind')} tracker, this one is {self.kind}")
-        self.tracker.__dict__.update(data["tracker"])
-        self.tracker.removed_stracks = []
-        for t in self._tracks():
-            t.next_id = self.tracker._ids.__next__
-        self.last_ts_us = data["last_ts_us"]
-        self.gaps_us.extend(data["gaps_us"])
+        """Restore a state written by :meth:`dumps` (same tracker kind); raises
+        :class:`cctv.inference.trackstate.BadTrackState` and changes nothing when it does not
+        validate."""
+        saved = trackstate.decode(blob, self.kind, self.tracker.max_lost)
+        self.tracker = saved.tracker
+        self.last_ts_us = saved.last_ts_us
+        self.gaps_us.clear()
+        self.gaps_us.extend(saved.gaps_us)
 
     def ids_after(self, last_id: int) -> None:
         """Never hand out an id at or below ``last_id``: a fresh tracker, or a state saved a
         few frames before the newest result (``CCTV_TRACK_STATE_EVERY`` > 1, a lost write),
         must not reuse the id of a track it does not know."""
-        nxt = next(self.tracker._ids)
-        self.tracker._ids = iter(range(max(nxt, last_id + 1), sys.maxsize))
-        for t in self._tracks():
-            t.next_id = self.tracker._ids.__next__
+        self.tracker.next_id = max(self.tracker.next_id, last_id + 1)
 
 
-def _last_track_id(client: redis.Redis, camera: str) -> int:
-    """The highest track id in the camera's newest result (0 when there is none)."""
-    import json
+#: results a fresh tracker reads back for the highest id handed out (once per camera and
+#: leadership; ~100 s of results at 10 fps)
+FRESH_ID_SCAN = 1000
 
-    entries = client.xrevrange(keys.detections(camera), count=1)
-    if not entries:
-        return 0
-    try:
-        dets = json.loads(entries[0][1].get(b"dets", b"[]"))
-        return max((int(d["track"]) for d in dets if d.get("track") is not None), default=0)
-    except (ValueError, TypeError, KeyError):
-        return 0
+
+def _last_track_id(client: redis.Redis, camera: str, count: int = 1) -> int:
+    """The highest track id in the camera's newest ``count`` results (0 when there is none).
+    Entries that are not what the leader writes count as none: they are read from Redis."""
+    best = 0
+    for _id, fields in client.xrevrange(keys.detections(camera), count=count):
+        try:
+            dets = json.loads(fields.get(b"dets", b"[]"))
+        except (ValueError, RecursionError):
+            continue
+        if type(dets) is not list:
+            continue
+        for d in dets:
+            t = d.get("track") if type(d) is dict else None
+            # far below the state's bound, so the ids that follow stay valid in it
+            if type(t) is int and best < t <= trackstate.MAX_INT // 2:
+                best = t
+    return best
 
 
 class Tracking:
@@ -311,22 +218,25 @@ class Tracking:
         ct = self.cameras.get(camera)
         if ct is not None:
             return ct
-        ct = CameraTracker(camera, self.kind, _new_tracker(self.kind, self.buffer))
+        ct = CameraTracker(camera, ByteTracker(self.kind, self.buffer))
+        restored = False
         blob = self.redis.get(keys.track_state(camera))
         if blob:
             started = time.perf_counter()
             try:
                 ct.load_state(blob)
+                restored = True
                 log.info("camera %s: tracker state restored (%d tracks, %d bytes, %.1f ms)",
-                         camera, len(ct.tracker.tracked_stracks) + len(ct.tracker.lost_stracks),
-                         len(blob), (time.perf_counter() - started) * 1000,
-                         extra={"camera": camera})
-            except (pickle.UnpicklingError, ValueError, TypeError, KeyError, AttributeError,
-                    EOFError) as exc:
-                log.warning("camera %s: saved tracker state unusable (%s); starting fresh",
-                            camera, exc, extra={"camera": camera})
-                ct = CameraTracker(camera, self.kind, _new_tracker(self.kind, self.buffer))
-        ct.ids_after(_last_track_id(self.redis, camera))
+                         camera, len(ct.tracker.tracked) + len(ct.tracker.lost), len(blob),
+                         (time.perf_counter() - started) * 1000, extra={"camera": camera})
+            except trackstate.BadTrackState as exc:
+                STATE_REJECTED.labels(exc.reason).inc()
+                log.warning("camera %s: saved tracker state rejected (%s); starting a fresh "
+                            "tracker", camera, exc, extra={"camera": camera,
+                                                           "reason": exc.reason})
+        # a restored state is at most a few frames older than the newest result; a fresh
+        # tracker must look further back for the ids already handed out
+        ct.ids_after(_last_track_id(self.redis, camera, 1 if restored else FRESH_ID_SCAN))
         self.cameras[camera] = ct
         return ct
 
@@ -337,7 +247,18 @@ class Tracking:
             return dets
         ct = self.camera(camera)
         started = time.perf_counter()
-        out = ct.update(dets, ts_us, image)
+        try:
+            out = ct.update(dets, ts_us, image)
+        except Exception:  # noqa: BLE001 - a tracker bug must cost ids, not the leader
+            TRACKER_RESETS.inc()
+            log.exception("camera %s: tracker update failed; this frame goes untracked and "
+                          "a fresh tracker takes over", camera, extra={"camera": camera})
+            fresh = CameraTracker(camera, ByteTracker(self.kind, self.buffer))
+            fresh.ids_after(max(ct.tracker.next_id - 1,
+                                _last_track_id(self.redis, camera, FRESH_ID_SCAN)))
+            self.cameras[camera] = fresh
+            self._dirty.add(camera)
+            return dets
         TRACK_SECONDS.observe(time.perf_counter() - started)
         if ct.updates % self.every == 0:
             self._dirty.add(camera)
