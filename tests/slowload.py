@@ -43,72 +43,103 @@ def close_all(socks: list[socket.socket]) -> None:
 
 
 class MjpegViewers:
-    """``n`` viewers of one MJPEG URL, each in a thread reading the stream slowly (a small
-    read every ``read_every_s``), counting the statuses they got and the bytes they read."""
+    """``n`` viewers of MJPEG (or event stream) URLs, all served by one thread with a selector
+    (so that the load costs the test process little), each reading its stream slowly (at most
+    1 KiB per viewer every ``read_every_s``), counting the statuses they got and bytes read.
+    A viewer's socket is closed when its server ends the stream."""
 
-    def __init__(self, base_url: str, path: str, n: int, cookie: str = "",
+    def __init__(self, base_url: str, paths: list[str], n: int, headers: str = "",
                  read_every_s: float = 0.2) -> None:
         self.host, self.port = _addr(base_url)
-        self.path, self.n, self.cookie, self.read_every_s = path, n, cookie, read_every_s
+        self.paths, self.n, self.headers, self.read_every_s = paths, n, headers, read_every_s
         self.statuses: dict[int, int] = {}
         self.bytes_read = 0
         self.retry_after: set[str] = set()
-        self._lock = threading.Lock()
+        self.open = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._view, daemon=True) for _ in range(n)]
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> MjpegViewers:
-        for t in self._threads:
-            t.start()
+        self._thread.start()
         return self
 
-    def _view(self) -> None:
-        try:
-            s = socket.create_connection((self.host, self.port), timeout=10)
-        except OSError:
-            self._count(-1)
-            return
-        with s:
-            cookie = f"Cookie: {self.cookie}\r\n" if self.cookie else ""
-            s.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n{cookie}\r\n".encode())
-            head = b""
+    @property
+    def done(self) -> bool:
+        """Every viewer got its status line, and every accepted stream has ended."""
+        return sum(self.statuses.values()) == self.n and self.open == 0
+
+    def _run(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        heads: dict[socket.socket, bytes | None] = {}
+        tails: dict[socket.socket, bytes] = {}
+        for i in range(self.n):
             try:
-                while b"\r\n\r\n" not in head and len(head) < 65536:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
+                s = socket.create_connection((self.host, self.port), timeout=10)
+                s.sendall(f"GET {self.paths[i % len(self.paths)]} HTTP/1.1\r\nHost: "
+                          f"{self.host}\r\n{self.headers}\r\n".encode())
             except OSError:
                 self._count(-1)
-                return
-            try:
-                status = int(head.split(b" ", 2)[1])
-            except (IndexError, ValueError):
-                status = -1
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"retry-after:"):
-                    with self._lock:
-                        self.retry_after.add(line.split(b":", 1)[1].strip().decode())
-            self._count(status)
-            while not self._stop.is_set():
-                try:
-                    chunk = s.recv(1024)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                with self._lock:
-                    self.bytes_read += len(chunk)
+                continue
+            s.setblocking(False)
+            heads[s] = b""
+            sel.register(s, selectors.EVENT_READ)
+        try:
+            while heads and not self._stop.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    s = key.fileobj
+                    try:
+                        chunk = s.recv(1024)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        chunk = b""
+                    head = heads[s]
+                    if head is not None:
+                        head += chunk
+                        if b"\r\n\r\n" in head or not chunk:
+                            heads[s] = None
+                            self.open += 1
+                            tails[s] = head.split(b"\r\n\r\n", 1)[-1][-16:]
+                            if self._parse(head) != 200:
+                                chunk = b""  # a refusal: this viewer is done
+                        else:
+                            heads[s] = head
+                    else:
+                        self.bytes_read += len(chunk)
+                        tails[s] = (tails[s] + chunk)[-16:]
+                    if chunk and (tails.get(s, b"x").endswith(b"\r\n0\r\n\r\n")
+                                  or tails.get(s) == b"0\r\n\r\n"):
+                        chunk = b""  # the last chunk: the server ended the stream
+                    if not chunk:
+                        sel.unregister(s)
+                        s.close()
+                        del heads[s]
+                        self.open -= 1
                 self._stop.wait(self.read_every_s)
+        finally:
+            for s in list(heads):
+                close_all([s])
+            sel.close()
+
+    def _parse(self, head: bytes) -> int:
+        try:
+            status = int(head.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            status = -1
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"retry-after:"):
+                self.retry_after.add(line.split(b":", 1)[1].strip().decode())
+        self._count(status)
+        return status
 
     def _count(self, status: int) -> None:
-        with self._lock:
-            self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(5)
+        self._thread.join(10)
 
 
 @dataclass
@@ -152,3 +183,115 @@ class Probe:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+# ---- ingest + web behind a real nginx, and the slow-client scenario ------------------------
+@dataclass
+class Proxied:
+    """Real ingest and web gunicorn processes with a real nginx in front (as in the stack)."""
+
+    ingest: str  # through the proxy (where cameras post)
+    web: str  # through the proxy (where viewers look)
+    ingest_direct: str  # gunicorn itself (what the container health check probes)
+    web_direct: str
+    services: list = field(default_factory=list)
+    nginx: object = None
+
+    def logs(self) -> str:
+        """The tail of every process's log (for assertion messages)."""
+        out = [f"--- {s.name}\n{s.log()[-2000:]}" for s in self.services]
+        if self.nginx is not None:
+            out.append(f"--- nginx\n{self.nginx.log()[-2000:]}")
+        return "\n".join(out)
+
+
+@contextlib.contextmanager
+def proxied_services(redis_url: str, log_dir, *, cameras: str, web: bool = True,
+                     client_timeout_s: float = 30.0, **cctv: object):
+    """Start ingest (2 workers x 8 threads, the defaults), optionally web, and nginx in front;
+    stop them all on exit. ``cctv`` are extra CCTV_* settings for both services."""
+    from cctv.proxy import Nginx, ProxyConfig
+
+    from support import Service, free_port, service_env, wait_port
+
+    ip, wp, pi, pw = free_port(), free_port(), free_port(), free_port()
+    cctv.setdefault("max_frame_bytes", 2 * 1024 * 1024)
+    services = []
+    nginx = None
+    try:
+        workers = cctv.pop("ingest_workers", 2)
+        env = service_env(redis_url, ingest_bind=f"127.0.0.1:{ip}", cameras=cameras,
+                          ingest_workers=workers, ingest_threads=8, **cctv)
+        services.append(Service(["ingest"], env, log_dir, f"ingest-{ip}"))
+        wait_port(ip, 30, services[-1].proc)
+        if web:
+            env = service_env(redis_url, web_bind=f"127.0.0.1:{wp}", **cctv)
+            services.append(Service(["web"], env, log_dir, f"web-{wp}"))
+            wait_port(wp, 30, services[-1].proc)
+        nginx = Nginx(ProxyConfig(
+            ingest_listen=f"127.0.0.1:{pi}", ingest_upstream=f"127.0.0.1:{ip}",
+            web_listen=f"127.0.0.1:{pw}", web_upstream=f"127.0.0.1:{wp}",
+            max_body_bytes=int(cctv["max_frame_bytes"]), client_timeout_s=client_timeout_s,
+            workers="2"), workdir=log_dir / f"nginx-{pi}").start()
+        yield Proxied(f"http://127.0.0.1:{pi}", f"http://127.0.0.1:{pw}",
+                      f"http://127.0.0.1:{ip}", f"http://127.0.0.1:{wp}", services, nginx)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for svc in services:
+            svc.stop()
+
+
+def basic_auth_header() -> str:
+    """The test viewer's ``Authorization: Basic`` header line."""
+    import base64
+
+    from support import VIEWER_PASSWORD, VIEWER_USER
+
+    cred = base64.b64encode(f"{VIEWER_USER}:{VIEWER_PASSWORD}".encode()).decode()
+    return f"Authorization: Basic {cred}\r\n"
+
+
+def slow_client_scenario(stack: Proxied, jpegs: list[bytes], *, seconds: float,
+                         slow: int = 200, viewers: int = 100, fps: float = 5.0) -> dict:
+    """Hold ``slow`` slow-body connections on ingest (half with a valid token, half with no
+    token) and ``viewers`` MJPEG viewers on web (over cameras v1..v4) for ``seconds``, while a
+    sender posts frames of camera ``cam0`` at ``fps`` and /healthz of both services (through
+    the proxy and directly) is probed with a 1 s bound. Returns what everyone got."""
+    import requests
+
+    from support import FrameSender, post_frame
+
+    session = requests.Session()
+    for i in range(1, 5):  # the viewers' cameras exist once they have sent a frame
+        resp = post_frame(session, stack.ingest, f"v{i}", f"vtok{i}", jpegs[0], 1)
+        assert resp.status_code == 202, resp.text
+    socks: list[socket.socket] = []
+    watchers = MjpegViewers(stack.web, [f"/video/v{i}.mjpg" for i in range(1, 5)], viewers,
+                            headers=basic_auth_header()).start()
+    probes = [Probe(stack.ingest + "/healthz"), Probe(stack.web + "/healthz"),
+              Probe(stack.ingest_direct + "/healthz"), Probe(stack.web_direct + "/healthz")]
+    sender = FrameSender(stack.ingest, "cam0", "tok0", jpegs, fps)
+    try:
+        path = "/api/v1/cameras/cam1/frames"
+        socks += slow_body_connections(stack.ingest, path, slow // 2, token="tok1")
+        socks += slow_body_connections(stack.ingest, path, slow - slow // 2, token=None)
+        sender.start()
+        for p in probes:
+            p.start()
+        time.sleep(seconds)
+    finally:
+        sender.stop()
+        for p in probes:
+            p.stop()
+        watchers.stop()
+        close_all(socks)
+    sent = len(sender.accepted) + len(sender.failed)
+    return {
+        "sent": sent, "accepted": len(sender.accepted), "failed": sender.failed[:10],
+        "sender_success_ratio": len(sender.accepted) / sent if sent else 0.0,
+        "probes": {p.url: {"ok": p.ok, "bad": p.late_or_failed[:5], "worst_s": p.worst_s}
+                   for p in probes},
+        "viewer_statuses": dict(watchers.statuses), "retry_after": sorted(watchers.retry_after),
+        "viewer_bytes": watchers.bytes_read,
+    }

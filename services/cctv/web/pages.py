@@ -7,6 +7,8 @@ and server-sent events; the MJPEG stream of a camera is the one annotated JPEG p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import redis
 from flask import Blueprint, Response, abort, render_template, stream_with_context
 
@@ -19,6 +21,16 @@ from cctv.web.limits import Slots
 #: a grid with more cameras than this refreshes snapshots instead of holding one MJPEG
 #: connection per tile (browsers allow six connections per host over HTTP/1.1)
 GRID_MJPEG_MAX = 4
+
+
+def _headers_first(frames: Iterator[bytes]) -> Iterator[bytes]:
+    """An empty first chunk, so the status line and headers go out at once (a viewer, or the
+    proxy, knows its stream was accepted before the camera's next frame), then ``frames``."""
+    try:
+        yield b""
+        yield from frames
+    finally:
+        frames.close()
 
 
 def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
@@ -57,7 +69,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
         full = viewers.acquire(camera)
         if full:
             return viewers.refusal(full)
-        frames = feed.frames(stop_after=mjpeg_max_s, parts=True)
+        frames = _headers_first(feed.frames(stop_after=mjpeg_max_s, parts=True))
         resp = Response(stream_with_context(viewers.held(frames, camera)),
                         mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
