@@ -295,3 +295,153 @@ def slow_client_scenario(stack: Proxied, jpegs: list[bytes], *, seconds: float,
         "viewer_statuses": dict(watchers.statuses), "retry_after": sorted(watchers.retry_after),
         "viewer_bytes": watchers.bytes_read,
     }
+
+
+# ---- Redis memory under max-size frames ------------------------------------------------------
+def max_size_jpeg(limit: int) -> bytes:
+    """A real JPEG (noise, quality 90) padded with comment segments to exactly ``limit``
+    bytes: the largest frame ingest accepts under CCTV_MAX_FRAME_BYTES=limit."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    side, best = 32, b""
+    while True:
+        img = rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8)
+        jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        if len(jpg) > limit - 8:
+            break
+        best, side = jpg, side + 16
+    assert best, f"no JPEG fits in {limit} bytes"
+    pad, out = limit - len(best), bytearray(best[:2])
+    while pad > 0:  # COM segments: FF FE, 2-byte length (incl. itself), text
+        n = min(pad, 65535 + 2)
+        if pad - n in (1, 2, 3):  # a segment needs at least 4 bytes
+            n -= 4
+        out += b"\xff\xfe" + (n - 2).to_bytes(2, "big") + b"x" * (n - 4)
+        pad -= n
+    out += best[2:]
+    assert len(out) == limit, (len(out), limit)
+    return bytes(out)
+
+
+def memory_settings(cameras: int, frame_bytes: int, fps: float, frames_maxlen: int) -> dict:
+    """CCTV_* settings (lower-case names) of the memory scenario."""
+    return {"cameras": ",".join(f"m{i}:mtok{i}" for i in range(cameras)),
+            "max_frame_bytes": frame_bytes, "camera_fps_limit": fps,
+            "frames_maxlen": frames_maxlen, "det_maxlen": 100, "events_maxlen": 100,
+            "events_max_count": 100, "dedup_ttl_s": 60}
+
+
+def memory_scenario(redis_server, log_dir, *, seconds: float, cameras: int = 16,
+                    frame_bytes: int = 256 * 1024, fps: float = 4.0,
+                    frames_maxlen: int = 10) -> dict:
+    """``cameras`` cameras post max-size frames at their rate limit for ``seconds`` through
+    the proxy into a Redis whose maxmemory is the configuration's worst case (noeviction);
+    then Redis is made full and frames are posted once more. Returns the figures."""
+    from cctv.core.memory import worst_case
+    from cctv.core.settings import load_settings
+
+    cfg = memory_settings(cameras, frame_bytes, fps, frames_maxlen)
+    settings = load_settings({f"CCTV_{k.upper()}": str(v) for k, v in cfg.items()})
+    maxmemory = worst_case(settings).total
+    r = redis_server.client()
+    r.config_set("maxmemory", maxmemory)
+    r.config_set("maxmemory-policy", "noeviction")
+    jpeg = max_size_jpeg(frame_bytes)
+    peak = 0
+    cams = cfg.pop("cameras")
+    with proxied_services(redis_server.url, log_dir, cameras=cams, web=False, **cfg) as stack:
+        senders = [StatusSender(stack.ingest, f"m{i}", f"mtok{i}", jpeg, fps).start()
+                   for i in range(cameras)]
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak = max(peak, int(r.info("memory")["used_memory"]))
+            time.sleep(0.1)
+        for s in senders:
+            s.stop()
+        info = r.info("memory")
+        peak = max(peak, int(info["used_memory_peak"]))
+        statuses: dict[int, int] = {}
+        for snd in senders:
+            for code, n in snd.statuses.items():
+                statuses[code] = statuses.get(code, 0) + n
+        accepted = statuses.get(202, 0) + statuses.get(200, 0)
+        # 429: the camera's token bucket (its rate limit), not the memory bound
+        failed = sum(n for code, n in statuses.items() if code not in (200, 202, 429))
+        # Redis full: maxmemory well below what it holds; every write is refused from now on
+        r.config_set("maxmemory", max(1024 * 1024, int(info["used_memory"]) // 2))
+        full = [_post_like_sender(stack.ingest, f"m{i}", f"mtok{i}", jpeg, 10**9 + i)
+                for i in range(cameras)]
+        metrics = requests_get(stack.ingest_direct + "/metrics")
+        r.config_set("maxmemory", maxmemory)
+        after = _post_like_sender(stack.ingest, "m0", "mtok0", jpeg, 2 * 10**9)
+        logs = stack.logs()
+        alive = all(s.proc.poll() is None for s in stack.services) and \
+            redis_server.proc.poll() is None
+    return {"maxmemory": maxmemory, "peak": peak, "peak_over_maxmemory": peak / maxmemory,
+            "accepted": accepted, "failed": failed, "statuses": statuses, "full_replies": full,
+            "after_replies": after, "store_full_metric": _sum_metric(
+                metrics, "cctv_ingest_store_full_total"), "alive": alive, "logs": logs,
+            "frame_bytes": frame_bytes, "cameras": cameras, "fps": fps, "seconds": seconds}
+
+
+class StatusSender:
+    """Posts one JPEG for a camera at ``fps`` (never catching up after a slow reply, like a
+    camera) in a thread; counts the replies by status (0: no reply)."""
+
+    def __init__(self, base: str, camera: str, token: str, jpeg: bytes, fps: float) -> None:
+        self.base, self.camera, self.token, self.jpeg, self.fps = base, camera, token, jpeg, fps
+        self.statuses: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> StatusSender:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import requests
+
+        from support import post_frame
+
+        session, seq, nxt = requests.Session(), int(time.time() * 1000), time.monotonic()
+        while not self._stop.is_set():
+            seq += 1
+            try:
+                code = post_frame(session, self.base, self.camera, self.token, self.jpeg,
+                                  seq).status_code
+            except requests.RequestException:
+                code, session = 0, requests.Session()
+            self.statuses[code] = self.statuses.get(code, 0) + 1
+            nxt = max(nxt + 1 / self.fps, time.monotonic())
+            self._stop.wait(max(0.0, nxt - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def _post_like_sender(base: str, camera: str, token: str, jpeg: bytes, seq: int):
+    """POST one frame with the Pi sender's own client; returns (status, outcome, retry_after)."""
+    from cctv_sender.client import IngestClient
+    from cctv_sender.frame import Frame
+
+    client = IngestClient(base, camera, token, timeout_s=10)
+    try:
+        reply = client.post(Frame(jpeg=jpeg, ts_us=time.time_ns() // 1000, seq=seq))
+    finally:
+        client.close()
+    return reply.status, reply.outcome.value, reply.retry_after
+
+
+def requests_get(url: str) -> str:
+    """GET ``url``'s text (10 s timeout)."""
+    import requests
+
+    return requests.get(url, timeout=10).text
+
+
+def _sum_metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))

@@ -42,10 +42,12 @@ def _service_settings(args: argparse.Namespace, **overrides: object) -> Settings
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from cctv.core.serve import serve
-    from cctv.ingest.app import create_app
+    from cctv.core.serve import serve, use_multiprocess_metrics
 
     s = _service_settings(args, ingest_bind=args.bind, ingest_workers=args.workers)
+    use_multiprocess_metrics(s.ingest_workers, "cctv-ingest")  # before the app's counters
+    from cctv.ingest.app import create_app
+
     serve(lambda: create_app(s), bind=s.ingest_bind, workers=s.ingest_workers,
           threads=s.ingest_threads, name="cctv-ingest")
     return 0
