@@ -133,6 +133,11 @@ class Settings:
     web_max_sse_clients: int = 16
     # an MJPEG stream is ended after this long (the viewer page reconnects by itself)
     web_mjpeg_max_s: float = 1800.0
+    # ingest and web also answer /healthz and /readyz on this address, from a thread of their
+    # own: a probe there is answered while every request thread is busy (empty = off; the
+    # stack's health checks use it)
+    ingest_health_bind: str = ""
+    web_health_bind: str = ""
     # the memory check at start assumes at most this many cameras when CCTV_CAMERAS_STRICT is
     # false (with a strict registry it counts the registry)
     max_cameras: int = 16
@@ -299,6 +304,11 @@ def _validate_limits(s: Settings, bad) -> None:
             f"({s.web_max_sse_clients}) must be below CCTV_WEB_THREADS ({s.web_threads}): "
             "each open stream holds a thread, and pages and /healthz need free ones")
     trusted_networks(s.trusted_proxies)
+    for name in ("ingest_health_bind", "web_health_bind"):
+        value = getattr(s, name)
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not port.isdigit() or not 0 < int(port) < 65536):
+            raise bad(name, "use host:port, or leave it empty")
 
 
 def trusted_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
 from cctv.core.clientaddr import client_address
+from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.jpeg import JpegError, jpeg_dimensions
@@ -302,6 +303,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         return resp
 
     add_ops_routes(app, ingest.redis, settings.metrics_token)
+    start_health_thread(settings.ingest_health_bind, ingest.redis, settings.metrics_token)
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[Response, int]:

@@ -21,6 +21,7 @@ from flask import Flask, Response, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from cctv import __version__
+from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.redisconn import connect
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     web_metrics.COLLECTOR.sources = (client, stats)
     if background:
+        start_health_thread(settings.web_health_bind, client, settings.metrics_token)
         stats.start()
         Heartbeat(client, "web", settings.node, settings.heartbeat_s, fields=lambda: {
             "viewers": feeds.viewer_count(), "sse_clients": OPEN_STREAMS.value,
