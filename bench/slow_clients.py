@@ -44,25 +44,32 @@ MEMORY_S = 15.0 if QUICK else 60.0
 CAMERAS = "cam0:tok0,cam1:tok1," + ",".join(f"v{i}:vtok{i}" for i in range(1, 5))
 
 
-def _health(out: dict) -> tuple[int, int, float]:
-    ok = sum(p["ok"] for p in out["probes"].values())
-    bad = sum(len(p["bad"]) for p in out["probes"].values())
-    worst = max(p["worst_s"] for p in out["probes"].values())
-    return ok, bad, worst
+def _health(out: dict, service: str = "ingest") -> tuple[int, int, float]:
+    """Probes of ``service``'s /healthz (through the proxy, or direct in round A) within 1 s,
+    late or failed, and the slowest."""
+    probes = [p for name, p in out["probes"].items() if name.startswith(service)]
+    ok = sum(p["ok"] for p in probes)
+    bad = sum(p["late"] for p in probes)
+    return ok, bad, max(p["worst_s"] for p in probes)
 
 
 def slow_rounds(redis_url: str, log_dir: Path, jpegs: list[bytes]) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {"direct": [], "proxy": []}
-    with proxied_services(redis_url, log_dir, cameras=CAMERAS, camera_fps_limit=100) as stack:
+    # the token-less slow bodies that reach gunicorn directly (round A) end as 401s when they
+    # are closed; the failed-token throttle would then refuse the next round's setup
+    with proxied_services(redis_url, log_dir, cameras=CAMERAS, camera_fps_limit=100,
+                          ingest_auth_fail_limit=100000) as stack:
         direct = Proxied(stack.ingest_direct, stack.web_direct, stack.ingest_direct,
                          stack.web_direct)
         for n in range(ROUNDS):
             for mode, target in (("direct", direct), ("proxy", stack)):
                 out = slow_client_scenario(target, jpegs, seconds=ROUND_S)
                 ok, bad, worst = _health(out)
+                wok, wbad, _ = _health(out, "web")
                 print(f"round {n + 1} {mode}: sender {out['accepted']}/{out['sent']} 2xx, "
-                      f"health probes {ok} within 1 s, {bad} late/failed (worst "
-                      f"{worst:.2f} s), viewers {out['viewer_statuses']}", flush=True)
+                      f"ingest /healthz {ok} within 1 s, {bad} late/failed (worst "
+                      f"{worst:.2f} s), web /healthz {wok} ok {wbad} late, viewers "
+                      f"{out['viewer_statuses']}", flush=True)
                 results[mode].append(out)
                 time.sleep(3)  # let the slow connections of the round be closed everywhere
     return results
@@ -119,7 +126,7 @@ gunicorn processes, a real nginx, a real redis-server, all on loopback.
 ingest (100 with a valid token, 100 without), 100 MJPEG viewers on web, a sender posting at
 5 fps, /healthz of ingest and web probed every 0.2 s with a 1 s bound.
 
-| | sender 2xx ratio | health probes late or failed |
+| | sender 2xx ratio | ingest /healthz probes late (> 1 s) or failed |
 | --- | --- | --- |
 | A: clients reach gunicorn directly | {_ratio_line(direct)} | {_ratio_line(late(rounds["direct"]))} |
 | B: through nginx (as deployed) | **{_ratio_line(proxy)}** | {_ratio_line(late(rounds["proxy"]))} |

@@ -39,6 +39,16 @@ def test_slow_clients_cannot_starve_ingest_or_web(redis_server, rdb, tmp_path, j
     with proxied_services(redis_server.url, tmp_path, cameras=CAMERAS,
                           camera_fps_limit=100) as stack:
         out = slow_client_scenario(stack, jpegs, seconds=8.0, slow=200, viewers=100)
+        # the viewers have gone: web notices at its next write (a preamble CRLF every 2 s
+        # while the cameras have no annotated frame) and gives their slots back
+        def slots_free() -> bool:
+            viewer = MjpegViewers(stack.web, ["/video/v1.mjpg"], 1,
+                                  headers=basic_auth_header()).start()
+            wait_for(lambda: sum(viewer.statuses.values()) == 1, 10, "a viewer's status")
+            viewer.stop()
+            return viewer.statuses == {200: 1}
+
+        wait_for(slots_free, 20, "the slots of closed viewers to come back", poll_s=0.5)
         logs = stack.logs()
     assert out["sent"] >= 20, out
     assert out["failed"] == [] and out["sender_success_ratio"] == 1.0, (out, logs)
