@@ -41,7 +41,7 @@ resolver=${PROXY_RESOLVER:-127.0.0.11}
 
 mkdir -p "$run/temp"
 sed -e "s|@WORKERS@|auto|" -e "s|@PID_FILE@|$run/nginx.pid|" -e "s|@ERROR_LOG@|/dev/stderr|" \
-    -e "s|@TEMP_DIR@|$run/temp|" -e "s|@RESOLVER@|resolver $resolver valid=5s ipv6=off;|" \
+    -e "s|@TEMP_DIR@|$run/temp|" -e "s|@RESOLVER@|resolver $resolver valid=2s ipv6=off;|" \
     -e "s|@CLIENT_TIMEOUT_S@|$timeout|" -e "s|@SEND_TIMEOUT_S@|30|" \
     -e "s|@INGEST_LISTEN@|8080|" -e "s|@INGEST_UPSTREAM@|$ingest|" \
     -e "s|@WEB_LISTEN@|8000|" -e "s|@WEB_UPSTREAM@|$web|" \
