@@ -31,11 +31,23 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     return settings
 
 
+def _service_settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    """Settings of a service that writes to Redis: also refuses to start when the worst case
+    of the streams cannot fit in Redis's maxmemory (cctv/core/memory.py)."""
+    from cctv.core.memory import check_memory_bound
+
+    settings = _settings(args, **overrides)
+    check_memory_bound(settings)
+    return settings
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from cctv.core.serve import serve
+    from cctv.core.serve import serve, use_multiprocess_metrics
+
+    s = _service_settings(args, ingest_bind=args.bind, ingest_workers=args.workers)
+    use_multiprocess_metrics(s.ingest_workers, "cctv-ingest")  # before the app's counters
     from cctv.ingest.app import create_app
 
-    s = _settings(args, ingest_bind=args.bind, ingest_workers=args.workers)
     serve(lambda: create_app(s), bind=s.ingest_bind, workers=s.ingest_workers,
           threads=s.ingest_threads, name="cctv-ingest")
     return 0
@@ -44,7 +56,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_inference(args: argparse.Namespace) -> int:
     from cctv.inference.service import run_inference
 
-    s = _settings(args, model=args.model, role=args.role, worker_id=args.id)
+    s = _service_settings(args, model=args.model, role=args.role, worker_id=args.id)
     return run_inference(s)
 
 
@@ -52,7 +64,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     from cctv.core.serve import serve
     from cctv.web.app import create_app
 
-    s = _settings(args, web_bind=args.bind)
+    s = _service_settings(args, web_bind=args.bind)
     from cctv.web.auth import load_accounts
 
     load_accounts(s)  # no viewer account: one clear line here, not a worker boot failure
@@ -66,7 +78,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     from cctv.events.service import run_events
 
-    s = _settings(args, events_config=args.config)
+    s = _service_settings(args, events_config=args.config)
     return run_events(s)
 
 

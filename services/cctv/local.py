@@ -1,8 +1,9 @@
 """``cctv local``: the whole system on one machine, with a demo camera.
 
-Starts a real redis-server, ingest, inference (plus an optional warm standby), web and a demo
-camera (the Pi sender streaming a sample clip), prints the viewer URL, and on Ctrl-C stops
-everything in reverse order.
+Starts a real redis-server (bounded: maxmemory, noeviction), ingest, inference (plus an optional
+warm standby), web, nginx in front of ingest and web (as in the stack; skipped with a warning
+when nginx is not installed) and a demo camera (the Pi sender streaming a sample clip, through
+the proxy), prints the viewer URL, and on Ctrl-C stops everything in reverse order.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ def run_local(args: argparse.Namespace) -> int:
     password = getattr(args, "viewer_password", None) or secrets.token_urlsafe(12)
     workdir = Path(tempfile.mkdtemp(prefix="cctv-local-"))
     redis_port = args.redis_port or _free_port()
+    from cctv.core.memory import MIB, worst_case
+    from cctv.core.settings import SettingsError, load_settings
+    from cctv.proxy import Nginx, ProxyConfig, ProxyError, find_nginx
+
+    nginx_bin = find_nginx()
+    # with nginx, gunicorn listens on loopback ports of its own and nginx on the user's ports
+    ingest_port = _free_port() if nginx_bin else args.ingest_port
+    web_port = _free_port() if nginx_bin else args.web_port
     token = secrets.token_urlsafe(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
     env.update({
@@ -85,15 +94,23 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_CAMERAS": f"demo:{token}",
         "CCTV_MODEL": model,
         "CCTV_LOG_JSON": "false",
-        "CCTV_INGEST_BIND": f"127.0.0.1:{args.ingest_port}",
-        "CCTV_WEB_BIND": f"0.0.0.0:{args.web_port}",
+        "CCTV_INGEST_BIND": f"127.0.0.1:{ingest_port}",
+        "CCTV_WEB_BIND": f"{'127.0.0.1' if nginx_bin else '0.0.0.0'}:{web_port}",
         # one viewer account for this run (the viewer and the API require a login)
         "CCTV_VIEWERS": make_account_line(user, password),
     })
     # --- events (issue 7): the demo camera's zones and rules; web serves the snapshots too ---
     env.update({"CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
                 "CCTV_EVENTS_DIR": str(workdir / "events")})
+    try:
+        settings = load_settings({k: v for k, v in env.items() if k.startswith("CCTV_")})
+    except SettingsError as exc:
+        print(f"cctv local: configuration error: {exc}", file=sys.stderr)
+        return 2
+    # Redis bounded like in the stack: the worst case of these settings plus room to spare
+    maxmemory_mib = worst_case(settings).total // MIB + 64
     procs: list[tuple[str, subprocess.Popen]] = []
+    proxy: Nginx | None = None
 
     def start(name: str, cmd: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the child
@@ -114,7 +131,9 @@ def run_local(args: argparse.Namespace) -> int:
     try:
         print(f"cctv local: logs in {workdir}")
         rp = start("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir)])
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                             "--maxmemory", f"{maxmemory_mib}mb",
+                             "--maxmemory-policy", "noeviction"])
         _wait_port(redis_port, rp, "redis-server", 15)
         ip = start("ingest", [*py, "ingest"])
         start("inference", [*py, "inference", "--id", "local-a"],
@@ -124,8 +143,22 @@ def run_local(args: argparse.Namespace) -> int:
                   {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
         wp = start("web", [*py, "web"])
         start("events", [*py, "events"], {"CCTV_EVENTS_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
-        _wait_port(args.ingest_port, ip, "ingest")
-        _wait_port(args.web_port, wp, "web")
+        _wait_port(ingest_port, ip, "ingest")
+        _wait_port(web_port, wp, "web")
+        if nginx_bin:
+            proxy_log = open(workdir / "nginx.log", "wb")  # noqa: SIM115 - lives with nginx
+            proxy = Nginx(ProxyConfig(
+                ingest_listen=f"127.0.0.1:{args.ingest_port}",
+                ingest_upstream=f"127.0.0.1:{ingest_port}",
+                web_listen=f"0.0.0.0:{args.web_port}", web_upstream=f"127.0.0.1:{web_port}",
+                max_body_bytes=settings.max_frame_bytes,
+                client_timeout_s=settings.proxy_client_timeout_s, workers="1"),
+                workdir=workdir / "nginx").start(stdout=proxy_log, stderr=subprocess.STDOUT)
+            procs.append(("nginx", proxy.proc))
+        else:
+            print("cctv local: WARNING: nginx is not installed (apt-get install nginx): ingest "
+                  "and web face clients directly, and slow clients can stall them",
+                  file=sys.stderr)
         start("camera-demo", [sys.executable, "-m", "cctv_sender", "--source", str(clip),
                               "--loop", "--fps", f"{args.fps:g}", "--camera", "demo",
                               "--ingest", f"http://127.0.0.1:{args.ingest_port}",
@@ -147,11 +180,13 @@ def run_local(args: argparse.Namespace) -> int:
                     return 1
             time.sleep(0.5)
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, ProxyError) as exc:
         print(f"cctv local: {exc}; logs in {workdir}", file=sys.stderr)
         return 1
     finally:
         print("cctv local: stopping", flush=True)
+        if proxy is not None:
+            proxy.stop()
         for _name, proc in reversed(procs):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -21,7 +21,8 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile")) + [
     ROOT / "stack" / "testbed" / "node.Dockerfile"]
 BASH_SCRIPTS = [ROOT / "stack" / p for p in
                 ("build", "deploy", "lib.sh", "ci-drill.sh", "testbed/testbed")]
-SH_SCRIPTS = [ROOT / "docker" / "entrypoint.sh", ROOT / "stack" / "testbed" / "node-entrypoint.sh"]
+SH_SCRIPTS = [ROOT / "docker" / "entrypoint.sh", ROOT / "docker" / "proxy" / "entrypoint.sh",
+              ROOT / "stack" / "testbed" / "node-entrypoint.sh"]
 
 
 def _tool(name: str) -> str | None:
@@ -73,7 +74,7 @@ def test_docker_stack_config_validates(files: list[Path]) -> None:
 
 def test_stack_services_follow_the_rules(stack: dict) -> None:
     services = stack["services"]
-    assert set(services) == {"redis", "ingest", "inference", "web", "events"}
+    assert set(services) == {"redis", "ingest", "inference", "web", "events", "proxy"}
     for name, svc in services.items():
         dep = svc["deploy"]
         assert svc.get("init") is True, name
@@ -113,8 +114,50 @@ def test_stack_topology(stack: dict) -> None:
     assert {s["source"] for s in s["ingest"]["secrets"]} == {"cctv_cameras"}
     assert s["ingest"]["environment"]["CCTV_CAMERAS_FILE"] == "/run/secrets/cctv_cameras"
     assert {s["source"] for s in s["web"]["secrets"]} == {"cctv_viewers"}
-    for name in ("ingest", "inference", "web"):
+    for name in ("ingest", "inference", "web", "proxy"):
         assert s[name]["configs"][0]["target"] == "/etc/cctv/cctv.env"
+
+
+def test_clients_reach_services_only_through_the_proxy(stack: dict) -> None:
+    """Only the nginx proxy publishes ports (ingest 8080, web 8000, on every node), and Redis
+    is bounded with noeviction (a full Redis refuses writes instead of losing frames)."""
+    s = stack["services"]
+    published = {name: [p["target"] for p in svc.get("ports", [])] for name, svc in s.items()}
+    assert published.pop("proxy") == [8080, 8000]
+    assert not any(published.values()), f"published besides the proxy: {published}"
+    assert s["proxy"]["deploy"]["mode"] == "global"
+    assert "proxy" in s["proxy"]["image"]
+    cmd = s["redis"]["command"]
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "--maxmemory" in cmd
+
+
+def test_proxy_entrypoint_renders_a_valid_nginx_config(tmp_path: Path) -> None:
+    """docker/proxy/entrypoint.sh fills every placeholder of the template from the settings
+    file (the frame limit) and `nginx -t` accepts the result."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        pytest.fail("nginx is not installed (./dev setup installs it)")
+    conf = tmp_path / "cctv.env"
+    conf.write_text("CCTV_MAX_FRAME_BYTES=123456\nCCTV_PROXY_CLIENT_TIMEOUT_S=7.5\n")
+    script = (ROOT / "docker" / "proxy" / "entrypoint.sh").read_text()
+    script = script.replace("conf=/etc/cctv/cctv.env", f"conf={conf}")
+    script = script.replace("template=/etc/nginx-cctv/nginx.conf.template",
+                            f"template={ROOT / 'docker' / 'proxy' / 'nginx.conf.template'}")
+    script = script.replace("run=/tmp/nginx", f"run={tmp_path / 'run'}")
+    script = script.replace("exec nginx", "echo nginx")
+    (tmp_path / "ep.sh").write_text(script)
+    out = subprocess.run(["sh", str(tmp_path / "ep.sh")], capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"] + ":/usr/sbin",
+                              "PROXY_INGEST_UPSTREAM": "127.0.0.1:9"})
+    assert out.returncode == 0, out.stderr
+    rendered = (tmp_path / "run" / "nginx.conf").read_text()
+    assert "client_max_body_size 123456;" in rendered
+    assert "client_body_timeout 7s;" in rendered
+    assert "resolver 127.0.0.11" in rendered and "set $cctv_web web:8000;" in rendered
+    bad = subprocess.run(["sh", str(tmp_path / "ep.sh")], capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"], "CCTV_MAX_FRAME_BYTES": "2MB"})
+    assert bad.returncode == 2 and "CCTV_MAX_FRAME_BYTES" in bad.stderr
 
 
 def test_gpu_override() -> None:

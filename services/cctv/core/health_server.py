@@ -17,11 +17,12 @@ JSON = "application/json"
 
 
 def start_health_server(bind: str, ready: Callable[[], tuple[bool, dict]],
-                        metrics_token: str = "") -> ThreadingHTTPServer:
+                        metrics_token: str = "", reuse_port: bool = False) -> ThreadingHTTPServer:
     """Serve on ``bind`` (``host:port``) in a daemon thread: /healthz (alive), /readyz (200 or
     503 as ``ready()`` says, with its dict as the body) and /metrics (Prometheus; needs
     ``Authorization: Bearer <metrics_token>`` when a token is set, CCTV_METRICS_TOKEN).
-    Raises OSError when ``bind`` cannot be listened on."""
+    Raises OSError when ``bind`` cannot be listened on. With ``reuse_port`` several processes
+    (gunicorn workers) share the port, and each probe reaches one of them."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -55,8 +56,11 @@ def start_health_server(bind: str, ready: Callable[[], tuple[bool, dict]],
         def log_message(self, *_args: object) -> None:
             pass
 
+    class Server(ThreadingHTTPServer):
+        allow_reuse_port = reuse_port
+
     host, _, port = bind.rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server = Server((host, int(port)), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
     return server

@@ -29,6 +29,16 @@ def _child_exit(_server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def use_multiprocess_metrics(workers: int, name: str) -> None:
+    """With more than one worker process, switch Prometheus metrics to multiprocess mode.
+
+    Must run before ``prometheus_client`` is first imported: it picks its value store once, at
+    import, so counters created earlier would stay per-process and /metrics would show zeros.
+    """
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"{name}-metrics-")
+
+
 def serve(factory: Callable[[], Any], *, bind: str, workers: int, threads: int,
           name: str, timeout_s: int = 30) -> None:
     """Serve ``factory()`` with gunicorn; blocks until SIGTERM/SIGINT.
@@ -36,8 +46,7 @@ def serve(factory: Callable[[], Any], *, bind: str, workers: int, threads: int,
     With more than one worker process, Prometheus metrics switch to multiprocess mode so
     that ``/metrics`` reports the sum over all workers.
     """
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"{name}-metrics-")
+    use_multiprocess_metrics(workers, name)
     options = {
         "bind": bind,
         "workers": workers,

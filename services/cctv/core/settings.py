@@ -12,6 +12,7 @@ instead, which is how Docker secrets are mounted.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -43,7 +44,8 @@ class Settings:
     cameras_strict: bool = True
     # token accepted for cameras not in the registry when not strict
     ingest_token: str = ""
-    max_frame_bytes: int = 8 * 1024 * 1024
+    # a frame's upper bound in bytes (413 above it); docs/configuration.md says why 2 MiB
+    max_frame_bytes: int = 2 * 1024 * 1024
     camera_fps_limit: float = 30.0
     # frames kept per camera stream; evictions of unread frames are counted
     frames_maxlen: int = 300
@@ -114,6 +116,31 @@ class Settings:
     camera_silent_s: float = 5.0
     # an SSE connection is closed after this long (the browser reconnects by itself)
     web_sse_max_s: float = 300.0
+
+    # --- slow clients, connection caps and the Redis memory bound ---
+    # the nginx proxy in front of ingest and web: a client must send its headers, and then each
+    # part of its body, within this many seconds (408 otherwise)
+    proxy_client_timeout_s: float = 10.0
+    # addresses (CIDRs) whose X-Real-IP header names the client (the proxy); others are the client
+    trusted_proxies: str = "127.0.0.1/32,::1/128"
+    # ingest: after this many failed tokens from one client address within the window, that
+    # address gets 429 + Retry-After until the window has room again (per ingest process)
+    ingest_auth_fail_limit: int = 20
+    ingest_auth_fail_window_s: float = 60.0
+    # web: open MJPEG viewers in total and per camera, and open event streams (503 beyond)
+    web_max_viewers: int = 32
+    web_max_viewers_per_camera: int = 16
+    web_max_sse_clients: int = 16
+    # an MJPEG stream is ended after this long (the viewer page reconnects by itself)
+    web_mjpeg_max_s: float = 1800.0
+    # ingest and web also answer /healthz and /readyz on this address, from a thread of their
+    # own: a probe there is answered while every request thread is busy (empty = off; the
+    # stack's health checks use it)
+    ingest_health_bind: str = ""
+    web_health_bind: str = ""
+    # the memory check at start assumes at most this many cameras when CCTV_CAMERAS_STRICT is
+    # false (with a strict registry it counts the registry)
+    max_cameras: int = 16
 
     @property
     def camera_tokens(self) -> dict[str, str]:
@@ -258,7 +285,39 @@ def _validate(s: Settings) -> None:
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise bad(name, "use host:port")
     _validate_events(s, bad)
+    _validate_limits(s, bad)
     s.camera_tokens  # noqa: B018 - parses and raises on a malformed registry
+
+
+def _validate_limits(s: Settings, bad) -> None:
+    """The slow-client, connection-cap and memory settings."""
+    for name in ("proxy_client_timeout_s", "ingest_auth_fail_window_s", "web_mjpeg_max_s"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    for name in ("ingest_auth_fail_limit", "web_max_viewers", "web_max_viewers_per_camera",
+                 "web_max_sse_clients", "max_cameras"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    if s.web_max_viewers + s.web_max_sse_clients >= s.web_threads:
+        raise SettingsError(
+            f"CCTV_WEB_MAX_VIEWERS ({s.web_max_viewers}) + CCTV_WEB_MAX_SSE_CLIENTS "
+            f"({s.web_max_sse_clients}) must be below CCTV_WEB_THREADS ({s.web_threads}): "
+            "each open stream holds a thread, and pages and /healthz need free ones")
+    trusted_networks(s.trusted_proxies)
+    for name in ("ingest_health_bind", "web_health_bind"):
+        value = getattr(s, name)
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not port.isdigit() or not 0 < int(port) < 65536):
+            raise bad(name, "use host:port, or leave it empty")
+
+
+def trusted_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Parse CCTV_TRUSTED_PROXIES (comma-separated addresses or CIDRs)."""
+    try:
+        return tuple(ipaddress.ip_network(x.strip(), strict=False)
+                     for x in raw.split(",") if x.strip())
+    except ValueError as exc:
+        raise SettingsError(f"CCTV_TRUSTED_PROXIES={raw!r} is not valid: {exc}") from None
 
 
 def _validate_events(s: Settings, bad) -> None:

@@ -8,7 +8,9 @@
 * ``X-Frame-Late: 1`` (optional): the frame was spooled during an outage and is sent late
 
 Replies: 202 ``{"id": ...}`` for a new frame, 200 with ``"duplicate": true`` for a repeated
-(camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise. The body is never
+(camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise; 429 also when the
+client address sent too many bad tokens, 503 + Retry-After when the frame store is unreachable
+or full (Redis at its ``maxmemory``). The body is never
 decoded: the JPEG markers and the frame header give validity and size.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import threading
 import time
 from collections import Counter as Tally
@@ -27,12 +30,15 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
+from cctv.core.clientaddr import client_address
+from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.jpeg import JpegError, jpeg_dimensions
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
 from cctv.core.scripts import Scripts
-from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings
+from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings, trusted_networks
+from cctv.core.throttle import FailureThrottle
 
 log = logging.getLogger("cctv.ingest")
 
@@ -44,7 +50,15 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 
+AUTH_THROTTLED = Counter("cctv_ingest_auth_throttled_total",
+                         "Frame POSTs refused because their address sent too many bad tokens")
+AUTH_FAILED = Counter("cctv_ingest_auth_failed_total", "Frame POSTs with a missing or bad token")
+STORE_FULL = Counter("cctv_ingest_store_full_total",
+                     "Frame POSTs refused because Redis refused writes (maxmemory reached)")
+
 MAX_INT64 = 2**63 - 1
+#: a full frame store is logged at most this often (with the count since the last line)
+STORE_FULL_LOG_EVERY_S = 10.0
 
 
 class Rejection(Exception):
@@ -133,11 +147,50 @@ class Ingest:
         self.scripts = Scripts(self.redis)
         self.tokens = {cam: _token_digest(tok) for cam, tok in settings.camera_tokens.items()}
         self.default_token = _token_digest(settings.ingest_token) if settings.ingest_token else None
+        self.trusted = trusted_networks(settings.trusted_proxies)
+        self.auth_failures = FailureThrottle(settings.ingest_auth_fail_limit,
+                                             settings.ingest_auth_fail_window_s)
+        self._full_lock = threading.Lock()
+        self._full_since_log, self._full_logged_at = 0, 0.0
+
+    def client(self) -> str:
+        """The client's address (the proxy's X-Real-IP when the peer is a trusted proxy)."""
+        return client_address(request.remote_addr, request.headers.get("X-Real-IP"), self.trusted)
 
     def authorize(self, camera: str) -> None:
-        """Raise a 400/401/403/404 :class:`Rejection` unless the request may post for camera."""
+        """Raise a 400/401/403/404/429 :class:`Rejection` unless the request may post for
+        camera. Failed tokens count against the client address; an address over
+        CCTV_INGEST_AUTH_FAIL_LIMIT within the window gets 429 before its token is looked at."""
         if not CAMERA_NAME_RE.match(camera):
             raise Rejection(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
+        addr = self.client()
+        wait = self.auth_failures.blocked_for(addr)
+        if wait > 0:
+            AUTH_THROTTLED.inc()
+            raise Rejection(429, "too_many_bad_tokens",
+                            f"too many failed tokens from {addr}; retry later",
+                            **{"Retry-After": str(max(1, math.ceil(wait)))})
+        try:
+            self._check_token(camera)
+        except Rejection:
+            AUTH_FAILED.inc()
+            self.auth_failures.failed(addr)
+            raise
+
+    def store_full(self, exc: Exception) -> None:
+        """Count (and log, at most every few seconds) a write Redis refused for memory."""
+        STORE_FULL.inc()
+        now = time.monotonic()
+        with self._full_lock:
+            self._full_since_log += 1
+            if now - self._full_logged_at < STORE_FULL_LOG_EVERY_S:
+                return
+            n, self._full_since_log, self._full_logged_at = self._full_since_log, 0, now
+        log.error("frame store full: Redis refused %d frame write(s) (%s); senders are told "
+                  "to retry (503). Raise Redis maxmemory or lower CCTV_FRAMES_MAXLEN / "
+                  "CCTV_MAX_FRAME_BYTES", n, exc)
+
+    def _check_token(self, camera: str) -> None:
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -238,12 +291,19 @@ def create_app(settings: Settings | None = None) -> Flask:
             resp = jsonify({"error": "unavailable", "message": "frame store unavailable; retry"})
             resp.status_code = 503
             resp.headers["Retry-After"] = "1"
+        except redis.OutOfMemoryError as exc:
+            ingest.store_full(exc)
+            resp = jsonify({"error": "store_full",
+                            "message": "frame store is full; keep the frame and retry"})
+            resp.status_code = 503
+            resp.headers["Retry-After"] = "2"
         REQUESTS.labels(str(resp.status_code)).inc()
         replies.add(resp.status_code)
         LATENCY.observe(time.perf_counter() - started)
         return resp
 
     add_ops_routes(app, ingest.redis, settings.metrics_token)
+    start_health_thread(settings.ingest_health_bind, ingest.redis, settings.metrics_token)
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[Response, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, session
@@ -21,6 +22,9 @@ from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor, failover_history
 from cctv.web.results import recent_results, result_json
 from cctv.web.sse import Event, sse_response
+
+if TYPE_CHECKING:  # limits imports this module's error reply
+    from cctv.web.limits import Slots
 
 OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
 
@@ -67,8 +71,8 @@ def bool_param(name: str) -> bool:
 
 
 def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: CameraStats,
-               monitor: ClusterMonitor) -> Blueprint:
-    """The /api/v1 blueprint."""
+               monitor: ClusterMonitor, sse_slots: Slots) -> Blueprint:
+    """The /api/v1 blueprint; event streams take a slot of ``sse_slots`` (503 when full)."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
     @bp.errorhandler(ApiError)
@@ -137,8 +141,11 @@ def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: Cam
     @bp.get("/cameras/<camera>/stream")
     def camera_stream(camera: str) -> Response:
         known_camera(camera)
-        return sse_response(camera_events(feeds.get(camera), camera), name="camera",
-                            max_age_s=settings.web_sse_max_s)
+        full = sse_slots.acquire()
+        if full:
+            return sse_slots.refusal(full)
+        return sse_response(sse_slots.held(camera_events(feeds.get(camera), camera)),
+                            name="camera", max_age_s=settings.web_sse_max_s)
 
     @bp.get("/cameras/<camera>/snapshot.jpg")
     def snapshot(camera: str) -> Response:
@@ -165,7 +172,11 @@ def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: Cam
 
     @bp.get("/cluster/stream")
     def cluster_stream() -> Response:
-        return sse_response(cluster_events(), name="cluster", max_age_s=settings.web_sse_max_s)
+        full = sse_slots.acquire()
+        if full:
+            return sse_slots.refusal(full)
+        return sse_response(sse_slots.held(cluster_events()), name="cluster",
+                            max_age_s=settings.web_sse_max_s)
 
     @bp.get("/failovers")
     def failovers() -> Response:

@@ -21,6 +21,7 @@ from flask import Flask, Response, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from cctv import __version__
+from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.redisconn import connect
@@ -32,6 +33,7 @@ from cctv.web.broadcast import Feeds
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor
 from cctv.web.docker_view import DockerView
+from cctv.web.limits import Slots
 from cctv.web.pages import BOUNDARY, create_pages
 from cctv.web.results import recent_results
 from cctv.web.sse import OPEN_STREAMS
@@ -93,8 +95,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     def static_url(filename: str) -> str:
         return url_for("static", filename=filename, v=version)
 
-    app.register_blueprint(create_pages(client, feeds))
-    app.register_blueprint(create_api(client, settings, feeds, stats, monitor))
+    # caps on long-lived streams: each holds a thread (cctv/web/limits.py)
+    viewers = Slots("mjpeg", settings.web_max_viewers, settings.web_max_viewers_per_camera)
+    sse_slots = Slots("sse", settings.web_max_sse_clients)
+    app.extensions.update(cctv_viewer_slots=viewers, cctv_sse_slots=sse_slots)
+    app.register_blueprint(create_pages(client, feeds, viewers, settings.web_mjpeg_max_s))
+    app.register_blueprint(create_api(client, settings, feeds, stats, monitor, sse_slots))
     add_ops_routes(app, client, settings.metrics_token)
     register_blueprints(app, client, settings)
     has_events = any(rule.rule == "/events" for rule in app.url_map.iter_rules())
@@ -120,6 +126,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     web_metrics.COLLECTOR.sources = (client, stats)
     if background:
+        start_health_thread(settings.web_health_bind, client, settings.metrics_token)
         stats.start()
         Heartbeat(client, "web", settings.node, settings.heartbeat_s, fields=lambda: {
             "viewers": feeds.viewer_count(), "sse_clients": OPEN_STREAMS.value,

@@ -170,7 +170,9 @@ class CameraFeed:
 
         While the camera is silent the last frame is sent again every ``repeat_after_s``: a
         write is the only way to notice a viewer that went away, so a silent camera cannot
-        hold threads of closed viewers (and players keep showing the picture)."""
+        hold threads of closed viewers (and players keep showing the picture). Before the
+        first frame, MJPEG streams get a CRLF of multipart preamble (ignored by players) as
+        often, for the same reason."""
         updates = self.updates(stop_after)
         last: bytes | None = None
         sent_at = time.monotonic()
@@ -179,9 +181,12 @@ class CameraFeed:
                 if frame is not None:
                     last, sent_at = (frame.part if parts else frame.jpeg), time.monotonic()
                     yield last
-                elif last is not None and time.monotonic() - sent_at >= repeat_after_s:
+                elif time.monotonic() - sent_at >= repeat_after_s:
                     sent_at = time.monotonic()
-                    yield last
+                    if last is not None:
+                        yield last
+                    elif parts:
+                        yield b"\r\n"
         finally:
             updates.close()
 

@@ -7,6 +7,8 @@ and server-sent events; the MJPEG stream of a camera is the one annotated JPEG p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import redis
 from flask import Blueprint, Response, abort, render_template, stream_with_context
 
@@ -14,14 +16,27 @@ from cctv.core import keys
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.api import camera_names, error_response
 from cctv.web.broadcast import BOUNDARY, Feeds
+from cctv.web.limits import Slots
 
 #: a grid with more cameras than this refreshes snapshots instead of holding one MJPEG
 #: connection per tile (browsers allow six connections per host over HTTP/1.1)
 GRID_MJPEG_MAX = 4
 
 
-def create_pages(client: redis.Redis, feeds: Feeds) -> Blueprint:
-    """The pages blueprint (endpoint names ``pages.*``)."""
+def _headers_first(frames: Iterator[bytes]) -> Iterator[bytes]:
+    """An empty first chunk, so the status line and headers go out at once (a viewer, or the
+    proxy, knows its stream was accepted before the camera's next frame), then ``frames``."""
+    try:
+        yield b""
+        yield from frames
+    finally:
+        frames.close()
+
+
+def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
+                 mjpeg_max_s: float) -> Blueprint:
+    """The pages blueprint (endpoint names ``pages.*``). MJPEG streams take a slot of
+    ``viewers`` (503 when the cap is reached) and end after ``mjpeg_max_s``."""
     bp = Blueprint("pages", __name__)
 
     def check_camera(camera: str) -> None:
@@ -51,8 +66,11 @@ def create_pages(client: redis.Redis, feeds: Feeds) -> Blueprint:
         if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
         feed = feeds.get(camera)
-
-        resp = Response(stream_with_context(feed.frames(parts=True)),
+        full = viewers.acquire(camera)
+        if full:
+            return viewers.refusal(full)
+        frames = _headers_first(feed.frames(stop_after=mjpeg_max_s, parts=True))
+        resp = Response(stream_with_context(viewers.held(frames, camera)),
                         mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
         resp.headers["X-Accel-Buffering"] = "no"
