@@ -15,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ for the g
 
 from support import SHARED, RedisServer, Service, free_port, service_env, wait_port  # noqa: E402
 
-
 # ---- no silent skips in CI -------------------------------------------------------------------
 #: Tests that may skip in CI (CI set to any non-empty value), as fnmatch patterns of node ids.
 #: Every other skip fails the run there: a missing tool is a broken set-up, not a pass.

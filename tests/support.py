@@ -86,16 +86,30 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self, retry_s: float = 15.0) -> RedisServer:
+        """Start redis-server. The first start moves to another free port when its port was
+        taken in the meantime; a restart keeps its port (clients know it) and retries for
+        ``retry_s`` while something else holds it."""
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port, 10, self.proc)
-        return self
+        restart = self.proc is not None
+        end = time.monotonic() + retry_s
+        while True:
+            self.proc = subprocess.Popen(
+                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
+                 "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_port(self.port, 10, self.proc)
+                return self
+            except RuntimeError:  # exited before listening: the port is taken
+                if time.monotonic() > end:
+                    raise
+                if restart:
+                    time.sleep(0.2)
+                else:
+                    self.port = free_port()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -211,12 +225,16 @@ def post_frame(session, base_url: str, camera: str, token: str, jpeg: bytes, seq
 
 
 class FrameSender:
-    """Sends JPEG frames for one camera at a fixed rate in a thread; records 2xx seqs."""
+    """Sends JPEG frames for one camera at a fixed rate in a thread; records every answer in
+    ``tally`` (:class:`accounting.Tally`), and the 2xx / other seqs in ``accepted`` / ``failed``."""
 
     def __init__(self, base_url: str, camera: str, token: str, jpegs: list[bytes],
                  fps: float, first_seq: int = 0) -> None:
         import threading
 
+        from accounting import Tally
+
+        self.tally = Tally()
         self.base_url, self.camera, self.token = base_url, camera, token
         self.jpegs, self.fps, self.seq = jpegs, fps, first_seq
         self.accepted: list[int] = []
@@ -241,8 +259,10 @@ class FrameSender:
                                   self.seq)
                 (self.accepted if resp.status_code in (200, 202) else self.failed).append(
                     self.seq)
-            except requests.RequestException:
+                self.tally.record(self.seq, resp.status_code)
+            except requests.RequestException as exc:
                 self.failed.append(self.seq)
+                self.tally.record(self.seq, None, type(exc).__name__)
                 session = requests.Session()
             self.seq += 1
             i += 1
@@ -252,3 +272,11 @@ class FrameSender:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def account(self, rdb, timeout_s: float = 30.0):
+        """Stop, then wait until every acknowledged frame has a fate and return the
+        :class:`accounting.Accounting` of this camera."""
+        from accounting import wait_settled
+
+        self.stop()
+        return wait_settled(rdb, self.camera, self.tally, timeout_s)

@@ -1,0 +1,103 @@
+"""Performance guard: a few minutes of the pipeline benchmark's own measurements
+(bench/pipeline.py), as ratios within one run, interleaved A B A B so that a busy machine slows
+both sides alike. The floors sit well under the goals: noise passes, a real regression (a
+slower leader loop, a slower ingest path) fails. The full figures stay in `bench/`."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.pipeline import (
+    capacity_jpeg,
+    model_fps,
+    pipeline_fps,
+    raw_xadd_fps,
+    start_capacity_ingest,
+    wrk_ingest,
+)
+from cctv.core import keys
+from cctv.inference.detector import load_detector
+
+from support import MODEL_OPENVINO, Service, clip_jpegs, free_port, service_env, wait_for, wait_port
+
+#: goal of pipeline throughput / bare model (docs/benchmarks.md, figure
+#: pipeline_over_bare_ratio); the guard fails below 0.7 of it
+PIPELINE_OVER_BARE_GOAL = 0.90
+#: ingest / raw XADD as recorded with wrk (figure ingest_over_raw_xadd_ratio, where ingest
+#: reaches its goal of >= 1,500 frames/s); the guard fails below 0.7 of it
+INGEST_OVER_RAW_RECORDED = 0.076
+FLOOR = 0.7
+ROUNDS = 3
+
+
+def _median_ratio(a: list[float], b: list[float]) -> tuple[float, list[float]]:
+    """Rounds B A B A ... B: each A against the mean of the B right before and after it."""
+    ratios = [x / ((b[i] + b[i + 1]) / 2) for i, x in enumerate(a)]
+    return statistics.median(ratios), [round(r, 3) for r in ratios]
+
+
+@pytest.mark.slow
+def test_pipeline_keeps_up_with_the_bare_model(redis_server, rdb, tmp_path: Path) -> None:
+    jpegs = clip_jpegs(n=60, step=2)
+    frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs[:40]]
+    cams = [("cam1", "tok1"), ("cam2", "tok2")]
+    env = {"cameras": ",".join(f"{c}:{t}" for c, t in cams)}
+    port = free_port()
+    ingest = Service(["ingest"], service_env(redis_server.url, camera_fps_limit=1000,
+                                             ingest_bind=f"127.0.0.1:{port}", ingest_workers=1,
+                                             **env), tmp_path, "ingest")
+    # tracking off: the bare detector is what it is compared with
+    infer = Service(["inference", "--id", "guard"], service_env(
+        redis_server.url, model=MODEL_OPENVINO, tracker="none",
+        inference_http_bind=f"127.0.0.1:{free_port()}", **env), tmp_path, "inference")
+    try:
+        det = load_detector(str(MODEL_OPENVINO), backend="openvino")
+        wait_port(port, 30, ingest.proc)
+        wait_for(lambda: rdb.get(keys.LEASE_INFERENCE) is not None, 120, "the leader",
+                 [infer])
+        bare = [model_fps(det, frames)[0]]
+        piped: list[float] = []
+        for i in range(ROUNDS):
+            piped.append(pipeline_fps(rdb, f"http://127.0.0.1:{port}", cams, jpegs,
+                                      1.2 * bare[-1], dur_s=5, warm_s=2,
+                                      first_seq=i * 100_000))
+            bare.append(model_fps(det, frames)[0])
+        assert infer.proc.poll() is None, infer.log()[-2000:]
+    finally:
+        infer.stop()
+        ingest.stop()
+    ratio, ratios = _median_ratio(piped, bare)
+    floor = FLOOR * PIPELINE_OVER_BARE_GOAL
+    print(f"pipeline / bare: median {ratio:.3f} (rounds {ratios}; pipeline {piped}, bare {bare})")
+    assert ratio >= floor, (f"pipeline / bare model {ratio:.3f} < floor {floor:.3f} "
+                            f"(rounds {ratios}; pipeline fps {piped}, bare fps {bare})")
+
+
+@pytest.mark.slow
+def test_ingest_keeps_up_with_raw_xadd(redis_server, rdb, tmp_path: Path) -> None:
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (apt-get install wrk; ./dev setup does)")
+    big = capacity_jpeg()
+    port = free_port()
+    ingest = start_capacity_ingest(redis_server.url, port, tmp_path)
+    try:
+        raw = [raw_xadd_fps(rdb, big, 1500)]
+        ingested: list[float] = []
+        for _ in range(ROUNDS):
+            ingested.append(wrk_ingest(f"http://127.0.0.1:{port}", big, tmp_path, dur=3))
+            raw.append(raw_xadd_fps(rdb, big, 1500))
+        assert ingest.proc.poll() is None, ingest.log()[-2000:]
+    finally:
+        ingest.stop()
+    ratio, ratios = _median_ratio(ingested, raw)
+    floor = FLOOR * INGEST_OVER_RAW_RECORDED
+    print(f"ingest / raw XADD: median {ratio:.4f} (rounds {ratios}; ingest {ingested}, "
+          f"raw {raw})")
+    assert ratio >= floor, (f"ingest / raw XADD {ratio:.4f} < floor {floor:.4f} "
+                            f"(rounds {ratios}; ingest fps {ingested}, raw XADD/s {raw})")
