@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ for the guards
 
-from support import SHARED, RedisServer, Service, free_port, service_env, wait_port  # noqa: E402
+from support import SHARED, RedisServer, Service, service_env, start_listening  # noqa: E402
 
 # ---- no silent skips in CI -------------------------------------------------------------------
 #: Tests that may skip in CI (CI set to any non-empty value), as fnmatch patterns of node ids.
@@ -102,13 +102,16 @@ def start_ingest(redis_server: RedisServer, tmp_path: Path):
     started: list[Service] = []
 
     def start(**cctv: object) -> tuple[str, Service]:
-        port = free_port()
         cctv.setdefault("cameras", "cam1:tok1,cam2:tok2")
         cctv.setdefault("ingest_workers", 1)
-        env = service_env(redis_server.url, ingest_bind=f"127.0.0.1:{port}", **cctv)
-        svc = Service(["ingest"], env, tmp_path, f"ingest-{port}")
-        started.append(svc)
-        wait_port(port, 30, svc.proc)
+
+        def launch(port: int) -> Service:
+            env = service_env(redis_server.url, ingest_bind=f"127.0.0.1:{port}", **cctv)
+            svc = Service(["ingest"], env, tmp_path, f"ingest-{port}")
+            started.append(svc)
+            return svc
+
+        port, svc = start_listening(launch)
         return f"http://127.0.0.1:{port}", svc
 
     yield start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,11 +56,55 @@ def wait_for(cond, timeout_s: float, what: str, logs=(), poll_s: float = 0.05) -
         time.sleep(poll_s)
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
+    """A TCP port that was free a moment ago on 127.0.0.1, taken below the kernel's ephemeral
+    range: outgoing connections (which take ephemeral ports) cannot grab it between this call
+    and the bind, nor while a service using it restarts. A service started on it still may find
+    it taken by another test run: :func:`start_listening` retries."""
+    lo, _hi = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded low range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_listening(start, port: int | None = None, *, keep_port: bool = False,
+                    timeout_s: float = 30.0, retry_s: float = 15.0):
+    """``start(port) -> Service``, then wait until it listens; returns ``(port, service)``.
+
+    When the service exits before listening (its port was taken meanwhile), start it again:
+    on another free port, or with ``keep_port`` (a restart: clients know the port) on the same
+    one, for up to ``retry_s``."""
+    port = port or free_port()
+    end = time.monotonic() + retry_s
+    while True:
+        svc = start(port)
+        try:
+            wait_port(port, timeout_s, svc.proc)
+            return port, svc
+        except RuntimeError:
+            svc.stop()
+            if time.monotonic() > end:
+                raise
+            if keep_port:
+                time.sleep(0.2)
+            else:
+                port = free_port()
 
 
 def wait_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:

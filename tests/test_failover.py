@@ -26,8 +26,8 @@ from support import (
     clip_jpegs,
     free_port,
     service_env,
+    start_listening,
     wait_for,
-    wait_port,
 )
 
 CAMERAS = "cam1:tok1,cam2:tok2"
@@ -46,13 +46,12 @@ class Cluster:
 
     def __init__(self, redis_server: RedisServer, tmp: Path) -> None:
         self.redis_server, self.tmp = redis_server, tmp
-        self.ingest_port = free_port()
-        self.ingest = Service(["ingest"], service_env(
-            redis_server.url, cameras=CAMERAS, ingest_bind=f"127.0.0.1:{self.ingest_port}",
-            ingest_workers=1), tmp, "ingest")
         self.replicas: dict[str, Service] = {}
         self.senders: list[FrameSender] = []
-        wait_port(self.ingest_port, 30, self.ingest.proc)
+        self.ingest_port, self.ingest = start_listening(lambda port: Service(
+            ["ingest"], service_env(redis_server.url, cameras=CAMERAS,
+                                    ingest_bind=f"127.0.0.1:{port}", ingest_workers=1),
+            tmp, f"ingest-{port}"))
 
     def replica(self, name: str) -> Service:
         svc = Service(["inference", "--id", name], service_env(
