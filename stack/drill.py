@@ -343,8 +343,15 @@ class Drill:
         self.sender.stop.set()
         self.sender.join(10)
         _sent, accepted, _refused = self.sender.tally.snapshot()
-        deadline = time.monotonic() + 20
-        while self.obs.unaccounted(accepted) and time.monotonic() < deadline:
+        # wait while the backlog still shrinks (a loaded machine drains slowly): give up after
+        # 20 s without progress, or 180 s in all
+        hard = time.monotonic() + 180
+        last, changed = -1, time.monotonic()
+        while (left := len(self.obs.unaccounted(accepted))) and time.monotonic() < hard:
+            if left != last:
+                last, changed = left, time.monotonic()
+            elif time.monotonic() - changed > 20:
+                break
             time.sleep(0.5)
         time.sleep(1.0)  # late duplicates of a result would show up now
         self.obs.stop.set()
