@@ -34,6 +34,7 @@ PIPELINE_OVER_BARE_GOAL = 0.90
 INGEST_OVER_RAW_RECORDED = 0.076
 FLOOR = 0.7
 ROUNDS = 3
+MAX_ROUNDS = 5
 
 
 def _median_ratio(a: list[float], b: list[float]) -> tuple[float, list[float]]:
@@ -42,15 +43,22 @@ def _median_ratio(a: list[float], b: list[float]) -> tuple[float, list[float]]:
     return statistics.median(ratios), [round(r, 3) for r in ratios]
 
 
+def _behind(rdb, cams: list[tuple[str, str]]) -> int:
+    return sum(int(rdb.hget(keys.stats(c), "dropped_behind") or 0) for c, _t in cams)
+
+
 @pytest.mark.slow
 def test_pipeline_keeps_up_with_the_bare_model(redis_server, rdb, tmp_path: Path) -> None:
     jpegs = clip_jpegs(n=60, step=2)
     frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs[:40]]
-    cams = [("cam1", "tok1"), ("cam2", "tok2")]
+    # four cameras, each offering half the bare rate: the leader takes the newest frame of each
+    # camera per round, so every camera has a fresh one whenever it comes back (saturated),
+    # and no single sender thread has to post fast on a loaded machine
+    cams = [(f"cam{i}", f"tok{i}") for i in range(1, 5)]
     env = {"cameras": ",".join(f"{c}:{t}" for c, t in cams)}
     port = free_port()
     ingest = Service(["ingest"], service_env(redis_server.url, camera_fps_limit=1000,
-                                             ingest_bind=f"127.0.0.1:{port}", ingest_workers=1,
+                                             ingest_bind=f"127.0.0.1:{port}", ingest_workers=2,
                                              **env), tmp_path, "ingest")
     # tracking off: the bare detector is what it is compared with
     infer = Service(["inference", "--id", "guard"], service_env(
@@ -63,22 +71,33 @@ def test_pipeline_keeps_up_with_the_bare_model(redis_server, rdb, tmp_path: Path
                  [infer])
         bare = [model_fps(det, frames)[0]]
         piped: list[float] = []
-        for i in range(ROUNDS):
+        saturated: list[bool] = []
+        # up to MAX_ROUNDS until ROUNDS of them saturated the leader: only then is what it
+        # processed its capacity rather than what the senders managed to post
+        for i in range(MAX_ROUNDS):
+            behind0 = _behind(rdb, cams)
             # offer twice what the bare model just managed (the surplus is dropped and
             # counted): the pipeline is never starved when the machine speeds up mid-round
             piped.append(pipeline_fps(rdb, f"http://127.0.0.1:{port}", cams, jpegs,
                                       2.0 * bare[-1], dur_s=5, warm_s=2,
                                       first_seq=i * 100_000))
+            saturated.append(_behind(rdb, cams) > behind0)
             bare.append(model_fps(det, frames)[0])
+            if sum(saturated) >= ROUNDS:
+                break
         assert infer.proc.poll() is None, infer.log()[-2000:]
     finally:
         infer.stop()
         ingest.stop()
-    ratio, ratios = _median_ratio(piped, bare)
+    _all, ratios = _median_ratio(piped, bare)
+    kept = [r for r, sat in zip(ratios, saturated, strict=True) if sat]
     floor = FLOOR * PIPELINE_OVER_BARE_GOAL
-    print(f"pipeline / bare: median {ratio:.3f} (rounds {ratios}; pipeline {piped}, bare {bare})")
-    assert ratio >= floor, (f"pipeline / bare model {ratio:.3f} < floor {floor:.3f} "
-                            f"(rounds {ratios}; pipeline fps {piped}, bare fps {bare})")
+    detail = (f"rounds {ratios}, saturated {saturated}; pipeline fps {piped}, "
+              f"bare fps {bare}")
+    print(f"pipeline / bare: {detail}")
+    assert kept, f"no round saturated the pipeline (the senders could not keep up): {detail}"
+    ratio = statistics.median(kept)
+    assert ratio >= floor, f"pipeline / bare model {ratio:.3f} < floor {floor:.3f} ({detail})"
 
 
 @pytest.mark.slow
