@@ -275,6 +275,10 @@ def test_drill_checks_the_goals() -> None:
     one_slow = drill.gap_failures([1.0, 1.1, 4.1], drill.GOAL_KILL_S, "kill")
     assert len(one_slow) == 1 and "2 x goal" in one_slow[0]
     assert drill.gap_failures([0.4], drill.GOAL_HANDOVER_S, "stop")
+    obs = drill.Observer(None, "cam")  # type: ignore[arg-type] - no Redis needed here
+    obs.results = [(1.0, 1, 1, "a", 0.02), (3.0, 2, 2, "b", 0.4), (3.1, 3, 2, "b", 0.03)]
+    assert obs.first_result_after(2.0, 1) == (3.0, 2, "b")
+    assert obs.model_call_s(3.0, 2) == 0.4 and obs.last_result_before(3.0) == 1.0
 
 
 def test_healthcheck_probe() -> None:
