@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +24,7 @@ from bench.record import record  # noqa: E402
 from cctv.core import keys  # noqa: E402
 
 from support import MODEL_OPENVINO, MODEL_PT, RedisServer, clip_jpegs  # noqa: E402
-from test_failover import Cluster, failovers, leader, role_of, wait_for  # noqa: E402
-from test_pipeline import seqs_in_drops, seqs_in_results, wait_accounted  # noqa: E402
+from test_failover import Cluster, leader, take_over_rounds, wait_for  # noqa: E402
 
 ROUNDS = int(os.environ.get("CCTV_BENCH_ROUNDS", "10"))
 
@@ -42,30 +40,15 @@ def cold_load_s(model: Path) -> float:
 
 
 def run_rounds(c: Cluster, rdb, sig: int, rounds: int) -> tuple[list[float], list[int]]:
+    """(gaps, frames dropped by the new leader up to its first result) per round."""
     gaps, dropped = [], []
-    for _ in range(rounds):
-        old = leader(rdb)
-        other = "b" if old == "a" else "a"
-        wait_for(lambda o=other: role_of(rdb, o) == "standby", 60, f"{other} standby")
-        epoch = int(rdb.get(keys.EPOCH_INFERENCE))
-        c.replicas[old].signal(sig)
-        wait_for(lambda e=epoch: any(f["event"] == "first_result" and f["epoch"] == str(e + 1)
-                                     for f in failovers(rdb)), 30, "first result of new leader")
-        first = next(f for f in failovers(rdb)
-                     if f["event"] == "first_result" and f["epoch"] == str(epoch + 1))
-        gaps.append(int(first["gap_ms"]) / 1000)
-        t_first = int(first["id"].split("-")[0])
-        n = 0
-        for cam in ("cam1", "cam2"):
-            for eid, f in rdb.xrange(keys.drops(cam)):
-                if (f[b"epoch"] == str(epoch + 1).encode()
-                        and int(eid.decode().split("-")[0]) <= t_first):
-                    n += len(f[b"seqs"].split(b","))
-        dropped.append(n)
-        c.replicas[old].proc.wait(10)
-        c.replicas[old].stop()
-        c.replica(old)  # comes back as the warm standby
-        time.sleep(1.0)
+    for r in take_over_rounds(c, rdb, sig, rounds):
+        gaps.append(r.gap_s)
+        dropped.append(sum(1 for cam in ("cam1", "cam2")
+                           for eid, f in rdb.xrange(keys.drops(cam))
+                           if f[b"epoch"] == str(r.epoch).encode()
+                           and int(eid.decode().split("-")[0]) <= r.first_result_ms
+                           for _s in f[b"seqs"].split(b",")))
     return gaps, dropped
 
 
@@ -82,17 +65,15 @@ def main() -> None:
         wait_for(lambda: leader(rdb) == "a", 90, "a to lead")
         c.replica("b")
         c.send(clip_jpegs(n=60, step=3), fps=10)
-        time.sleep(3)
         k_gaps, k_drop = run_rounds(c, rdb, signal.SIGKILL, ROUNDS)
         print(f"kill -9 gaps: {k_gaps}", flush=True)
         t_gaps, t_drop = run_rounds(c, rdb, signal.SIGTERM, ROUNDS)
         print(f"SIGTERM gaps: {t_gaps}", flush=True)
         c.stop_senders()
-        unaccounted = 0
-        for cam, sender in zip(("cam1", "cam2"), c.senders, strict=True):
-            wait_accounted(rdb, cam, 30)
-            done = set(seqs_in_results(rdb, cam)) | set(seqs_in_drops(rdb, cam))
-            unaccounted += len(set(sender.accepted) - done) + len(sender.failed)
+        frames = [sender.account(rdb) for sender in c.senders]
+        for f in frames:
+            print(f"{f}", flush=True)
+        unaccounted = sum(len(f.lost) + f.refused for f in frames)
     finally:
         c.close()
         server.stop()

@@ -248,8 +248,7 @@ cost far less CPU per frame than this file source. Spool upload runs ingest and 
 other core, so it measures the whole path. It is capped in practice by `--spool-rate` and by
 ingest's per-camera rate limit. The spool does not fsync each frame, to spare SD cards.
 After a power cut, the frames still in the page cache are gone, and the check at start drops
-any damaged files. This machine is shared with other work, so the fps varies by about ±30%
-between runs.
+any damaged files. This machine is shared with other work, so the fps varies between runs.
 """
     record(figures, "Sender (issue 5)", md)
     print(json.dumps(figures, indent=1))

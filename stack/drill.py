@@ -23,10 +23,19 @@ then starts the node again and waits until the standby is warm again. A `docker 
 is the planned case (the leader gets SIGTERM and hands the lease over); an update round runs
 `docker service update --force` on inference under load (the rolling update of docs/deploy.md).
 
-Frames are counted by sequence number: every seq that got a 2xx from ingest must appear in a
-result (`cctv:det:<cam>` field seq) or in a recorded drop (`cctv:drops:<cam>` field seqs).
-The observer reads both streams live from the start, so stream trimming cannot hide a frame.
-Exit status: 0 when every round failed over and no frame is unaccounted, 1 otherwise.
+Frames are counted by sequence number with the accounting of the tests (tests/accounting.py):
+sent, acknowledged (2xx), refused (by status); every acknowledged seq must appear in a result
+(`cctv:det:<cam>` field seq) or in a recorded drop (`cctv:drops:<cam>` field seqs), or it is
+lost. The observer reads both streams live from the start, so stream trimming cannot hide a
+frame.
+
+The promises are checked: the median gap of the `docker kill` rounds must be at most
+GOAL_KILL_S and no round above twice that; the planned hand-overs (`docker stop` and rolling
+update rounds, last result of the old leader -> first of the new) at most GOAL_HANDOVER_S, no
+round above twice that. The gaps checked leave out the new leader's first model call: it is
+CPU-bound (ten times longer on a saturated machine) and guarded as a ratio by the test suite,
+while the rest is set by the lease TTL and polling. Both figures are reported.
+Exit status: 0 when every round failed over within its goal and no frame is lost, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -50,6 +59,14 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CCTV_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from accounting import Tally, account  # noqa: E402
+
+#: results again within 2 s of a power cut of the leader's node (the swarm goal; lease TTL 1 s)
+GOAL_KILL_S = 2.0
+#: a planned hand-over (SIGTERM: docker stop, rolling update) within 0.3 s
+GOAL_HANDOVER_S = 0.3
 
 
 def log(msg: str) -> None:
@@ -92,9 +109,7 @@ class Sender(threading.Thread):
         self.host, self.port, self.camera, self.token = host, port, camera, token
         self.frames, self.period = frames, 1.0 / fps
         self.stop = threading.Event()
-        self.accepted: set[int] = set()
-        self.failed: dict[int, str] = {}
-        self.duplicates = 0
+        self.tally = Tally()
         # a fresh seq range per run: ingest de-duplicates (camera, seq) for CCTV_DEDUP_TTL_S,
         # so a rerun starting at 1 again would only get "duplicate" answers
         self.first_seq = int(time.time()) * 1000
@@ -112,17 +127,11 @@ class Sender(threading.Thread):
                                            "X-Frame-Seq": str(seq),
                                            "X-Capture-Ts": str(time.time_ns() // 1000)})
                 resp = self.conn.getresponse()
-                body = resp.read()
-                if 200 <= resp.status < 300:
-                    self.accepted.add(seq)
-                    if resp.status == 200:
-                        self.duplicates += 1
-                    self.failed.pop(seq, None)
-                else:
-                    self.failed[seq] = f"{resp.status} {body[:80]!r}"
+                resp.read()
+                self.tally.record(seq, resp.status)
                 return
             except (OSError, http.client.HTTPException) as exc:
-                self.failed[seq] = repr(exc)
+                self.tally.record(seq, None, type(exc).__name__)
                 if self.conn is not None:
                     self.conn.close()
                 self.conn = None
@@ -146,7 +155,8 @@ class Observer(threading.Thread):
         super().__init__(name="observer", daemon=True)
         self.r, self.camera = client, camera
         self.det_key, self.drop_key = f"cctv:det:{camera}", f"cctv:drops:{camera}"
-        self.results: list[tuple[float, int, int, str]] = []  # host time, seq, epoch, worker
+        # host time, seq, epoch, worker, model call (s)
+        self.results: list[tuple[float, int, int, str, float]] = []
         self.det_seqs: set[int] = set()
         self.drop_seqs: dict[int, str] = {}
         self.stop = threading.Event()
@@ -174,7 +184,8 @@ class Observer(threading.Thread):
                             seq = int(f.get(b"seq", b"-1") or -1)
                             self.det_seqs.add(seq)
                             self.results.append((now, seq, int(f.get(b"epoch", b"0")),
-                                                 f.get(b"worker", b"").decode()))
+                                                 f.get(b"worker", b"").decode(),
+                                                 float(f.get(b"infer_ms", b"0") or 0) / 1000))
                         else:
                             reason = f.get(b"reason", b"").decode()
                             for s in f.get(b"seqs", b"").decode().split(","):
@@ -183,10 +194,16 @@ class Observer(threading.Thread):
 
     def first_result_after(self, t: float, min_epoch: int) -> tuple[float, int, str] | None:
         with self.lock:
-            for ts, _seq, epoch, worker in self.results:
+            for ts, _seq, epoch, worker, _call in self.results:
                 if ts >= t and epoch > min_epoch:
                     return ts, epoch, worker
         return None
+
+    def model_call_s(self, t: float, epoch: int) -> float:
+        """The model call time of the result of ``epoch`` first seen at host time ``t``."""
+        with self.lock:
+            return next((call for ts, _seq, e, _w, call in self.results
+                         if ts >= t and e == epoch), 0.0)
 
     def last_result_before(self, t: float) -> float | None:
         with self.lock:
@@ -200,6 +217,11 @@ class Observer(threading.Thread):
     def unaccounted(self, accepted: set[int]) -> list[int]:
         with self.lock:
             return sorted(s for s in accepted if s not in self.det_seqs and s not in self.drop_seqs)
+
+    def seen(self) -> tuple[list[int], dict[int, str]]:
+        """(result seqs, repeats included; drop seq -> reason) read so far."""
+        with self.lock:
+            return [seq for _ts, seq, *_ in self.results], dict(self.drop_seqs)
 
 
 # ---- the swarm -----------------------------------------------------------------------------
@@ -330,32 +352,30 @@ class Drill:
         """Stop the camera, let the pipeline drain, then count every frame."""
         self.sender.stop.set()
         self.sender.join(10)
-        accepted = set(self.sender.accepted)
-        deadline = time.monotonic() + 20
-        while self.obs.unaccounted(accepted) and time.monotonic() < deadline:
+        _sent, accepted, _refused = self.sender.tally.snapshot()
+        # wait while the backlog still shrinks (a loaded machine drains slowly): give up after
+        # 20 s without progress, or 180 s in all
+        hard = time.monotonic() + 180
+        last, changed = -1, time.monotonic()
+        while (left := len(self.obs.unaccounted(accepted))) and time.monotonic() < hard:
+            if left != last:
+                last, changed = left, time.monotonic()
+            elif time.monotonic() - changed > 20:
+                break
             time.sleep(0.5)
-        time.sleep(1.0)
+        time.sleep(1.0)  # late duplicates of a result would show up now
         self.obs.stop.set()
         self.obs.join(5)
-        missing = self.obs.unaccounted(accepted)
+        sent, accepted, refused = self.sender.tally.snapshot()
+        results, drops = self.obs.seen()
+        acc = account(sent, accepted, refused, results, drops)
         stats = {k.decode(): int(v) for k, v in
                  self.r.hgetall(f"cctv:stats:{self.args.camera}").items()}
-        reasons: dict[str, int] = {}
-        for s in accepted:
-            if s in self.obs.drop_seqs:
-                reasons[self.obs.drop_seqs[s]] = reasons.get(self.obs.drop_seqs[s], 0) + 1
-        out = {"sent": self.sender.seq - self.sender.first_seq, "accepted": len(accepted),
-               "duplicate_answers": self.sender.duplicates,
-               "not_accepted": len(self.sender.failed),
-               "processed": len(accepted & self.obs.det_seqs),
-               "dropped": len([s for s in accepted if s in self.obs.drop_seqs]),
-               "dropped_by_reason": reasons, "unaccounted": len(missing),
-               "unaccounted_sample": missing[:20], "redis_stats": stats}
-        log(f"frames: sent {out['sent']}, accepted {out['accepted']}, processed "
-            f"{out['processed']}, dropped {out['dropped']} {reasons}, unaccounted {len(missing)}")
-        if self.sender.failed:
-            sample = list(self.sender.failed.items())[:3]
-            log(f"not accepted by ingest: {len(self.sender.failed)} (e.g. {sample})")
+        out = {**acc.summary(), "repeat_answers": self.sender.tally.repeats,
+               "unaccounted": len(acc.lost), "redis_stats": stats}
+        log(f"frames: {acc}")
+        if refused:
+            log(f"refused by ingest: {len(refused)} (e.g. {list(refused.items())[:3]})")
         return out
 
     # ---- one round --------------------------------------------------------------------------
@@ -377,13 +397,15 @@ class Drill:
             lambda: self.obs.first_result_after(t0, epoch0), interval=0.05)
         last_old = self.obs.last_result_before(t_first) or t0
         gap = t_first - last_old
+        call = self.obs.model_call_s(t_first, epoch1)
         log(f"  update done in {took:.0f} s; results gap at the hand-over {gap:.2f} s "
             f"(to {worker1}, epoch {epoch1})")
         wait_until("the standby to be warm again", a.settle_timeout,
                    lambda: warm_pair(self.r, self.obs, 2))
         return {"round": n, "kind": "update", "killed_node": "-", "old_epoch": epoch0,
                 "new_epoch": epoch1, "new_worker": worker1, "gap_s": round(gap, 2),
-                "update_s": round(took, 1), "swarm": {}}
+                "handover_gap_s": round(gap, 3), "model_call_s": round(call, 3),
+                "takeover_s": round(gap - call, 3), "update_s": round(took, 1), "swarm": {}}
 
     def round(self, kind: str, n: int) -> dict:
         """kind: kill | stop | swarm-only."""
@@ -416,7 +438,10 @@ class Drill:
                            lambda: self.obs.first_result_after(t0, epoch0), interval=0.05)
         t_first, epoch1, worker1 = first
         gap = t_first - t0
-        log(f"  results again after {gap:.2f} s from {worker1} (epoch {epoch1})")
+        handover = t_first - (self.obs.last_result_before(t_first) or t0)
+        call = self.obs.model_call_s(t_first, epoch1)
+        log(f"  results again after {gap:.2f} s from {worker1} (epoch {epoch1}); last result "
+            f"of the old leader -> first of the new {handover:.2f} s")
 
         # Swarm's own view, from its timestamps. A task with a healthcheck is "starting" from
         # its container start until healthy, then "running".
@@ -473,6 +498,10 @@ class Drill:
             log(f"  node back and standby warm {ready_s} s after docker start")
         rnd = {"round": n, "kind": kind, "killed_node": node, "old_epoch": epoch0,
                "new_epoch": epoch1, "new_worker": worker1, "gap_s": round(gap, 2),
+               "handover_gap_s": round(handover, 3), "model_call_s": round(call, 3),
+               # what the goals bind: the lease, its polling and the hand-over, less the new
+               # leader's first model call (CPU-bound: guarded as a ratio by the test suite)
+               "takeover_s": round((handover if kind == "stop" else gap) - call, 3),
                "last_result_before_s": round(t0 - last_before, 2) if last_before else None,
                "swarm": b, "restored_after_start_s": ready_s}
         return rnd
@@ -606,10 +635,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
         "reschedule_healthy_p50_s": p50([r["swarm"]["task_running_s"] for r in solo
                                          if "task_running_s" in r["swarm"]]),
         "swarm_only_gap_p50_s": p50([r["gap_s"] for r in solo]),
+        "handover_gap_p50_s": p50([r["handover_gap_s"] for r in stop + upd]),
+        "takeover_p50_s": p50([r["takeover_s"] for r in warm]),
+        "handover_takeover_p50_s": p50([r["takeover_s"] for r in stop + upd]),
         "unaccounted": counts["unaccounted"],
+        "refused": counts["refused"],
     }
     if counts["unaccounted"]:
-        failures.append(f"{counts['unaccounted']} frames unaccounted")
+        failures.append(f"{counts['unaccounted']} frames lost (acknowledged, never processed "
+                        "nor counted as dropped)")
+    failures += gap_failures([r["takeover_s"] for r in warm], GOAL_KILL_S, "docker kill")
+    failures += gap_failures([r["takeover_s"] for r in stop + upd], GOAL_HANDOVER_S,
+                             "planned hand-over (docker stop, rolling update)")
     if len(warm) < args.rounds:
         failures.append(f"only {len(warm)} of {args.rounds} kill rounds completed")
     report = {"rounds": rounds, "frames": counts, "summary": summary, "failures": failures,
@@ -627,6 +664,20 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return 1
     log("drill passed")
     return 0
+
+
+def gap_failures(gaps: list[float], goal_s: float, what: str) -> list[str]:
+    """The promise over rounds: median gap <= goal and no round above twice the goal."""
+    if not gaps:
+        return []
+    out = []
+    median = statistics.median(gaps)
+    if median > goal_s:
+        out.append(f"{what}: median gap {median:.2f} s > goal {goal_s} s (rounds {gaps})")
+    if max(gaps) > 2 * goal_s:
+        out.append(f"{what}: a round took {max(gaps):.2f} s > 2 x goal {goal_s} s "
+                   f"(rounds {gaps})")
+    return out
 
 
 def render_markdown(report: dict) -> str:
@@ -668,16 +719,21 @@ def render_markdown(report: dict) -> str:
         "rounds with one replica and no standby show Swarm's own rescheduling onto the free "
         "worker (started = container started; healthy = model loaded and /readyz passing).",
         "",
-        f"- (a) warm standby, `docker kill`: p50 **{s['gap_p50_s']} s**, max {s['gap_max_s']} s; "
-        f"planned `docker stop`: {s['stop_gap_p50_s']} s; rolling update hand-over: "
-        f"{s['update_gap_p50_s']} s.",
+        f"- (a) warm standby, `docker kill`: p50 **{s['gap_p50_s']} s**, max {s['gap_max_s']} s;"
+        f" planned `docker stop`: {s['stop_gap_p50_s']} s from the "
+        f"stop; rolling update hand-over: {s['update_gap_p50_s']} s; planned hand-overs, last "
+        f"result of the old leader → first of the new: p50 {s['handover_gap_p50_s']} s. Less "
+        f"the new leader's first model call (what the goals bind): kill p50 "
+        f"**{s.get('takeover_p50_s')} s** (goal ≤ {GOAL_KILL_S} s), planned "
+        f"**{s.get('handover_takeover_p50_s')} s** (goal ≤ {GOAL_HANDOVER_S} s).",
         f"- (b) Swarm: node marked down p50 {s['node_down_p50_s']} s; replacement task created "
         f"p50 {s['task_created_p50_s']} s; with a free node the replacement is started after "
         f"p50 **{s['reschedule_started_p50_s']} s**, healthy after "
         f"{s['reschedule_healthy_p50_s']} s, results again after {s['swarm_only_gap_p50_s']} s.",
-        f"- Frames by seq: {f['accepted']} accepted, {f['processed']} processed, "
-        f"{f['dropped']} dropped and recorded {f['dropped_by_reason']}, "
-        f"**{f['unaccounted']} unaccounted**.",
+        f"- Frames by seq (sender's side): {f['sent']} sent, {f['acknowledged']} acknowledged "
+        f"(2xx), {f['refused']} refused {f['refused_by_status']}; of the acknowledged "
+        f"{f['processed']} processed, {f['dropped']} dropped and recorded "
+        f"{f['dropped_by_reason']}, **{f['unaccounted']} lost**.",
     ]
     return "\n".join(lines)
 
@@ -692,6 +748,8 @@ def record(report: dict) -> None:
                "swarm_drill_frames_unaccounted": s["unaccounted"],
                "swarm_drill_stop_gap_p50_s": s["stop_gap_p50_s"],
                "swarm_drill_update_gap_p50_s": s["update_gap_p50_s"],
+               "swarm_drill_handover_gap_p50_s": s["handover_gap_p50_s"],
+               "swarm_drill_frames_refused": s["refused"],
                "swarm_node_down_p50_s": s["node_down_p50_s"]}
     md = (
         "Command: `bash stack/ci-drill.sh` (the CI stage; or `stack/testbed/testbed up` then "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,11 +56,55 @@ def wait_for(cond, timeout_s: float, what: str, logs=(), poll_s: float = 0.05) -
         time.sleep(poll_s)
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
+    """A TCP port that was free a moment ago on 127.0.0.1, taken below the kernel's ephemeral
+    range: outgoing connections (which take ephemeral ports) cannot grab it between this call
+    and the bind, nor while a service using it restarts. A service started on it still may find
+    it taken by another test run: :func:`start_listening` retries."""
+    lo, _hi = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded low range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_listening(start, port: int | None = None, *, keep_port: bool = False,
+                    timeout_s: float = 30.0, retry_s: float = 15.0):
+    """``start(port) -> Service``, then wait until it listens; returns ``(port, service)``.
+
+    When the service exits before listening (its port was taken meanwhile), start it again:
+    on another free port, or with ``keep_port`` (a restart: clients know the port) on the same
+    one, for up to ``retry_s``."""
+    port = port or free_port()
+    end = time.monotonic() + retry_s
+    while True:
+        svc = start(port)
+        try:
+            wait_port(port, timeout_s, svc.proc)
+            return port, svc
+        except RuntimeError:
+            svc.stop()
+            if time.monotonic() > end:
+                raise
+            if keep_port:
+                time.sleep(0.2)
+            else:
+                port = free_port()
 
 
 def wait_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -86,16 +131,30 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self, retry_s: float = 15.0) -> RedisServer:
+        """Start redis-server. The first start moves to another free port when its port was
+        taken in the meantime; a restart keeps its port (clients know it) and retries for
+        ``retry_s`` while something else holds it."""
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port, 10, self.proc)
-        return self
+        restart = self.proc is not None
+        end = time.monotonic() + retry_s
+        while True:
+            self.proc = subprocess.Popen(
+                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
+                 "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_port(self.port, 10, self.proc)
+                return self
+            except RuntimeError:  # exited before listening: the port is taken
+                if time.monotonic() > end:
+                    raise
+                if restart:
+                    time.sleep(0.2)
+                else:
+                    self.port = free_port()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -211,12 +270,16 @@ def post_frame(session, base_url: str, camera: str, token: str, jpeg: bytes, seq
 
 
 class FrameSender:
-    """Sends JPEG frames for one camera at a fixed rate in a thread; records 2xx seqs."""
+    """Sends JPEG frames for one camera at a fixed rate in a thread; records every answer in
+    ``tally`` (:class:`accounting.Tally`), and the 2xx / other seqs in ``accepted`` / ``failed``."""
 
     def __init__(self, base_url: str, camera: str, token: str, jpegs: list[bytes],
                  fps: float, first_seq: int = 0) -> None:
         import threading
 
+        from accounting import Tally
+
+        self.tally = Tally()
         self.base_url, self.camera, self.token = base_url, camera, token
         self.jpegs, self.fps, self.seq = jpegs, fps, first_seq
         self.accepted: list[int] = []
@@ -241,8 +304,10 @@ class FrameSender:
                                   self.seq)
                 (self.accepted if resp.status_code in (200, 202) else self.failed).append(
                     self.seq)
-            except requests.RequestException:
+                self.tally.record(self.seq, resp.status_code)
+            except requests.RequestException as exc:
                 self.failed.append(self.seq)
+                self.tally.record(self.seq, None, type(exc).__name__)
                 session = requests.Session()
             self.seq += 1
             i += 1
@@ -252,3 +317,11 @@ class FrameSender:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def account(self, rdb, timeout_s: float = 30.0):
+        """Stop, then wait until every acknowledged frame has a fate and return the
+        :class:`accounting.Accounting` of this camera."""
+        from accounting import wait_settled
+
+        self.stop()
+        return wait_settled(rdb, self.camera, self.tally, timeout_s)

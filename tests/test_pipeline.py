@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import cv2
@@ -23,47 +22,9 @@ from support import (
     free_port,
     running,
     service_env,
+    wait_for,
     wait_port,
 )
-
-DROP_REASONS = ("dropped_behind", "dropped_stale", "dropped_corrupt", "dropped_evicted")
-
-
-def accounted(rdb, camera: str) -> tuple[int, int, int]:
-    """(accepted, processed, dropped) from the per-camera counters."""
-    stats = {k.decode(): int(v) for k, v in rdb.hgetall(keys.stats(camera)).items()}
-    return (stats.get("accepted", 0), stats.get("processed", 0),
-            sum(stats.get(r, 0) for r in DROP_REASONS))
-
-
-def wait_accounted(rdb, camera: str, timeout_s: float = 60) -> tuple[int, int, int]:
-    """Wait until every accepted frame of ``camera`` is processed or counted as dropped."""
-    end = time.monotonic() + timeout_s
-    while True:
-        acc, proc, drop = accounted(rdb, camera)
-        if acc and acc == proc + drop:
-            return acc, proc, drop
-        if time.monotonic() > end:
-            pytest.fail(f"{camera}: accepted {acc} != processed {proc} + dropped {drop}")
-        time.sleep(0.2)
-
-
-def seqs_in_results(rdb, camera: str) -> list[int]:
-    return [int(f[b"seq"]) for _id, f in rdb.xrange(keys.detections(camera))]
-
-
-def seqs_in_drops(rdb, camera: str) -> list[int]:
-    return [int(s) for _id, f in rdb.xrange(keys.drops(camera))
-            for s in f[b"seqs"].decode().split(",") if s]
-
-
-def assert_every_seq_accounted(rdb, camera: str, sent: list[int]) -> None:
-    """Each seq ingest accepted is in exactly one result or one drop record."""
-    results, drops = seqs_in_results(rdb, camera), seqs_in_drops(rdb, camera)
-    assert len(results) == len(set(results)), "a frame has two results"
-    assert not set(results) & set(drops), "a frame is both processed and dropped"
-    missing = set(sent) - set(results) - set(drops)
-    assert not missing, f"{camera}: seqs neither processed nor dropped: {sorted(missing)[:20]}"
 
 
 @pytest.mark.slow
@@ -84,14 +45,12 @@ def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts
         wait_port(ingest_port, 30, ingest.proc)
         wait_port(web_port, 30, web.proc)
         # wait until the replica is leader (model loaded, lease taken)
-        end = time.monotonic() + 120
-        while rdb.get(keys.LEASE_INFERENCE) is None:
-            assert infer.proc.poll() is None, infer.log()
-            assert time.monotonic() < end, infer.log()
-            time.sleep(0.2)
+        wait_for(lambda: rdb.get(keys.LEASE_INFERENCE) is not None and infer.proc.poll() is None,
+                 120, "the replica to lead", [infer])
         sender = FrameSender(f"http://127.0.0.1:{ingest_port}", "cam1", "tok1", jpegs,
                              fps=10).start()
-        time.sleep(3)
+        wait_for(lambda: rdb.xlen(keys.detections("cam1")) >= 3, 60, "the first results",
+                 [infer, ingest])
         # a third-party client (ffmpeg) decodes the live annotated MJPEG stream, logging in
         # with HTTP Basic as VLC would (it answers the server's challenge)
         out = artifacts_dir / "mjpeg_%02d.jpg"
@@ -107,16 +66,15 @@ def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts
         latest = requests.get(f"http://127.0.0.1:{web_port}/api/v1/cameras/cam1/detections/"
                               "latest", auth=(VIEWER_USER, VIEWER_PASSWORD), timeout=5).json()
         assert latest["dets"] and latest["epoch"] == 1
-        while len(sender.accepted) + len(sender.failed) < len(jpegs):
-            time.sleep(0.2)
-        sender.stop()
-        acc, proc, drop = wait_accounted(rdb, "cam1")
+        wait_for(lambda: len(sender.tally.sent) >= len(jpegs), 60, "the clip to be sent")
+        frames = sender.account(rdb)
         (artifacts_dir / "inference.log").write_text(infer.log())
 
-    assert not sender.failed
-    assert acc == len(sender.accepted)
-    assert proc > 0.3 * acc, f"only {proc} of {acc} frames processed"
-    assert_every_seq_accounted(rdb, "cam1", sender.accepted)
+    frames.check()
+    proc = frames.processed
+    # how many of the 10 fps the model keeps up with depends on the CPU: throughput is
+    # guarded as a ratio to the bare model in test_perf_guard.py; here every frame has a fate
+    assert proc >= 5, f"too few frames processed: {frames}"
     names: dict[str, int] = {}
     for _id, fields in rdb.xrange(keys.detections("cam1")):
         w, h = int(fields[b"w"]), int(fields[b"h"])

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import redis
 
-from support import ROOT, SHARED, Service, service_env, wait_for, wait_port  # noqa: F401
+from support import ROOT, SHARED, Service, service_env, start_listening, wait_for, wait_port  # noqa: F401
 
 CLIP_480 = SHARED / "media" / "intersection_cctv.mp4"
 CLIP_720 = SHARED / "media" / "highway_traffic.mp4"
@@ -117,10 +117,16 @@ class Ingest:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Ingest:
-        env = service_env(self.redis_url, ingest_bind=f"127.0.0.1:{self.port}", **self.cctv)
-        self.starts += 1
-        self.svc = Service(["ingest"], env, self.log_dir, f"ingest-{self.port}-{self.starts}")
-        wait_port(self.port, 30, self.svc.proc)
+        """Start ingest; a restart keeps the port (the sender knows it) and retries while the
+        port is still taken, the first start may move to another free port."""
+        restart = self.starts > 0
+
+        def launch(port: int) -> Service:
+            env = service_env(self.redis_url, ingest_bind=f"127.0.0.1:{port}", **self.cctv)
+            self.starts += 1
+            return Service(["ingest"], env, self.log_dir, f"ingest-{port}-{self.starts}")
+
+        self.port, self.svc = start_listening(launch, self.port, keep_port=restart)
         return self
 
     def stop(self) -> None:

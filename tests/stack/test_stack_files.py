@@ -294,14 +294,34 @@ def test_drill_report_renders() -> None:
         "gap_p50_s": 0.9, "gap_max_s": 0.9, "stop_gap_p50_s": 0.2, "update_gap_p50_s": 0.1,
         "node_down_p50_s": 3.1,
         "task_created_p50_s": 3.1, "reschedule_started_p50_s": 5.2,
-        "reschedule_healthy_p50_s": 10.6, "swarm_only_gap_p50_s": 6.3, "unaccounted": 0},
-        "frames": {"accepted": 10, "processed": 8, "dropped": 2,
-                   "dropped_by_reason": {"behind": 2}, "unaccounted": 0}}
+        "reschedule_healthy_p50_s": 10.6, "swarm_only_gap_p50_s": 6.3, "unaccounted": 0,
+        "handover_gap_p50_s": 0.12, "refused": 1},
+        "frames": {"sent": 11, "acknowledged": 10, "refused": 1, "refused_by_status": {"503": 1},
+                   "processed": 8, "dropped": 2, "dropped_by_reason": {"behind": 2},
+                   "unaccounted": 0}}
     md = drill.render_markdown(report)
     assert "| 1 | `docker kill`, warm standby | worker1 | **0.90 s** |" in md
     assert "5.20 s | 10.60 s |" in md
     assert "| **0.12 s** (hand-over) |" in md
-    assert "**0 unaccounted**" in md
+    assert "1 refused {'503': 1}" in md and "**0 lost**" in md
+
+
+def test_drill_checks_the_goals() -> None:
+    sys.path.insert(0, str(ROOT / "stack"))
+    try:
+        import drill
+    finally:
+        sys.path.remove(str(ROOT / "stack"))
+    assert drill.gap_failures([1.0, 1.9, 3.9], drill.GOAL_KILL_S, "kill") == []
+    slow_median = drill.gap_failures([1.0, 2.1, 2.2], drill.GOAL_KILL_S, "kill")
+    assert len(slow_median) == 1 and "median" in slow_median[0]
+    one_slow = drill.gap_failures([1.0, 1.1, 4.1], drill.GOAL_KILL_S, "kill")
+    assert len(one_slow) == 1 and "2 x goal" in one_slow[0]
+    assert drill.gap_failures([0.4], drill.GOAL_HANDOVER_S, "stop")
+    obs = drill.Observer(None, "cam")  # type: ignore[arg-type] - no Redis needed here
+    obs.results = [(1.0, 1, 1, "a", 0.02), (3.0, 2, 2, "b", 0.4), (3.1, 3, 2, "b", 0.03)]
+    assert obs.first_result_after(2.0, 1) == (3.0, 2, "b")
+    assert obs.model_call_s(3.0, 2) == 0.4 and obs.last_result_before(3.0) == 1.0
 
 
 def test_healthcheck_probe() -> None:

@@ -20,6 +20,7 @@ from support import (
     clip_jpegs,
     free_port,
     service_env,
+    start_listening,
     wait_for,  # noqa: F401 - the web tests import it from here
     wait_port,
 )
@@ -67,9 +68,8 @@ class WebStack:
 
     def start_web(self, name: str, **cctv: object) -> tuple[str, Service]:
         """One more web process on the same Redis (other settings)."""
-        port = free_port()
-        svc = self._start(["web"], name, cameras=CAMERAS, web_bind=f"127.0.0.1:{port}", **cctv)
-        wait_port(port, 30, svc.proc)
+        port, svc = start_listening(lambda port: self._start(
+            ["web"], f"{name}-{port}", cameras=CAMERAS, web_bind=f"127.0.0.1:{port}", **cctv))
         return f"http://127.0.0.1:{port}", svc
 
     def leader(self) -> str | None:

@@ -147,3 +147,10 @@ def line_counts(camera: str) -> str:
 def delivery_group(receiver: str) -> str:
     """Consumer group of one webhook/MQTT receiver on the events stream."""
     return f"deliver:{receiver}"
+
+
+# --- web viewer sessions ---
+def web_session(session_id: str) -> str:
+    """STRING with the user name of one viewer login (TTL = the session lifetime); the session
+    cookie carries only its id, so logout (DEL) ends every copy of the cookie."""
+    return f"{PREFIX}:web:session:{session_id}"

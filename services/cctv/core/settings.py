@@ -142,6 +142,14 @@ class Settings:
     # false (with a strict registry it counts the registry)
     max_cameras: int = 16
 
+    # --- web login hardening ---
+    # password hashes (deliberately slow) run at most this many at a time; a login or Basic
+    # check beyond it is answered 503 with Retry-After instead of queueing up CPU
+    web_hash_concurrency: int = 2
+    # failed logins allowed per user name and minute, from any address (on top of the
+    # per-address throttle): guessing one account's password from many addresses is throttled
+    web_user_failures_per_minute: int = 10
+
     @property
     def camera_tokens(self) -> dict[str, str]:
         """The camera registry parsed from ``cameras``: camera name -> token."""
@@ -258,6 +266,10 @@ def _validate(s: Settings) -> None:
             raise bad(name, "must be > 0")
     # --- web viewer and dashboard (issue 6) ---
     for name in ("web_session_hours", "camera_silent_s", "web_sse_max_s"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be > 0")
+    # --- web login hardening ---
+    for name in ("web_hash_concurrency", "web_user_failures_per_minute"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
     if s.web_secret_key and len(s.web_secret_key) < 16:

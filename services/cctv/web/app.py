@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # forms only
     app.extensions.update(cctv_feeds=feeds, cctv_stats=stats, cctv_monitor=monitor,
                           cctv_docker=docker, cctv_accounts=accounts)
-    install_auth(app, settings, accounts)
+    install_auth(app, settings, accounts, client)
 
     version = _static_version()
 
