@@ -44,6 +44,7 @@ class Config:
     spool_rate: float = 15.0
     timeout_s: float = 10.0
     reconnect_max_s: float = 30.0
+    camera_gone_max_s: float = 60.0
     max_frames: int = 0
     flush_timeout_s: float = 30.0
     log_level: str = "INFO"
@@ -73,6 +74,9 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "timeout": ("TIMEOUT", "network timeout in seconds for camera and ingest (default 10)"),
     "reconnect_max": ("RECONNECT_MAX", "longest wait between reconnects, seconds "
                       "(default 30)"),
+    "camera_gone_max": ("CAMERA_GONE_MAX", "exit with status 1 after this many seconds "
+                        "without a frame, so systemd restarts a clean process (0: never; "
+                        "default 60)"),
     "max_frames": ("MAX_FRAMES", "stop after capturing this many frames, send them, exit"),
     "flush_timeout": ("FLUSH_TIMEOUT", "how long to keep sending at the end of "
                       "--max-frames or a file (default 30 s)"),
@@ -250,6 +254,7 @@ def load_config(argv: Sequence[str] | None = None,
         spool_rate=float(_num("spool_rate", args.spool_rate or "15", float)),
         timeout_s=float(_num("timeout", args.timeout or "10", float, 0.1)),
         reconnect_max_s=float(_num("reconnect_max", args.reconnect_max or "30", float, 0.1)),
+        camera_gone_max_s=float(_num("camera_gone_max", args.camera_gone_max or "60", float)),
         max_frames=int(_num("max_frames", args.max_frames or "0", int)),
         flush_timeout_s=float(_num("flush_timeout", args.flush_timeout or "30", float)),
         log_level=level, check=bool(args.check),

@@ -38,6 +38,15 @@ def _looks_whole(path: str, size: int) -> bool:
     return head == b"\xff\xd8" and b"\xff\xd9" in tail
 
 
+class SpoolWriteError(OSError):
+    """A frame could not be written (disk full, I/O error); ``evicted`` frames were removed
+    before the attempt."""
+
+    def __init__(self, cause: OSError, evicted: int) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.evicted = evicted
+
+
 class Spool:
     """Frames on disk, oldest first, at most ``cap_bytes`` in total (0 disables it)."""
 
@@ -49,6 +58,7 @@ class Spool:
         self._lock = threading.Lock()
         self.evicted = 0
         self.written = 0
+        self.write_failed = 0
 
     @property
     def enabled(self) -> bool:
@@ -99,7 +109,8 @@ class Spool:
 
     def add(self, frame: Frame) -> int:
         """Store ``frame``; returns how many frames were evicted to make room (the frame
-        itself counts as evicted when it alone is over the cap or the spool is off)."""
+        itself counts as evicted when it alone is over the cap or the spool is off).
+        Raises :class:`SpoolWriteError` when the frame cannot be written."""
         size = len(frame.jpeg)
         if not self.enabled or size > self.cap_bytes:
             self.evicted += 1
@@ -108,9 +119,15 @@ class Spool:
             evicted = self._evict_to(self.cap_bytes - size)
             final = self._file(frame.seq, frame.ts_us)
             tmp = final.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(frame.jpeg)
-            os.replace(tmp, final)
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(frame.jpeg)
+                os.replace(tmp, final)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                self.write_failed += 1
+                raise SpoolWriteError(exc, evicted) from exc
             # keep the index ordered by seq (frames normally arrive in order)
             if self._index and self._index[-1][0] > frame.seq:
                 items = sorted([*self._index, (frame.seq, frame.ts_us, size)])

@@ -215,7 +215,7 @@ def test_install_configure_run_uninstall(ingest, rdb, tmp_path: Path,
     with MjpegServer(jpegs, fps=30) as cam:
         # configure as the README says: camera URL, ingest, name, token
         text = envfile.read_text()
-        text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720&fps=15",
+        text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720",
                             f"CCTV_SENDER_SOURCE={cam.url}/?action=stream")
         text = text.replace("http://CHANGE_ME:8080", ing.url)
         text = text.replace("CCTV_SENDER_CAMERA=CHANGE_ME", "CCTV_SENDER_CAMERA=cam2")
