@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.check:
             from cctv_sender.check import run_check
             return run_check(cfg)
+        if cfg.serve_rtsp:
+            from cctv_sender.serve import serve
+            return serve(cfg)
         return run(cfg)
     except (SourceConfigError, IngestURLError, StateError) as exc:
         print(f"cctv-sender: error: {exc}", file=sys.stderr)

@@ -23,6 +23,8 @@ Knobs (environment):
 * ``STANDIN_PICAMERA2_STALL_AFTER=N``: each opened camera stops after N frames
 * ``STANDIN_PICAMERA2_GONE_AFTER=N``: after N frames in this process the camera is
   unplugged: the stream stops and ``global_camera_info()`` no longer lists it
+* ``STANDIN_PICAMERA2_H264``: an H.264 Annex-B file with access unit delimiters; the H.264
+  encoders output its access units in turn (one per sensor frame)
 * ``STANDIN_PICAMERA2_ENCODE_MS``: how long the encoder holds a frame before output
   (default 0; the Pi 5 libav path holds several frames)
 
@@ -60,6 +62,27 @@ def version() -> tuple[int, ...]:
     except metadata.PackageNotFoundError:
         raw = "0.3.30"
     return tuple(int(x) for x in raw.split(".")[:3])
+
+
+def _access_units(stream: bytes) -> list[tuple[bytes, bool]]:
+    """Split an Annex-B stream at its access unit delimiters (NAL type 9); (AU, keyframe)."""
+    marks = []
+    i = stream.find(b"\x00\x00\x01")
+    while i >= 0:
+        if i + 3 < len(stream) and stream[i + 3] & 0x1F == 9:
+            marks.append(i - 1 if i > 0 and stream[i - 1] == 0 else i)
+        i = stream.find(b"\x00\x00\x01", i + 3)
+    marks.append(len(stream))
+    units = []
+    for a, b in zip(marks, marks[1:], strict=False):
+        au = stream[a:b]
+        key = False
+        j = au.find(b"\x00\x00\x01")
+        while j >= 0 and j + 3 < len(au):
+            key = key or au[j + 3] & 0x1F == 5
+            j = au.find(b"\x00\x00\x01", j + 3)
+        units.append((au, key))
+    return units
 
 
 class _CameraManager:
@@ -118,6 +141,10 @@ class Picamera2:
         self.produced = 0
         with open(os.environ["STANDIN_PICAMERA2_JPEG"], "rb") as fh:
             self._jpeg = fh.read()
+        self._h264: list[tuple[bytes, bool]] = []
+        if os.environ.get("STANDIN_PICAMERA2_H264"):
+            with open(os.environ["STANDIN_PICAMERA2_H264"], "rb") as fh:
+                self._h264 = _access_units(fh.read())
         _log("open", camera=camera_num)
 
     def create_video_configuration(self, main: dict | None = None, controls: dict | None = None,
@@ -173,8 +200,14 @@ class Picamera2:
                     first = held.pop(0)
                     if encoder.firsttimestamp is None:
                         encoder.firsttimestamp = first
-                    _log("sensor_frame", sensor_us=first, n=self.produced - len(held))
-                    output.outputframe(self._jpeg, True, first - encoder.firsttimestamp)
+                    n = self.produced - len(held)
+                    _log("sensor_frame", sensor_us=first, n=n,
+                         out_us=time.monotonic_ns() // 1000)
+                    if getattr(encoder, "h264", False):
+                        au, key = self._h264[(n - 1) % len(self._h264)]
+                        output.outputframe(au, key, first - encoder.firsttimestamp)
+                    else:
+                        output.outputframe(self._jpeg, True, first - encoder.firsttimestamp)
             next_t += 1.0 / fps
             self._stop.wait(max(0.0, next_t - time.monotonic()))
         _log("produced", n=self.produced, held=len(held))

@@ -64,7 +64,14 @@ _V4L2MJPEGEncoder.__name__ = _V4L2MJPEGEncoder.__qualname__ = "MJPEGEncoder"
 
 
 class _V4L2H264Encoder(_V4L2MJPEGEncoder):
-    """The V4L2 hardware H.264 encoder."""
+    """The V4L2 hardware H.264 encoder: each output is one access unit."""
+
+    h264 = True
+
+    def __init__(self, bitrate: int | None = None, repeat: bool = False,
+                 iperiod: int | None = None, **_kw: object) -> None:
+        super().__init__(bitrate)
+        self.repeat, self.iperiod = repeat, iperiod
 
 
 _V4L2H264Encoder.__name__ = _V4L2H264Encoder.__qualname__ = "H264Encoder"
@@ -80,6 +87,13 @@ class LibavMjpegEncoder(Encoder):
 
 class LibavH264Encoder(LibavMjpegEncoder):
     """libav's software H.264 encoder (libx264)."""
+
+    h264 = True
+
+    def __init__(self, bitrate: int | None = None, repeat: bool = True,
+                 iperiod: int | None = None, **_kw: object) -> None:
+        super().__init__(bitrate)
+        self.repeat, self.iperiod = repeat, iperiod
 
 
 class JpegEncoder(Encoder):
