@@ -147,6 +147,7 @@ class RtspServer:
         self.slow_clients = 0
         self.sent_bytes = 0
         self.access_units = 0
+        self.frames_sent = 0  # access units that went to at least one client
         self._thread = threading.Thread(target=self._accept, daemon=True, name="rtsp-accept")
 
     def start(self) -> RtspServer:
@@ -205,14 +206,17 @@ class RtspServer:
             return
         # one sequence for every client: a client joins at a keyframe, gaps before are moot
         packets, self._seq = packetize(nals, self._seq, ts_us * 9 // 100, self._ssrc)
+        sent = False
         for c in clients:
             if c.waiting_keyframe:
                 if not keyframe:
                     continue
                 c.waiting_keyframe = False
+            sent = True
             if not c.offer(packets):
                 self.slow_clients += 1
                 self.drop(c, "too slow for the stream (send queue full)")
+        self.frames_sent += int(sent)
 
     # -- RTSP -----------------------------------------------------------------------------------
     def sdp(self) -> bytes:

@@ -91,4 +91,7 @@ def serve(cfg: Config, notifier: Notifier | None = None) -> int:
         notifier.stopping()
         source.close()
         server.stop()
+        log.info("stopped: %d frames encoded, %d sent, %d bytes sent in %d session(s), %d "
+                 "slow client(s) dropped", server.access_units, server.frames_sent,
+                 server.sent_bytes, server.sessions, server.slow_clients)
     return code

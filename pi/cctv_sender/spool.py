@@ -59,6 +59,7 @@ class Spool:
         self.evicted = 0
         self.written = 0
         self.write_failed = 0
+        self._inflight = -1  # the seq peek() handed out and not yet removed
 
     @property
     def enabled(self) -> bool:
@@ -98,12 +99,19 @@ class Spool:
 
     def _evict_to(self, limit: int) -> int:
         evicted = 0
+        kept: list[tuple[int, int, int]] = []
         while self._index and self._bytes > limit:
             seq, ts, size = self._index.popleft()
+            if seq == self._inflight:  # being sent now: its outcome is counted instead
+                kept.append((seq, ts, size))
+                if not self._index:
+                    break
+                continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._file(seq, ts))
             self._bytes -= size
             evicted += 1
+        self._index.extendleft(kept)
         self.evicted += evicted
         return evicted
 
@@ -149,12 +157,15 @@ class Spool:
                     self._index.popleft()
                     self._bytes -= size
                     continue
+                self._inflight = seq
                 return Frame(jpeg=data, ts_us=ts, seq=seq, late=True)
             return None
 
     def remove(self, seq: int) -> None:
         """Forget frame ``seq`` (delivered or rejected)."""
         with self._lock:
+            if seq == self._inflight:
+                self._inflight = -1
             for i, (s, ts, size) in enumerate(self._index):
                 if s == seq:
                     del self._index[i]

@@ -200,3 +200,19 @@ def test_frames_before_time_sync_are_marked(tmp_path: Path) -> None:
     assert marks == ["1", "1", "1", None, None, None]
     assert sender.stats.unsynced == 3 and sender.stats.unaccounted(pending=0) == 0
     assert Frame(jpeg=b"", ts_us=0).clock_synced  # the default: synchronised
+
+
+def test_spool_never_evicts_the_frame_being_sent(tmp_path: Path) -> None:
+    """A frame handed to the uploader stays until its outcome is known, so it is counted
+    once (delivered or rejected), never also as evicted."""
+    spool = Spool(tmp_path / "spool", cap_bytes=3000).open()
+    for seq in range(3):
+        spool.add(Frame(jpeg=b"\xff\xd8" + bytes(996) + b"\xff\xd9", ts_us=seq, seq=seq))
+    sending = spool.peek()
+    assert sending is not None and sending.seq == 0
+    evicted = sum(spool.add(Frame(jpeg=b"\xff\xd8" + bytes(996) + b"\xff\xd9", ts_us=s,
+                                  seq=s)) for s in range(3, 5))
+    assert evicted == 2 and spool.evicted == 2
+    assert 0 in [seq for seq, _t, _s in spool._index]  # seqs 1 and 2 went instead
+    spool.remove(0)
+    assert [seq for seq, _t, _s in spool._index] == [3, 4]
