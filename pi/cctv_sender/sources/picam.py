@@ -231,7 +231,10 @@ class PicameraSource(Source):
             try:
                 self.cam.configure(self._config(self.cam, "YUV420"))
                 self.encoder = encoders.MJPEGEncoder()
-                self.cam.start_encoder(self.encoder, output, quality=self._hw_quality())
+                try:
+                    self.cam.start_encoder(self.encoder, output, quality=self._hw_quality())
+                except TypeError:  # picamera2 without the quality argument
+                    self.cam.start_encoder(self.encoder, output)
                 self.cam.start()
                 self.encoder_name, self.stream_format = "hardware MJPEG", "YUV420"
                 return
