@@ -442,7 +442,7 @@ the encoder itself on both paths (the stand-in hands over frames already encoded
 puller then still has to JPEG-encode each frame for ingest, a few ms per 720p frame on the
 cluster's CPU (see the section above).
 """
-    record(figures, "Pi sender: failed opens and frame accounting", md)
+    record(figures, "Pi sender: failed opens, frame accounting, H.264", md)
     print(json.dumps(figures, indent=1))
     return 0
 
