@@ -4,7 +4,6 @@ set the time after boot, the clock starts from the last shutdown (fake-hwclock) 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import time
 from collections.abc import Callable
@@ -17,7 +16,8 @@ _TIME_ERROR = 5  # adjtimex(2): the kernel clock is not synchronised
 def _kernel_synced() -> bool | None:
     """The kernel's view (adjtimex, as systemd-time-wait-sync uses), None if unavailable."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols include libc's (find_library would run ldconfig)
+        libc = ctypes.CDLL(None, use_errno=True)
         buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: only read
         state = libc.adjtimex(buf)
     except (OSError, AttributeError):

@@ -23,7 +23,14 @@ from cctv_sender.sources import Source
 from cctv_sender.spool import Spool
 from cctv_sender.state import SequenceCounter
 
-from sender_support import CLIP_480, MjpegServer, SenderProc, sender_env, stream_seqs
+from sender_support import (
+    CLIP_480,
+    MjpegServer,
+    SenderProc,
+    sender_env,
+    stream_seqs,
+    wait_for,
+)
 from support import ROOT, free_port
 
 PI = ROOT / "pi"
@@ -93,6 +100,8 @@ def test_sender_notifies_ready_watchdog_status_stopping(ingest, rdb, tmp_path: P
                         cam.url + "/video.mjpg"], tmp_path / "state", tmp_path,
                        env=sender_env(CCTV_SENDER_TOKEN="tok1", NOTIFY_SOCKET=path,
                                       WATCHDOG_USEC="900000"))
+        # from the moment it streams (start-up on a loaded machine takes a while)
+        wait_for(lambda: "streaming" in s.log(), 30, "the sender streaming")
         time.sleep(2.5)
         assert s.stop() == 0
     time.sleep(0.2)
