@@ -5,8 +5,14 @@
 #   sudo ./install.sh --uninstall  stop and remove the service and the program
 #   sudo ./install.sh --uninstall --purge   ... and the settings and state too
 #
-# The program goes into a venv made with --system-site-packages, so picamera2, OpenCV and
-# numpy come from apt (python3-picamera2, python3-opencv) and match the system's libcamera.
+# The program goes into a venv made with --system-site-packages, so picamera2 (and OpenCV,
+# where the camera needs it) come from apt and match the system's libcamera. Only what the
+# configured camera needs is installed: a Pi camera gets python3-picamera2 (without its
+# recommended Qt preview), an MJPEG camera nothing more, and only webcams, RTSP cameras and
+# video files get OpenCV (python3-opencv pulls in about a hundred packages).
+#   --source-kind K   picamera2, mjpeg or opencv (default: from CCTV_SENDER_SOURCE in the
+#                     settings file, else picamera2)
+#   --print-packages  print the apt packages that would be installed, and exit
 # Other options (mostly for tests and unusual layouts):
 #   --prefix DIR      program directory            (default /opt/cctv-sender)
 #   --etc DIR         settings directory           (default /etc/cctv-sender)
@@ -28,7 +34,7 @@ unit_dir=/etc/systemd/system
 bin_dir=/usr/local/bin
 user=cctv-sender
 python=/usr/bin/python3
-apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0 wheel=
+apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0 wheel= source_kind= print_packages=0
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -46,9 +52,11 @@ while [ $# -gt 0 ]; do
         --no-systemd) systemd=0 ;;
         --pip-opencv) pip_opencv=1 ;;
         --wheel) wheel="$2"; shift ;;
+        --source-kind) source_kind="$2"; shift ;;
+        --print-packages) print_packages=1 ;;
         --uninstall) uninstall=1 ;;
         --purge) purge=1 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -57,6 +65,29 @@ done
 case "$prefix" in ""|/|/usr|/usr/local|/etc|/var|/home) die "refusing --prefix $prefix" ;; esac
 unit="$unit_dir/cctv-sender.service"
 envfile="$etc/cctv-sender.env"
+
+# which camera library the configured source needs: picamera2, mjpeg (none) or opencv
+kind_of_source() {
+    local src
+    src="$(sed -n 's/^[[:space:]]*CCTV_SENDER_SOURCE=//p' "$1" 2>/dev/null | tail -n 1)"
+    src="${src%\"}"; src="${src#\"}"; src="${src%\'}"; src="${src#\'}"
+    case "$src" in
+        ""|picamera2*) echo picamera2 ;;
+        http://*|https://*) echo mjpeg ;;
+        *) echo opencv ;;
+    esac
+}
+if [ -z "$source_kind" ]; then
+    if [ -f "$envfile" ]; then source_kind="$(kind_of_source "$envfile")"
+    else source_kind="$(kind_of_source "$here/cctv-sender.env.example")"; fi
+fi
+case "$source_kind" in picamera2|mjpeg|opencv) ;; *) die "--source-kind: use picamera2, mjpeg or opencv" ;; esac
+pkgs="python3-venv python3-pip"
+case "$source_kind" in
+    picamera2) pkgs="$pkgs python3-picamera2" ;;
+    opencv) [ "$pip_opencv" = 1 ] || pkgs="$pkgs python3-opencv python3-numpy" ;;
+esac
+if [ "$print_packages" = 1 ]; then echo "$pkgs"; exit 0; fi
 
 if [ "$uninstall" = 1 ]; then
     if [ "$systemd" = 1 ] && command -v systemctl >/dev/null; then
@@ -85,12 +116,9 @@ if [ "$(id -u)" != 0 ] && { [ "$apt" = 1 ] || [ "$mkuser" = 1 ] || [ "$systemd" 
 fi
 
 if [ "$apt" = 1 ]; then
-    say "installing system packages (python3-venv, python3-picamera2, python3-opencv)"
+    say "installing system packages for a $source_kind camera: $pkgs"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    pkgs="python3-venv python3-pip python3-numpy"
-    if apt-cache show python3-picamera2 >/dev/null 2>&1; then pkgs="$pkgs python3-picamera2"; fi
-    if [ "$pip_opencv" = 0 ]; then pkgs="$pkgs python3-opencv"; fi
     # shellcheck disable=SC2086 # word splitting of the package list is intended
     apt-get install -y -qq --no-install-recommends $pkgs
 fi
@@ -121,7 +149,7 @@ then
 else
     "${pip[@]}" install --no-deps "$here"  # fetches the build backend from PyPI
 fi
-if [ "$pip_opencv" = 1 ]; then
+if [ "$pip_opencv" = 1 ] && [ "$source_kind" = opencv ]; then
     "${pip[@]}" install "opencv-python-headless>=4.8" "numpy>=1.24"
 fi
 cp "$here/README.md" "$prefix/README.md"
@@ -153,6 +181,10 @@ mv "$unit.tmp" "$unit"
 
 if [ "$systemd" = 1 ]; then
     systemctl daemon-reload
+    # time-sync.target only waits for a synchronised clock with this service enabled (a Pi
+    # without a real-time clock boots with the time of its last shutdown)
+    systemctl enable systemd-time-wait-sync.service 2>/dev/null || \
+        say "systemd-time-wait-sync.service not available: frames before NTP sync are marked"
     systemctl enable cctv-sender.service
     if grep -q CHANGE_ME "$envfile"; then
         say "now edit $envfile (camera, ingest URL, name, token), then:"

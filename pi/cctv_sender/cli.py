@@ -28,6 +28,16 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stderr)
 
 
+def stall_s(cfg: Config) -> float:
+    """Seconds without a frame (or with a thread silent) after which the watchdog pings
+    stop: longer than a camera timeout and a reopen, never longer than the camera may be
+    gone before the sender exits."""
+    stall = max(25.0, 2 * cfg.timeout_s + 5)
+    if cfg.camera_gone_max_s:
+        stall = min(stall, cfg.camera_gone_max_s)
+    return stall
+
+
 def run(cfg: Config) -> int:
     """Run the sender until SIGTERM/SIGINT (or ``--max-frames``/end of a file)."""
     if cfg.source.kind == "file" and not os.path.isfile(str(cfg.source.target)):
@@ -44,7 +54,7 @@ def run(cfg: Config) -> int:
                         max_frames=cfg.max_frames, flush_timeout_s=cfg.flush_timeout_s,
                         reconnect_max_s=cfg.reconnect_max_s, notifier=Notifier(),
                         stats_path=state.path / "stats.json",
-                        stall_s=max(25.0, 2 * cfg.timeout_s + 5))
+                        stall_s=stall_s(cfg), camera_gone_max_s=cfg.camera_gone_max_s)
 
         def on_signal(signum: int, _frame: object) -> None:
             log.info("got %s, stopping", signal.Signals(signum).name)
@@ -72,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.check:
             from cctv_sender.check import run_check
             return run_check(cfg)
+        if cfg.serve_rtsp:
+            from cctv_sender.serve import serve
+            return serve(cfg)
         return run(cfg)
     except (SourceConfigError, IngestURLError, StateError) as exc:
         print(f"cctv-sender: error: {exc}", file=sys.stderr)

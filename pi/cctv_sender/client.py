@@ -127,6 +127,8 @@ class IngestClient:
         headers["X-Capture-Ts"] = str(frame.ts_us)
         if frame.late:
             headers["X-Frame-Late"] = "1"
+        if not frame.clock_synced:
+            headers["X-Clock-Unsynced"] = "1"
         try:
             status, resp_headers, data = self._request("POST", self.path, frame.jpeg, headers)
         except (OSError, http.client.HTTPException) as exc:

@@ -44,10 +44,12 @@ class Config:
     spool_rate: float = 15.0
     timeout_s: float = 10.0
     reconnect_max_s: float = 30.0
+    camera_gone_max_s: float = 60.0
     max_frames: int = 0
     flush_timeout_s: float = 30.0
     log_level: str = "INFO"
     check: bool = False
+    serve_rtsp: str = ""
 
 
 # option name -> (env suffix, help); the env variable is CCTV_SENDER_<suffix>
@@ -73,10 +75,16 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "timeout": ("TIMEOUT", "network timeout in seconds for camera and ingest (default 10)"),
     "reconnect_max": ("RECONNECT_MAX", "longest wait between reconnects, seconds "
                       "(default 30)"),
+    "camera_gone_max": ("CAMERA_GONE_MAX", "exit with status 1 after this many seconds "
+                        "without a frame, so systemd restarts a clean process (0: never; "
+                        "default 60)"),
     "max_frames": ("MAX_FRAMES", "stop after capturing this many frames, send them, exit"),
     "flush_timeout": ("FLUSH_TIMEOUT", "how long to keep sending at the end of "
                       "--max-frames or a file (default 30 s)"),
     "log_level": ("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "serve_rtsp": ("SERVE_RTSP", "instead of pushing JPEG to ingest, serve the Pi camera as "
+                   "H.264 over RTSP on HOST:PORT (e.g. 0.0.0.0:8554) for the cluster to "
+                   "pull; ingest and token are then not needed"),
 }
 _EXTRA_ENV = {"TOKEN"}
 
@@ -180,6 +188,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
+def _size_or_error(raw: str | None) -> tuple[int, int] | None:
+    if not raw:
+        return None
+    try:
+        return parse_size(raw, "--size")
+    except SourceConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(argv: Sequence[str] | None = None,
                 env: Mapping[str, str] | None = None) -> Config:
     """Parse flags and environment into a :class:`Config` (raises :class:`ConfigError`)."""
@@ -202,6 +219,25 @@ def load_config(argv: Sequence[str] | None = None,
         source = parse_source(args.source or "")
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
+
+    serve_rtsp = (args.serve_rtsp or "").strip()
+    if serve_rtsp:
+        host, sep, port = serve_rtsp.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--serve-rtsp={serve_rtsp!r} must be HOST:PORT, e.g. "
+                              "0.0.0.0:8554")
+        if source.kind != "picamera2":
+            raise ConfigError("--serve-rtsp serves the Pi camera: use --source picamera2:")
+        if args.camera and not CAMERA_NAME_RE.match(args.camera):
+            raise ConfigError(f"camera name {args.camera!r} must match "
+                              f"{CAMERA_NAME_RE.pattern}")
+        return Config(source=source, ingest="", camera=args.camera or "camera", token="",
+                      fps=float(_num("fps", args.fps or "30", float)),
+                      size=_size_or_error(args.size),
+                      timeout_s=float(_num("timeout", args.timeout or "10", float, 0.1)),
+                      camera_gone_max_s=float(_num("camera_gone_max",
+                                                   args.camera_gone_max or "60", float)),
+                      log_level=(args.log_level or "INFO").upper(), serve_rtsp=serve_rtsp)
 
     if not args.ingest:
         raise ConfigError("no ingest URL given (--ingest or CCTV_SENDER_INGEST), "
@@ -250,6 +286,7 @@ def load_config(argv: Sequence[str] | None = None,
         spool_rate=float(_num("spool_rate", args.spool_rate or "15", float)),
         timeout_s=float(_num("timeout", args.timeout or "10", float, 0.1)),
         reconnect_max_s=float(_num("reconnect_max", args.reconnect_max or "30", float, 0.1)),
+        camera_gone_max_s=float(_num("camera_gone_max", args.camera_gone_max or "60", float)),
         max_frames=int(_num("max_frames", args.max_frames or "0", int)),
         flush_timeout_s=float(_num("flush_timeout", args.flush_timeout or "30", float)),
         log_level=level, check=bool(args.check),

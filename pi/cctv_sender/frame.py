@@ -13,9 +13,12 @@ def now_us() -> int:
 
 @dataclass(slots=True)
 class Frame:
-    """One captured frame. ``seq`` is assigned by the sender when the frame is accepted."""
+    """One captured frame. ``seq`` is assigned by the sender when the frame is accepted;
+    ``clock_synced`` is False for frames captured before the wall clock was synchronised
+    (their ``ts_us`` may be far off)."""
 
     jpeg: bytes
     ts_us: int
     seq: int = -1
     late: bool = False
+    clock_synced: bool = True

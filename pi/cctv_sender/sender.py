@@ -11,11 +11,12 @@ from collections.abc import Callable
 
 from cctv_sender.backoff import Backoff
 from cctv_sender.client import IngestClient, Outcome, Reply
+from cctv_sender.clock import ClockSync
 from cctv_sender.frame import Frame, now_us
 from cctv_sender.livequeue import LiveQueue
 from cctv_sender.sdnotify import Notifier
 from cctv_sender.sources import Source, SourceEnded, SourceError
-from cctv_sender.spool import Spool
+from cctv_sender.spool import Spool, SpoolWriteError
 from cctv_sender.state import SequenceCounter, write_atomic
 from cctv_sender.stats import Stats
 
@@ -57,7 +58,9 @@ class Sender:
                  spool_rate: float = 15.0, max_frames: int = 0, flush_timeout_s: float = 30.0,
                  reconnect_max_s: float = 30.0, notifier: Notifier | None = None,
                  stats_path: object = None, status_interval_s: float = 5.0,
-                 log_interval_s: float = 60.0, stall_s: float = 25.0) -> None:
+                 log_interval_s: float = 60.0, stall_s: float = 25.0,
+                 camera_gone_max_s: float = 0.0,
+                 clock_synced: Callable[[], bool] | None = None) -> None:
         self.source, self.client, self.spool, self.seq = source, client, spool, seq
         self.live = LiveQueue(queue_size)
         self.fps_gate = RateGate(fps)
@@ -69,7 +72,11 @@ class Sender:
         self.stats_path = stats_path
         self.status_interval_s = status_interval_s
         self.log_interval_s = log_interval_s
-        self.stall_s = stall_s  # a thread silent this long is stuck: stop the watchdog pings
+        # no frame (or a thread silent) this long: stop the watchdog pings
+        self.stall_s = stall_s
+        # no frame this long: give up and exit non-zero, so systemd restarts a clean process
+        self.camera_gone_max_s = camera_gone_max_s
+        self.clock_synced = clock_synced or ClockSync().synced
         self.stats = Stats()
         self.stop_event = threading.Event()      # SIGTERM/SIGINT: stop capturing, wrap up
         self.capture_done = threading.Event()    # no more frames will come
@@ -78,43 +85,61 @@ class Sender:
         self.heartbeat: dict[str, float] = {}
         self._rate_fps = 0.0
         self._stall_logged = False
+        self._spool_error_logged = 0.0
+        self._seq_error_logged = 0.0
+        self._last_frame = time.monotonic()
         self._threads: list[threading.Thread] = []
 
     # -- capture ------------------------------------------------------------------------------
     def _beat(self, name: str) -> None:
         self.heartbeat[name] = time.monotonic()
 
-    def _sleep(self, seconds: float, name: str) -> None:
-        """Sleep unless stopped, still beating the heartbeat."""
-        end = time.monotonic() + seconds
-        while not self.stop_event.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self._beat(name)
-            self.stop_event.wait(min(left, 1.0))
+    def _sleep(self, seconds: float) -> None:
+        """Sleep unless stopped."""
+        self.stop_event.wait(seconds)
 
     def _set_source_state(self, state: str) -> None:
         if state != self.stats.source_state:
             self.stats.source_state = state
             log.info("camera %s: %s", self.source.name, state)
 
+    def _camera_gone(self, exc: SourceError) -> bool:
+        """After a camera failure: True (and the sender stops, exit code 1) when no frame
+        came for ``camera_gone_max_s``."""
+        gone = time.monotonic() - self._last_frame
+        if not self.camera_gone_max_s or gone < self.camera_gone_max_s:
+            return False
+        log.error("no frame from %s for %.0fs (%s); exiting so that the service restarts",
+                  self.source.name, gone, exc)
+        self._set_source_state(f"failed (no camera for {gone:.0f}s: {exc})")
+        self.stop_event.set()
+        return True
+
+    def _sync_source_counts(self) -> None:
+        self.stats.superseded = self.source.superseded
+
     def capture_loop(self) -> None:
         """Open the camera, grab frames under the fps limit, number them, queue them;
-        reopen with backoff when the camera is lost."""
+        reopen with backoff when the camera is lost, give up after ``camera_gone_max_s``.
+
+        The capture heartbeat beats only when a frame arrives, so the watchdog pings stop
+        while the camera is gone as well as when the thread hangs."""
         backoff = Backoff(0.5, self.reconnect_max_s)
+        self._last_frame = time.monotonic()
+        self._beat("capture")
         try:
             while not self.stop_event.is_set():
-                self._beat("capture")
                 self._set_source_state("connecting")
                 try:
                     self.source.open()
                 except SourceError as exc:
                     self.stats.error(str(exc))
                     self.stats.add(reconnects=1)
+                    if self._camera_gone(exc):
+                        return
                     delay = backoff.next_delay()
                     self._set_source_state(f"unavailable ({exc}); retry in {delay:.1f}s")
-                    self._sleep(delay, "capture")
+                    self._sleep(delay)
                     continue
                 log.info("opened %s", self.source.describe())
                 try:
@@ -126,12 +151,16 @@ class Sender:
                 except SourceError as exc:
                     self.stats.error(str(exc))
                     self.stats.add(reconnects=1)
+                    self.source.close()
+                    self._sync_source_counts()
+                    if self._camera_gone(exc):
+                        return
                     delay = backoff.next_delay()
                     self._set_source_state(f"lost ({exc}); reconnect in {delay:.1f}s")
-                    self.source.close()
-                    self._sleep(delay, "capture")
+                    self._sleep(delay)
                 finally:
                     self.source.close()
+                    self._sync_source_counts()
             self._set_source_state("stopped")
         except Exception as exc:  # a bug: make it visible, stop cleanly (systemd restarts)
             log.exception("capture thread failed")
@@ -148,21 +177,37 @@ class Sender:
         while not self.stop_event.is_set():
             self.source.grab()
             now = time.monotonic()
+            self._last_frame = now
             self._beat("capture")
+            self.stats.add(source_frames=1)
+            self._sync_source_counts()
             if first:
                 self._set_source_state("streaming")
                 backoff.reset()
                 first = False
             if not self.fps_gate.take(now):
-                self.stats.skipped += 1
+                self.stats.add(skipped=1)
+                continue
+            try:
+                seq = self.seq.next()
+            except OSError as exc:  # the block reservation could not be made durable
+                self.stats.add(seq_failed=1)
+                self.stats.error(f"sequence file: {exc}")
+                if now - self._seq_error_logged >= 60:
+                    self._seq_error_logged = now
+                    log.error("cannot reserve sequence numbers in %s (%s); dropping frames "
+                              "until it works (counted as seq_failed)", self.seq.path, exc)
                 continue
             jpeg = self.source.retrieve()
-            frame = Frame(jpeg=jpeg, ts_us=now_us(), seq=self.seq.next())
+            synced = self.clock_synced()
+            frame = Frame(jpeg=jpeg, ts_us=self.source.capture_ts_us() or now_us(),
+                          seq=seq, clock_synced=synced)
             with self.stats._lock:
                 if self.stats.first_seq < 0:
                     self.stats.first_seq = frame.seq
                 self.stats.last_seq = frame.seq
                 self.stats.captured += 1
+                self.stats.unsynced += int(not synced)
             dropped = self.live.put(frame)
             if dropped is not None:
                 if self.ingest_down and self.spool.enabled:
@@ -176,7 +221,17 @@ class Sender:
 
     # -- upload -------------------------------------------------------------------------------
     def _to_spool(self, frame: Frame) -> None:
-        evicted = self.spool.add(frame)
+        try:
+            evicted = self.spool.add(frame)
+        except SpoolWriteError as exc:  # disk full, read-only after an SD card error, ...
+            self.stats.add(spool_failed=1, evicted=exc.evicted)
+            self.stats.error(f"spool: {exc}")
+            now = time.monotonic()
+            if now - self._spool_error_logged >= 60:
+                self._spool_error_logged = now
+                log.error("cannot write frame %d to the spool (%s); dropping it (counted as "
+                          "spool_failed)", frame.seq, exc)
+            return
         self.stats.add(spooled=1, evicted=evicted)
         if evicted:
             log.debug("spool full: evicted %d frame(s)", evicted)
@@ -305,7 +360,8 @@ class Sender:
         line = (f"{s.source_state}; {self._rate_fps:.1f} fps; queue {len(self.live)}/"
                 f"{self.live.maxsize}; spool {len(self.spool)} frames "
                 f"{self.spool.bytes / 1e6:.1f} MB; sent {s.delivered} (late {s.late}); "
-                f"dropped {s.dropped}; evicted {s.evicted}; rejected {s.rejected}; "
+                f"dropped {s.dropped}; evicted {s.evicted}; spool failed {s.spool_failed}; "
+                f"rejected {s.rejected}; superseded {s.superseded}; skipped {s.skipped}; "
                 f"ingest {s.ingest_state}")
         if s.last_error:
             line += f"; last error: {s.last_error}"
@@ -385,4 +441,4 @@ class Sender:
                 self.stats.add(dropped=1)
         self.write_stats()
         log.info("stopped: %s", self.status_line())
-        return 1 if self.stats.source_state == "failed" else 0
+        return 1 if self.stats.source_state.startswith("failed") else 0

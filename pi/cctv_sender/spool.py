@@ -38,6 +38,15 @@ def _looks_whole(path: str, size: int) -> bool:
     return head == b"\xff\xd8" and b"\xff\xd9" in tail
 
 
+class SpoolWriteError(OSError):
+    """A frame could not be written (disk full, I/O error); ``evicted`` frames were removed
+    before the attempt."""
+
+    def __init__(self, cause: OSError, evicted: int) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.evicted = evicted
+
+
 class Spool:
     """Frames on disk, oldest first, at most ``cap_bytes`` in total (0 disables it)."""
 
@@ -49,6 +58,8 @@ class Spool:
         self._lock = threading.Lock()
         self.evicted = 0
         self.written = 0
+        self.write_failed = 0
+        self._inflight = -1  # the seq peek() handed out and not yet removed
 
     @property
     def enabled(self) -> bool:
@@ -88,18 +99,26 @@ class Spool:
 
     def _evict_to(self, limit: int) -> int:
         evicted = 0
+        kept: list[tuple[int, int, int]] = []
         while self._index and self._bytes > limit:
             seq, ts, size = self._index.popleft()
+            if seq == self._inflight:  # being sent now: its outcome is counted instead
+                kept.append((seq, ts, size))
+                if not self._index:
+                    break
+                continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._file(seq, ts))
             self._bytes -= size
             evicted += 1
+        self._index.extendleft(kept)
         self.evicted += evicted
         return evicted
 
     def add(self, frame: Frame) -> int:
         """Store ``frame``; returns how many frames were evicted to make room (the frame
-        itself counts as evicted when it alone is over the cap or the spool is off)."""
+        itself counts as evicted when it alone is over the cap or the spool is off).
+        Raises :class:`SpoolWriteError` when the frame cannot be written."""
         size = len(frame.jpeg)
         if not self.enabled or size > self.cap_bytes:
             self.evicted += 1
@@ -108,9 +127,15 @@ class Spool:
             evicted = self._evict_to(self.cap_bytes - size)
             final = self._file(frame.seq, frame.ts_us)
             tmp = final.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(frame.jpeg)
-            os.replace(tmp, final)
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(frame.jpeg)
+                os.replace(tmp, final)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                self.write_failed += 1
+                raise SpoolWriteError(exc, evicted) from exc
             # keep the index ordered by seq (frames normally arrive in order)
             if self._index and self._index[-1][0] > frame.seq:
                 items = sorted([*self._index, (frame.seq, frame.ts_us, size)])
@@ -132,12 +157,15 @@ class Spool:
                     self._index.popleft()
                     self._bytes -= size
                     continue
+                self._inflight = seq
                 return Frame(jpeg=data, ts_us=ts, seq=seq, late=True)
             return None
 
     def remove(self, seq: int) -> None:
         """Forget frame ``seq`` (delivered or rejected)."""
         with self._lock:
+            if seq == self._inflight:
+                self._inflight = -1
             for i, (s, ts, size) in enumerate(self._index):
                 if s == seq:
                     del self._index[i]

@@ -13,15 +13,34 @@ class StateError(Exception):
     """The state directory cannot be used (permissions, another sender holds it)."""
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (crash safe)."""
+    """Write ``data`` to ``path`` through a temporary file and a rename. With ``sync``
+    (the default) it is durable when this returns: the file's data is fsynced before the
+    rename and the directory after it, so a power cut leaves either the old or the new
+    content, never an empty file or the old name pointing nowhere."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if sync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        fsync_dir(path.parent)
 
 
 class StateDir:
@@ -96,8 +115,10 @@ class SequenceCounter:
     def next(self) -> int:
         """Hand out the next sequence number (reserving a new block on disk when needed)."""
         if self._next >= self._limit:
-            self._limit = self._next + self.block
-            write_atomic(self.path, f"{self._limit}\n".encode())
+            limit = self._next + self.block
+            # durable before any number of the block is used: a power cut never reuses one
+            write_atomic(self.path, f"{limit}\n".encode())
+            self._limit = limit
         seq = self._next
         self._next += 1
         return seq

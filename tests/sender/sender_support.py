@@ -26,6 +26,37 @@ CLIP_720 = SHARED / "media" / "highway_traffic.mp4"
 STANDIN = Path(__file__).resolve().parent / "standin"
 
 
+def standin_paths(tmp_path: Path, version: str = "0.3.30") -> list[str]:
+    """Import paths for the picamera2 stand-in reporting ``version`` in its package metadata
+    (as Debian's python3-picamera2 does): the metadata folder first, then the stand-in."""
+    site = tmp_path / f"standin-site-{version}"
+    dist = site / f"picamera2-{version}.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: picamera2\n"
+                                   f"Version: {version}\n")
+    return [str(site), str(STANDIN)]
+
+
+def standin_env(tmp_path: Path, version: str = "0.3.30", **extra: str) -> dict[str, str]:
+    """Environment for a sender process that imports the picamera2 stand-in."""
+    paths = [*standin_paths(tmp_path, version), str(ROOT / "pi")]
+    return sender_env(PYTHONPATH=os.pathsep.join(paths),
+                      STANDIN_PICAMERA2_JPEG=str(SHARED / "media" / "bus.jpg"),
+                      STANDIN_PICAMERA2_LOG=str(tmp_path / "picamera2.jsonl"), **extra)
+
+
+def standin_calls(log: Path) -> list[dict]:
+    """The calls the stand-in logged, one dict per line."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def open_fds() -> int:
+    """Descriptors open in this process right now."""
+    return len(os.listdir("/proc/self/fd"))
+
+
 def make_jpeg(i: int, size: tuple[int, int] = (320, 240), pad: int = 0) -> bytes:
     """A small distinct JPEG; ``pad`` bytes of COM segments make it larger without cost."""
     w, h = size

@@ -101,9 +101,11 @@ def test_wrong_token_is_rejected_once_per_frame_not_retried(ingest, rdb, tmp_pat
 
 
 def test_rate_limited_frames_are_retried_and_delivered_once(ingest, rdb, tmp_path: Path) -> None:
+    # a queue for the whole burst: a slow first POST on a loaded machine must not drop frames
     ing = ingest(camera_fps_limit=5)
     s = SenderProc(_args(ing.url, "--source", f"file:{CLIP_480}?fps=30", "--fps", "0",
-                         "--max-frames", "14", "--spool-rate", "3"), tmp_path / "state",
+                         "--max-frames", "14", "--spool-rate", "3", "--queue", "32"),
+                   tmp_path / "state",
                    tmp_path, env=ENV)
     assert s.wait(60) == 0, s.log()
     stats = s.stats()

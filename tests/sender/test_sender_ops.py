@@ -23,7 +23,14 @@ from cctv_sender.sources import Source
 from cctv_sender.spool import Spool
 from cctv_sender.state import SequenceCounter
 
-from sender_support import CLIP_480, MjpegServer, SenderProc, sender_env, stream_seqs
+from sender_support import (
+    CLIP_480,
+    MjpegServer,
+    SenderProc,
+    sender_env,
+    stream_seqs,
+    wait_for,
+)
 from support import ROOT, free_port
 
 PI = ROOT / "pi"
@@ -93,6 +100,8 @@ def test_sender_notifies_ready_watchdog_status_stopping(ingest, rdb, tmp_path: P
                         cam.url + "/video.mjpg"], tmp_path / "state", tmp_path,
                        env=sender_env(CCTV_SENDER_TOKEN="tok1", NOTIFY_SOCKET=path,
                                       WATCHDOG_USEC="900000"))
+        # from the moment it streams (start-up on a loaded machine takes a while)
+        wait_for(lambda: "streaming" in s.log(), 30, "the sender streaming")
         time.sleep(2.5)
         assert s.stop() == 0
     time.sleep(0.2)
@@ -215,7 +224,7 @@ def test_install_configure_run_uninstall(ingest, rdb, tmp_path: Path,
     with MjpegServer(jpegs, fps=30) as cam:
         # configure as the README says: camera URL, ingest, name, token
         text = envfile.read_text()
-        text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720&fps=15",
+        text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720",
                             f"CCTV_SENDER_SOURCE={cam.url}/?action=stream")
         text = text.replace("http://CHANGE_ME:8080", ing.url)
         text = text.replace("CCTV_SENDER_CAMERA=CHANGE_ME", "CCTV_SENDER_CAMERA=cam2")
@@ -297,3 +306,41 @@ def test_sigterm_during_outage_spools_and_next_run_sends_late(ingest, rdb, tmp_p
     assert late == list(range(first["first_seq"], first["last_seq"] + 1))
     assert len(got) == first["captured"] + 3
     assert s2.stats()["spool_frames"] == 0
+
+
+@pytest.mark.parametrize(("source", "kind", "wanted", "unwanted"), [
+    ("picamera2:?size=1280x720", "picamera2", {"python3-picamera2"}, {"python3-opencv"}),
+    ("http://cam.local:8080/?action=stream", "mjpeg", set(),
+     {"python3-opencv", "python3-picamera2"}),
+    ("'v4l2:/dev/video0'", "opencv", {"python3-opencv"}, {"python3-picamera2"}),
+    ("rtsp://u:p@cam/stream", "opencv", {"python3-opencv"}, {"python3-picamera2"}),
+])
+def test_installer_installs_only_what_the_source_needs(tmp_path: Path, source: str, kind: str,
+                                                       wanted: set, unwanted: set) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "cctv-sender.env").write_text(f"# a comment\nCCTV_SENDER_SOURCE={source}\n")
+    out = subprocess.run(["bash", str(PI / "install.sh"), "--etc", str(etc),
+                          "--print-packages"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pkgs = set(out.stdout.split())
+    assert wanted <= pkgs and not unwanted & pkgs, pkgs
+    forced = subprocess.run(["bash", str(PI / "install.sh"), "--etc", str(etc),
+                             "--source-kind", kind, "--print-packages"],
+                            capture_output=True, text=True, timeout=60)
+    assert set(forced.stdout.split()) == pkgs
+
+
+def test_fresh_install_defaults_to_the_pi_camera_without_opencv(tmp_path: Path) -> None:
+    out = subprocess.run(["bash", str(PI / "install.sh"), "--etc", str(tmp_path / "none"),
+                          "--print-packages"], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["python3-venv", "python3-pip", "python3-picamera2"]
+
+
+def test_unit_waits_for_real_time_sync() -> None:
+    text = UNIT.read_text()
+    unit = {k: v for k, _, v in (line.partition("=") for line in text.splitlines()
+                                 if "=" in line and not line.startswith("#"))}
+    assert "time-sync.target" in unit["Wants"].split()
+    assert "time-sync.target" in unit["After"].split()
+    assert "systemctl enable systemd-time-wait-sync.service" in (PI / "install.sh").read_text()

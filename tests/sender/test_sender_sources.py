@@ -1,13 +1,10 @@
 """Every source kind behind the same interface: files, HTTP MJPEG (our viewer's format and
-mjpg-streamer's), JPEG snapshots, picamera2 through a stand-in for the hardware, RTSP."""
+mjpg-streamer's), JPEG snapshots, RTSP (the Pi camera: test_sender_picamera.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,14 +17,12 @@ from cctv_sender.sources import Source, SourceEnded, SourceError, build_source, 
 from sender_support import (
     CLIP_480,
     CLIP_720,
-    STANDIN,
     MjpegServer,
     SenderProc,
     sender_env,
     stream_seqs,
     wait_for,
 )
-from support import SHARED
 
 
 def _frames(src: Source, n: int) -> list[bytes]:
@@ -46,7 +41,7 @@ def test_file_paced_at_its_own_rate_then_ends() -> None:
         started = time.monotonic()
         frames = _frames(src, 16)
         elapsed = time.monotonic() - started
-    assert 0.45 < elapsed < 2.0  # 15 intervals of 1/30 s (never faster; slower if loaded)
+    assert 0.45 < elapsed < 15  # 15 intervals of 1/30 s (never faster; slower if loaded)
     assert all(jpeg_size(f) == (640, 480) for f in frames)
 
 
@@ -56,7 +51,7 @@ def test_file_given_fps_size_quality_and_loop() -> None:
     with src:
         started = time.monotonic()
         frames = _frames(src, 11)
-        assert 0.18 < time.monotonic() - started < 1.5  # 10 intervals of 1/50 s
+        assert 0.18 < time.monotonic() - started < 15  # 10 intervals of 1/50 s, never faster
         assert jpeg_size(frames[0]) == (640, 360)
         # loop: run past the end of the 335-frame clip as fast as the decoder goes
         src._interval = 0.0
@@ -137,91 +132,6 @@ def test_mjpeg_camera_loss_reconnects_and_keeps_sending(ingest, rdb, tmp_path: P
     assert stats["reconnects"] >= 2 and stats["delivered"] == 12
     assert "lost (" in s.log() and "stream ended" in s.log()
     assert len(stream_seqs(rdb, "cam1")) == 12
-
-
-# -- picamera2 through the stand-in -------------------------------------------------------------
-def _standin_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {"STANDIN_PICAMERA2_JPEG": str(SHARED / "media" / "bus.jpg"),
-           "STANDIN_PICAMERA2_LOG": str(tmp_path / "picamera2.jsonl"), **extra}
-    return env
-
-
-@pytest.fixture()
-def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Import picamera2 from the stand-in in this process."""
-    monkeypatch.syspath_prepend(str(STANDIN))
-    for key, value in _standin_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    yield tmp_path / "picamera2.jsonl"
-    for name in [m for m in sys.modules if m == "picamera2" or m.startswith("picamera2.")]:
-        del sys.modules[name]
-
-
-def _calls(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def test_picamera2_hardware_encoder_with_mode_size_fps(standin: Path) -> None:
-    src = build_source(parse_source("picamera2:?size=1280x720&fps=40&mode=1"), quality=85)
-    with src:
-        started = time.monotonic()
-        frames = _frames(src, 9)
-        elapsed = time.monotonic() - started
-    assert frames[0] == (SHARED / "media" / "bus.jpg").read_bytes()
-    assert 0.18 < elapsed < 1.5  # 8 intervals at 40 fps
-    assert "hardware MJPEG" in src.describe()
-    calls = _calls(standin)
-    config = next(c["config"] for c in calls if c["event"] == "configure")
-    assert config["main"] == {"size": [1280, 720], "format": "YUV420"}
-    assert config["controls"] == {"FrameRate": 40.0}
-    assert config["sensor"] == {"output_size": [2028, 1080], "bit_depth": 12}
-    enc = next(c for c in calls if c["event"] == "start_encoder")
-    assert enc["encoder"] == "MJPEGEncoder" and "HIGH" in enc["quality"]
-    assert calls[-1]["event"] == "close"
-
-
-def test_picamera2_falls_back_to_software_jpeg(standin: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STANDIN_PICAMERA2_NO_HW", "1")
-    src = build_source(parse_source("picamera2:"))
-    with src:
-        _frames(src, 2)
-    assert "software JPEG" in src.describe()
-    with pytest.raises(SourceError, match="hardware MJPEG encoder"):
-        build_source(parse_source("picamera2:?encoder=hw")).open()
-
-
-def test_picamera2_errors(standin: Path) -> None:
-    with pytest.raises(SourceError, match="sensor mode 7 does not exist"):
-        build_source(parse_source("picamera2:?mode=7")).open()
-    with pytest.raises(SourceError, match="cannot open camera"):
-        build_source(parse_source("picamera2:3")).open()
-
-
-def test_picamera2_without_the_library_says_how_to_install(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as off a Pi
-    with pytest.raises(SourceError, match="apt install python3-picamera2"):
-        build_source(parse_source("picamera2:")).open()
-
-
-def test_picamera2_stall_reconnects_end_to_end(ingest, rdb, tmp_path: Path) -> None:
-    """The stand-in stops after 5 frames per open: the sender notices, reopens, goes on."""
-    ing = ingest()
-    env = sender_env(CCTV_SENDER_TOKEN="tok1", PYTHONPATH=f"{STANDIN}{os.pathsep}"
-                     f"{sender_env()['PYTHONPATH']}",
-                     **_standin_env(tmp_path, STANDIN_PICAMERA2_STALL_AFTER="5"))
-    s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source",
-                    "picamera2:?fps=30&size=640x480", "--fps", "0", "--max-frames", "12",
-                    "--timeout", "0.5", "--reconnect-max", "0.3"], tmp_path / "state",
-                   tmp_path, env=env)
-    assert s.wait(30) == 0, s.log()
-    assert len(stream_seqs(rdb, "cam1")) == 12
-    opens = [c for c in _calls(tmp_path / "picamera2.jsonl") if c["event"] == "open"]
-    assert len(opens) >= 3
-    assert "no frame for" in s.log()
-    _id, fields = rdb.xrange("cctv:frames:cam1", count=1)[0]
-    assert (int(fields[b"w"]), int(fields[b"h"])) == (810, 1080)  # bus.jpg, as sent
 
 
 # -- RTSP ---------------------------------------------------------------------------------------

@@ -164,7 +164,8 @@ def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
                  fps: float = 0.0) -> Source:
     """The :class:`Source` for ``spec``; ``loop``/``size`` are defaults that URL options
     override, ``fps`` (the sender's limit) is the frame rate asked of cameras that take one
-    (picamera2, V4L2) unless the URL sets its own. Imports the camera library only for the
+    (picamera2, V4L2) unless the URL sets its own; a Pi camera never runs faster than
+    ``fps``. Imports the camera library only for the
     kind that needs it."""
     size = spec.opt_size() or size
     quality = spec.opt_int("quality", quality) or quality
@@ -189,8 +190,13 @@ def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
         return MjpegSource(str(spec.target), name=spec.display, timeout_s=timeout_s)
     if spec.kind == "picamera2":
         from cctv_sender.sources.picam import PicameraSource
+        # the sensor runs at the sender's fps: frames above it would be encoded to be
+        # thrown away
+        sensor_fps = spec.opt_float("fps", fps)
+        if fps and (not sensor_fps or sensor_fps > fps):
+            sensor_fps = fps
         return PicameraSource(int(spec.target), name=spec.display, size=size or (1280, 720),
-                              fps=spec.opt_float("fps", fps), mode=spec.opt_int("mode"),
+                              fps=sensor_fps, mode=spec.opt_int("mode"),
                               encoder=spec.options.get("encoder", "auto"), quality=quality,
                               timeout_s=timeout_s)
     raise SourceConfigError(f"unknown source kind {spec.kind!r}")

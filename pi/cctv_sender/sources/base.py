@@ -26,6 +26,9 @@ class Source(ABC):
     name: str = "source"
     #: frames per second the source delivers, when known (0: unknown)
     nominal_fps: float = 0.0
+    #: frames the camera handed over but that were replaced by a newer one before ``grab``
+    #: took them (sources with their own delivery thread; counted as dropped by the sender)
+    superseded: int = 0
 
     @abstractmethod
     def open(self) -> None:
@@ -38,6 +41,11 @@ class Source(ABC):
     @abstractmethod
     def retrieve(self) -> bytes:
         """The current frame as JPEG bytes."""
+
+    def capture_ts_us(self) -> int | None:
+        """When the current frame was captured (µs since the Unix epoch), if the camera says
+        so; None lets the sender take the time ``grab`` returned."""
+        return None
 
     @abstractmethod
     def close(self) -> None:
