@@ -195,7 +195,7 @@ class _Checker:
             raise self.fail(where, f"must be a non-empty string, not {value!r}")
         if choices and value not in choices:
             raise self.fail(where, f"{value!r} is not one of {', '.join(choices)}")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.fail(where, f"{value!r} must match {pattern.pattern}")
         return value
 
@@ -314,7 +314,7 @@ def _rule(ck: _Checker, raw: Any, where: str, cam: CameraConfig, base: Path) -> 
 
 
 def _camera(ck: _Checker, name: str, raw: Any, where: str, base: Path) -> CameraConfig:
-    if not CAMERA_NAME_RE.match(str(name)):
+    if not CAMERA_NAME_RE.fullmatch(str(name)):
         raise ck.fail(where, f"camera name must match {CAMERA_NAME_RE.pattern}")
     ck.mapping(raw, where, {"zones", "lines", "rules"})
     zones_raw = ck.mapping(raw.get("zones", {}) or {}, f"{where}.zones")

@@ -71,7 +71,7 @@ def parse_filters(args: dict[str, str], tz: ZoneInfo) -> dict:
     for name, pattern in (("camera", CAMERA_NAME_RE), ("class", CLASS_RE), ("zone", NAME_RE),
                           ("rule", NAME_RE)):
         value = (args.get(name) or "").strip()
-        if value and not pattern.match(value):
+        if value and not pattern.fullmatch(value):
             raise BadQuery(f"{name}={value!r} is not valid")
         out["cls" if name == "class" else name] = value
     text = (args.get("q") or "").strip()
@@ -158,7 +158,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
         return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
 
     def record_or_404(event_id: str) -> dict:
-        if not EVENT_ID_RE.match(event_id):
+        if not EVENT_ID_RE.fullmatch(event_id):
             abort(404)
         record = store.get(event_id)
         if record is None:
@@ -266,7 +266,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
 
     @bp.get("/api/v1/events/<event_id>")
     def api_event(event_id: str) -> Response:
-        if not EVENT_ID_RE.match(event_id):
+        if not EVENT_ID_RE.fullmatch(event_id):
             return error_response(400, "bad_event_id",
                                   "event id must match " + EVENT_ID_RE.pattern)
         record = store.get(event_id)

@@ -9,7 +9,9 @@
 
 Replies: 202 ``{"id": ...}`` for a new frame, 200 with ``"duplicate": true`` for a repeated
 (camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise. The body is never
-decoded: the JPEG markers and the frame header give validity and size.
+decoded: the JPEG markers and the frame header give validity and size, and a frame over
+CCTV_MAX_FRAME_WIDTH/HEIGHT/PIXELS (413) or of a JPEG variant OpenCV does not decode (415) is
+refused before it is stored (core/jpeg.py).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, encode_frame, parse_uint
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
-from cctv.core.jpeg import JpegError, jpeg_dimensions
+from cctv.core.jpeg import JpegError, jpeg_info
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings
@@ -43,9 +46,6 @@ LATENCY = Histogram(
     "cctv_ingest_request_seconds", "Time to handle a frame POST",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
-
-MAX_INT64 = 2**63 - 1
-
 
 class Rejection(Exception):
     """A request that gets a JSON error reply."""
@@ -118,10 +118,16 @@ def _int_header(name: str, *, required: bool) -> int | None:
         if required:
             raise Rejection(400, "missing_header", f"header {name} is required")
         return None
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_INT64:
-        raise Rejection(400, "bad_header", f"header {name} must be a non-negative integer")
-    return int(raw)
+    try:
+        return parse_uint(raw.strip(), name)
+    except EntryError:
+        raise Rejection(400, "bad_header",
+                        f"header {name} must be a non-negative integer (ASCII digits)") from None
+
+
+#: reply of each kind of refused JPEG (JpegError.kind)
+_JPEG_REPLIES = {"malformed": (400, "bad_jpeg"), "unsupported": (415, "unsupported_jpeg"),
+                 "too_large": (413, "frame_too_large")}
 
 
 class Ingest:
@@ -136,7 +142,7 @@ class Ingest:
 
     def authorize(self, camera: str) -> None:
         """Raise a 400/401/403/404 :class:`Rejection` unless the request may post for camera."""
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             raise Rejection(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
@@ -182,16 +188,21 @@ class Ingest:
         if late not in ("0", "1"):
             raise Rejection(400, "bad_header", "header X-Frame-Late must be 0 or 1")
         try:
-            width, height = jpeg_dimensions(body)
+            info = jpeg_info(body, self.settings.frame_limits)
         except JpegError as exc:
-            raise Rejection(400, "bad_jpeg", str(exc)) from None
+            status, code = _JPEG_REPLIES[exc.kind]
+            raise Rejection(status, code, str(exc)) from None
+        width, height = info.width, info.height
         s = self.settings
         rate = s.camera_fps_limit
         status, entry_id = self.scripts.ingest(
             keys=[keys.frames(camera), keys.stats(camera), keys.dedup(camera, seq),
-                  keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera)],
-            args=[camera, seq, ts, width, height, rx_us, late, s.frames_maxlen, s.dedup_ttl_s,
-                  rate, max(1.0, rate), keys.INFER_GROUP, body],
+                  keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera),
+                  keys.frame_index(camera)],
+            args=[camera, seq, late, s.frames_maxlen, s.dedup_ttl_s, rate, max(1.0, rate),
+                  keys.INFER_GROUP,
+                  *encode_frame(body, seq=seq, ts=ts, w=width, h=height, rx=rx_us,
+                                late=late == "1")],
         )
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if status == b"rate":

@@ -25,7 +25,7 @@ def create_pages(client: redis.Redis, feeds: Feeds) -> Blueprint:
     bp = Blueprint("pages", __name__)
 
     def check_camera(camera: str) -> None:
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             abort(404)
 
     @bp.get("/")
@@ -46,7 +46,7 @@ def create_pages(client: redis.Redis, feeds: Feeds) -> Blueprint:
 
     @bp.get("/video/<camera>.mjpg")
     def video(camera: str) -> Response:
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             return error_response(404, "bad_camera", "no such camera")
         if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
