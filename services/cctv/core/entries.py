@@ -112,7 +112,12 @@ def seq_of(fields: Fields) -> str:
     raw = fields.get(b"seq", fields.get("seq"))  # type: ignore[call-overload]
     if isinstance(raw, bytes):
         raw = raw.decode("ascii", "replace")
-    return raw if isinstance(raw, str) and is_ascii_digits(raw) and len(raw) <= 19 else ""
+    if not isinstance(raw, str):
+        return ""
+    try:
+        return str(parse_uint(raw, "seq"))
+    except EntryError:
+        return ""
 
 
 # ---- cctv:frames:{cam} -------------------------------------------------------------------------
