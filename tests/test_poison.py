@@ -23,7 +23,15 @@ import requests
 from cctv.core import keys
 
 from hostile_inputs import ENTRY_CASES, HEADER_CASES, BodyCase, HeaderCase, body_cases
-from support import MODEL_OPENVINO, Service, clip_jpegs, free_port, service_env, wait_for, wait_port
+from support import (
+    MODEL_OPENVINO,
+    Service,
+    clip_jpegs,
+    free_port,
+    service_env,
+    wait_for,
+    wait_port,
+)
 
 CAM, TOKEN = "cam1", "tok1"
 MAX_FRAME_BYTES = 1_000_000
