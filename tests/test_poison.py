@@ -44,7 +44,7 @@ class Pipeline:
 
     def __init__(self, redis_url: str, tmp: Path) -> None:
         common = {"cameras": f"{CAM}:{TOKEN}", "max_frame_bytes": MAX_FRAME_BYTES,
-                  "max_frame_age_s": 120}
+                  "max_frame_age_s": 120, "pending_claim_idle_s": 2}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ingest = Service(["ingest"], service_env(
@@ -245,3 +245,21 @@ def test_corrupt_frames_are_recorded_with_their_seqs(pipeline: Pipeline) -> None
             if f[b"reason"] == b"corrupt" for s in f[b"seqs"].decode().split(",") if s}
     expected = {pipeline.stored[eid] for eid in corrupt if pipeline.stored.get(eid)}
     assert expected and expected <= seqs
+
+
+def test_frames_read_by_a_deposed_leader_are_claimed(pipeline: Pipeline) -> None:
+    """A replica that reads after it lost the lease (the read is not fenced) leaves frames
+    pending under its name; the leader claims them once idle past CCTV_PENDING_CLAIM_IDLE_S."""
+    pipeline.cases += 1
+    entry = {"jpeg": GOOD[2], "ts": str(time.time_ns() // 1000), "seq": str(pipeline.next_seq()),
+             "w": "640", "h": "480", "rx": "1", "late": "0"}
+    pipe = pipeline.r.pipeline(transaction=True)  # nobody else can read it first
+    pipe.xadd(keys.frames(CAM), entry)
+    pipe.xreadgroup(keys.INFER_GROUP, "deposed", {keys.frames(CAM): ">"}, count=1)
+    eid, reply = pipe.execute()
+    assert reply[0][1][0][0] == eid
+    pipeline.stored[eid.decode()] = entry["seq"]
+    pipeline.written += 1
+    wait_for(lambda: eid.decode() in pipeline.outcomes()[0], 30,
+             "the stranded frame's result", pipeline.services)
+    pipeline.settle()
