@@ -5,8 +5,8 @@ access could). After each case: both replicas alive, the leader unchanged, a goo
 processed, and every stored frame is in exactly one result or one drop record (by entry id and
 by seq), with accepted + written = processed + every counted drop.
 
-One set of processes serves every case. With ``CCTV_POISON_FIGURES=<file>`` the module writes
-its figures there at the end (``bench/poison.py`` records them).
+One set of processes serves every case. With ``CCTV_POISON_FIGURES=<folder>`` the module writes
+its figures to ``frames.json`` there at the end (``bench/poison.py`` records them).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def pipeline(redis_server, tmp_path_factory):
     yield p
     out = os.environ.get("CCTV_POISON_FIGURES")
     if out:
-        Path(out).write_text(json.dumps(p.figures(), indent=1))
+        (Path(out) / "frames.json").write_text(json.dumps(p.figures(), indent=1))
     p.close()
 
 

@@ -1,11 +1,14 @@
 """Bad entries in a results stream against a real events service (real process, real
 redis-server): each one is counted (``bad_results`` in ``cctv:events:stats``), acked and
-skipped; the service stays up and goes on with the next good result."""
+skipped; the service stays up and goes on with the next good result. With
+``CCTV_POISON_FIGURES=<folder>`` the module writes its figures to ``results.json`` there."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -77,7 +80,14 @@ def events(redis_server, tmp_path_factory):
     wait_for(lambda: any(g["name"] == keys.EVENTS_GROUP.encode()
                          for g in _groups(r)) or svc.proc.poll() is not None, 60,
              "the events service's consumer group", [svc])
-    yield svc, r
+    tally = {"cases": 0, "counted": 0}
+    yield svc, r, tally
+    out = os.environ.get("CCTV_POISON_FIGURES")
+    if out:
+        (Path(out) / "results.json").write_text(json.dumps({
+            "poison_results_cases": tally["cases"],
+            "poison_results_uncounted": tally["cases"] - tally["counted"],
+            "poison_events_exits": int(svc.proc.poll() is not None)}, indent=1))
     svc.stop()
 
 
@@ -95,7 +105,8 @@ def _caught_up(r: redis.Redis, last_id: bytes) -> bool:
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_result_costs_one_count(events, name: str) -> None:
-    svc, r = events
+    svc, r, tally = events
+    tally["cases"] += 1
     before = int(r.hget(keys.EVENTS_STATS, f"bad_results:{CAM}") or 0)
     r.xadd(keys.detections(CAM), good_fields(**BAD[name]))
     good = r.xadd(keys.detections(CAM), good_fields())
@@ -103,3 +114,4 @@ def test_bad_result_costs_one_count(events, name: str) -> None:
              "the events service to handle both entries", [svc])
     assert svc.proc.poll() is None, svc.log()[-3000:]
     assert int(r.hget(keys.EVENTS_STATS, f"bad_results:{CAM}") or 0) == before + 1
+    tally["counted"] += 1

@@ -404,6 +404,8 @@ class LeaderLoop:
         for f, d in detected:
             try:
                 tracked.append((f, self.tracking.track(f.camera, d, f.ts_us, f.image)))
+            except (redis.RedisError, NotLeader):
+                raise  # not the frame's fault: the loop's own handling applies
             except Exception as exc:  # noqa: BLE001 - the frame costs a drop, not the leader
                 self.drop_corrupt(f, f"tracking failed: {type(exc).__name__}: {exc}")
         if not tracked:
