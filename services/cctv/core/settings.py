@@ -272,7 +272,7 @@ def _validate(s: Settings) -> None:
         raise bad("mjpeg_quality", "must be 1..100")
     for name in ("ingest_bind", "web_bind", "inference_http_bind"):
         host, sep, port = getattr(s, name).rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad(name, "use host:port")
     _validate_events(s, bad)
     _validate_untrusted_input(s, bad)
@@ -291,7 +291,7 @@ def _validate_events(s: Settings, bad) -> None:
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
     host, sep, port = s.events_http_bind.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise bad("events_http_bind", "use host:port")
 
 

@@ -102,7 +102,7 @@ def _public(record: dict) -> dict:
 def _clip_range(record: dict, margin_ms: float) -> tuple[int, int]:
     def ms(entry_id: str, fallback: float) -> float:
         head = (entry_id or "").split("-")[0]
-        return float(head) if head.isdigit() else fallback
+        return float(head) if head.isascii() and head.isdigit() else fallback
 
     first = ms(record.get("first_frame", ""), record["start_ms"])
     last = ms(record.get("last_frame", ""), record.get("end_ms") or record["start_ms"])
