@@ -21,6 +21,7 @@ import redis
 import requests
 
 from cctv.core import keys
+from cctv.core.entries import decode_drop, decode_result
 
 from hostile_inputs import ENTRY_CASES, HEADER_CASES, BodyCase, HeaderCase, body_cases
 from support import (
@@ -145,6 +146,11 @@ class Pipeline:
         assert self.r.get(keys.EPOCH_INFERENCE) == self.epoch, "there was a failover"
         results, drops = self.outcomes()
         assert good_id in results, f"the good frame was dropped ({drops.get(good_id)})"
+        # what the leader writes is what every consumer's decoder accepts
+        for eid, fields in self.r.xrevrange(keys.detections(CAM), count=3):
+            assert decode_result(eid, fields).frame in results
+        for eid, fields in self.r.xrevrange(keys.drops(CAM), count=3):
+            decode_drop(eid, fields)
         assert not set(results) & set(drops), "a frame is both processed and dropped"
         assert not self.unaccounted(), f"frames neither processed nor dropped: " \
                                        f"{self.unaccounted()[:10]}"
