@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,6 +29,7 @@ from flask import (
 )
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, decode_result
 from cctv.core.settings import CAMERA_NAME_RE, Settings
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
 from cctv.events.storage import EVENT_ID_RE, EventStore
@@ -130,13 +130,14 @@ def clip_frames(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> Ite
 def clip_detections(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> dict[str, list]:
     """Detections of those frames, by frame id (results come a little after their frames)."""
     out: dict[str, list] = {}
-    for _eid, fields in client.xrange(keys.detections(camera), f"{lo_ms}-0",
-                                      f"{hi_ms + 5000}-18446744073709551615",
-                                      count=CLIP_MAX_FRAMES * 2):
+    for eid, fields in client.xrange(keys.detections(camera), f"{lo_ms}-0",
+                                     f"{hi_ms + 5000}-18446744073709551615",
+                                     count=CLIP_MAX_FRAMES * 2):
         try:
-            out[fields.get(b"frame", b"").decode()] = json.loads(fields.get(b"dets", b"[]"))
-        except ValueError:
-            continue
+            result = decode_result(eid, fields)
+        except EntryError:
+            continue  # a result that does not decode: its frame is shown without boxes
+        out[result.frame] = result.dets_json()
     return out
 
 
