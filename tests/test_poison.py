@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class Pipeline:
         self.written = 0
         self.seq = 0
         self.cases = 0
+        self.killed = 0  # replicas the tests killed on purpose
         wait_port(self.port, 30, self.ingest.proc)
         self.a = self._replica("a", redis_url, tmp, common)
         wait_for(lambda: self.r.get(keys.LEASE_INFERENCE) == b"a", 120, "a to lead", [self.a])
@@ -164,7 +166,7 @@ class Pipeline:
 
     def figures(self) -> dict[str, int]:
         return {"poison_cases_tried": self.cases,
-                "poison_service_exits": len(self.services) - len(self.alive()),
+                "poison_service_exits": len(self.services) - len(self.alive()) - self.killed,
                 "poison_frames_unaccounted": len(self.unaccounted())}
 
     def close(self) -> None:
@@ -257,6 +259,7 @@ def test_frames_read_by_a_deposed_leader_are_claimed(pipeline: Pipeline) -> None
     """A replica that reads after it lost the lease (the read is not fenced) leaves frames
     pending under its name; the leader claims them once idle past CCTV_PENDING_CLAIM_IDLE_S."""
     pipeline.cases += 1
+    pipeline.settle()  # the stream and its group exist
     entry = {"jpeg": GOOD[2], "ts": str(time.time_ns() // 1000), "seq": str(pipeline.next_seq()),
              "w": "640", "h": "480", "rx": "1", "late": "0"}
     pipe = pipeline.r.pipeline(transaction=True)  # nobody else can read it first
@@ -269,3 +272,32 @@ def test_frames_read_by_a_deposed_leader_are_claimed(pipeline: Pipeline) -> None
     wait_for(lambda: eid.decode() in pipeline.outcomes()[0], 30,
              "the stranded frame's result", pipeline.services)
     pipeline.settle()
+
+
+def test_poisoned_pending_frame_does_not_kill_the_next_leader(pipeline: Pipeline) -> None:
+    """The leader dies (kill -9) holding an undecodable frame; the standby claims it at
+    take-over, acks it as corrupt, leads, and processes the next good frame. (Last: it changes
+    the leader.)"""
+    pipeline.cases += 1
+    pipeline.settle()  # the stream and its group exist
+    jpeg = BODIES[0].body  # the 65500x65500 frame header
+    entry = {"jpeg": jpeg, "ts": str(time.time_ns() // 1000), "seq": str(pipeline.next_seq()),
+             "w": "640", "h": "480", "rx": "1", "late": "0"}
+    pipe = pipeline.r.pipeline(transaction=True)
+    pipe.xadd(keys.frames(CAM), entry)
+    pipe.xreadgroup(keys.INFER_GROUP, "a", {keys.frames(CAM): ">"}, count=1)
+    eid, _reply = pipe.execute()
+    pipeline.a.signal(signal.SIGKILL)
+    pipeline.a.proc.wait(10)
+    pipeline.killed += 1
+    pipeline.stored[eid.decode()] = entry["seq"]
+    pipeline.written += 1
+    wait_for(lambda: pipeline.r.get(keys.LEASE_INFERENCE) == b"b", 30, "b to take over",
+             pipeline.services)
+    wait_for(lambda: pipeline.outcomes()[1].get(eid.decode()) == "corrupt", 30,
+             "the poisoned frame dropped as corrupt", pipeline.services)
+    resp = pipeline.post(GOOD[0])
+    good = resp.json()["id"]
+    wait_for(lambda: good in pipeline.outcomes()[0], 30, "b's first result", pipeline.services)
+    assert pipeline.b.proc.poll() is None and pipeline.ingest.proc.poll() is None
+    assert not pipeline.unaccounted()
