@@ -71,3 +71,22 @@ def test_backlog_skip_reads_seqs_from_the_index(start_ingest, rdb) -> None:
     # the newest is the next to be read
     (_stream, entries), = rdb.xreadgroup(keys.INFER_GROUP, "w", {keys.frames(CAM): ">"})
     assert [e[0].decode() for e in entries] == [ids[7]]
+
+
+def test_entries_without_an_index_entry_are_counted_too(start_ingest, rdb) -> None:
+    """Frames stored by an older ingest (or written around it) have no index entry; the cap
+    still counts the unread and pending ones it trims, with their seqs."""
+    url = _ingest(start_ingest)
+    jpeg = clip_jpegs(n=1)[0]
+    _post_many(url, jpeg, range(1, 2))  # creates the stream and its group
+    rdb.delete(keys.frame_index(CAM))  # as if stored by an older ingest
+    old = [rdb.xadd(keys.frames(CAM), {"jpeg": jpeg, "seq": seq}).decode()
+           for seq in ("2", "x,y", "4", "5", "6", "7", "8", "9", "10")]
+    rdb.xreadgroup(keys.INFER_GROUP, "dead-leader", {keys.frames(CAM): ">"}, count=3)
+    _post_many(url, jpeg, range(11, 14))
+    evicted = [(ids_, seqs) for reason, ids_, seqs in _drops(rdb) if reason == "evicted"]
+    assert sum(len(i) for i, _s in evicted) == 3
+    assert [s for _i, seqs in evicted for s in seqs] == ["1", "2", ""]  # "x,y" is no seq
+    assert rdb.xpending(keys.frames(CAM), keys.INFER_GROUP)["pending"] == 0
+    assert rdb.xlen(keys.frames(CAM)) == 10 and old[2] in {
+        e[0].decode() for e in rdb.xrange(keys.frames(CAM))}

@@ -35,8 +35,8 @@ def frames(camera: str) -> str:
 
 def frame_index(camera: str) -> str:
     """List of ``"<entry id> <seq>"`` of every frame ingest added to :func:`frames`, oldest
-    first, popped as the cap trims them: the trim and backlog-skip scripts read ids and seqs
-    here instead of copying JPEG payloads."""
+    first, popped as the cap trims them: the backlog-skip script reads ids and seqs here instead
+    of copying JPEG payloads."""
     return f"{PREFIX}:frameidx:{camera}"
 
 

@@ -20,6 +20,12 @@ local function id_gt(a, b)
   if am ~= bm then return am > bm end
   return as > bs
 end
+local function field(entry_fields, name)
+  for i = 1, #entry_fields, 2 do
+    if entry_fields[i] == name then return entry_fields[i + 1] end
+  end
+  return nil
+end
 local function group_last_delivered(stream, group)
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
   if not ok then return nil end
@@ -73,33 +79,30 @@ local len = redis.call('XLEN', frames)
 if len >= maxlen then
   -- Exact cap: trim the oldest entries ourselves so that frames no consumer has read yet, and
   -- frames read but never acked (a leader died with them), are counted with their seqs
-  -- instead of vanishing in an approximate trim. Ids and seqs come from the index list, so no
-  -- JPEG is copied into the script.
-  local popped = redis.call('LPOP', index, len - maxlen + 1)
+  -- instead of vanishing in an approximate trim. (This reads the entries it trims, usually
+  -- one: entries written around ingest have no index entry, so the index cannot say which.)
+  local delivered = group_last_delivered(frames, group) or '0-0'
   local ids, seqs, pending = {}, {}, {}
-  if popped then
-    local delivered = group_last_delivered(frames, group) or '0-0'
-    local last_id = nil
-    for _, item in ipairs(popped) do
-      local id, seq = string.match(item, '^(%S+) (%S*)$')
-      if id then
-        last_id = id
-        if id_gt(id, delivered) then
-          ids[#ids + 1], seqs[#seqs + 1] = id, seq
-        elseif #redis.call('XPENDING', frames, group, id, id, 1) > 0 then
-          ids[#ids + 1], seqs[#seqs + 1] = id, seq
-          pending[#pending + 1] = id
-        end
-      end
-    end
-    if last_id then
-      local ms, n = string.match(last_id, '(%d+)-(%d+)')
-      redis.call('XTRIM', frames, 'MINID', ms .. '-' .. string.format('%d', tonumber(n) + 1))
+  local old = redis.call('XRANGE', frames, '-', '+', 'COUNT', len - maxlen + 1)
+  for _, e in ipairs(old) do
+    local unread = id_gt(e[1], delivered)
+    local pend = not unread and #redis.call('XPENDING', frames, group, e[1], e[1], 1) > 0
+    if unread or pend then
+      local seq = field(e[2], 'seq') or ''
+      if not string.match(seq, '^%d+$') or #seq > 19 then seq = '' end
+      ids[#ids + 1], seqs[#seqs + 1] = e[1], seq
+      if pend then pending[#pending + 1] = e[1] end
     end
   end
-  -- entries written around ingest have no index entry: keep the cap anyway
-  if redis.call('XLEN', frames) >= maxlen then
-    redis.call('XTRIM', frames, 'MAXLEN', maxlen - 1)
+  redis.call('XTRIM', frames, 'MAXLEN', maxlen - 1)
+  -- the index follows: drop its entries up to the last trimmed id
+  local last_trimmed = old[#old][1]
+  while true do
+    local head = redis.call('LINDEX', index, 0)
+    if not head then break end
+    local id = string.match(head, '^(%S+) ')
+    if id and id_gt(id, last_trimmed) then break end
+    redis.call('LPOP', index)
   end
   if #pending > 0 then redis.call('XACK', frames, group, unpack(pending)) end
   if #ids > 0 then
