@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cctv.core.jpeg import JpegError, jpeg_dimensions
+from cctv.core.jpeg import FrameLimits, JpegError, jpeg_dimensions, jpeg_info
 
 
 def test_dimensions_of_real_images(shared_dir: Path) -> None:
@@ -24,3 +24,62 @@ def test_truncated_real_image(shared_dir: Path) -> None:
     data = (shared_dir / "media" / "bus.jpg").read_bytes()
     with pytest.raises(JpegError):
         jpeg_dimensions(data[: len(data) // 2])
+
+
+_KIND_STATUS = {"malformed": 400, "unsupported": 415, "too_large": 413}
+
+
+def _good_640x480() -> bytes:
+    import cv2
+    import numpy as np
+
+    img = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", cv2.GaussianBlur(img, (9, 9), 3))[1].tobytes()
+
+
+def test_every_hostile_body_gets_the_status_ingest_gives_it() -> None:
+    """The parser's verdict on each hostile case (tests/hostile_inputs.py) is the status the
+    process tests expect from ingest (the oversized body is ingest's size check, not this)."""
+    from hostile_inputs import body_cases
+
+    for case in body_cases(_good_640x480(), 10_000_000):
+        try:
+            jpeg_info(case.body)
+            status = 202
+        except JpegError as exc:
+            status = _KIND_STATUS[exc.kind]
+        if case.name != "oversized":
+            assert status in case.ingest, (case.name, status)
+
+
+def test_limits_are_configurable() -> None:
+    good = _good_640x480()
+    assert jpeg_info(good, FrameLimits(640, 480, 640 * 480)).width == 640
+    for limits in (FrameLimits(639, 480, 10**6), FrameLimits(640, 479, 10**6),
+                   FrameLimits(640, 480, 640 * 480 - 1)):
+        with pytest.raises(JpegError, match="over the limit") as exc:
+            jpeg_info(good, limits)
+        assert exc.value.kind == "too_large"
+
+
+def test_exif_thumbnail_frame_header_is_not_a_second_frame() -> None:
+    """A frame header inside an APP segment (an EXIF thumbnail) is skipped with its segment."""
+    good = _good_640x480()
+    thumb = _good_640x480()[:2000]  # SOI + headers (with a SOF) of another JPEG
+    app1 = b"Exif\x00\x00" + thumb
+    with_thumb = good[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + good[2:]
+    assert jpeg_info(with_thumb).width == 640
+
+
+def test_decoder_never_raises_opencv_errors() -> None:
+    from cctv.core.jpeg_decode import decode_jpeg
+
+    from hostile_inputs import tiny_huge_jpeg
+
+    with pytest.raises(JpegError, match="over the limit"):
+        decode_jpeg(tiny_huge_jpeg())
+    # the header check alone refused it; with limits above OpenCV's own, OpenCV's refusal
+    # comes back as a JpegError too
+    with pytest.raises(JpegError):
+        decode_jpeg(tiny_huge_jpeg(), FrameLimits(65535, 65535, 2**33))
+    assert decode_jpeg(_good_640x480()).shape == (480, 640, 3)

@@ -252,7 +252,7 @@ def load_config(argv: Sequence[str] | None = None,
 
     if not args.camera:
         raise ConfigError("no camera name given (--camera or CCTV_SENDER_CAMERA)")
-    if not CAMERA_NAME_RE.match(args.camera):
+    if not CAMERA_NAME_RE.fullmatch(args.camera):
         raise ConfigError(f"camera name {args.camera!r} must match {CAMERA_NAME_RE.pattern}")
 
     token = _read_token(args, env)

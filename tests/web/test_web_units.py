@@ -13,6 +13,7 @@ import pytest
 import yaml
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from cctv.core.entries import EntryError, encode_result
 from cctv.core.settings import SettingsError, load_settings
 from cctv.web.auth import _safe_next
 from cctv.web.cluster import alerts, failover_history
@@ -177,15 +178,19 @@ def test_red_states() -> None:
 
 
 def test_result_json_types_and_latency() -> None:
-    r = result_json(b"5-1", {b"seq": b"7", b"ts": b"1000000", b"rx": b"1002000",
-                             b"done": b"1052000", b"epoch": b"3", b"infer_ms": b"20.5",
-                             b"late": b"0", b"dets": b'[{"cls":2,"name":"car","conf":0.9,'
-                                                    b'"xyxy":[1,2,3,4]}]', b"jpeg": b"\xff"})
+    fields = encode_result(frame="4-0", seq=7, ts=1000000, rx=1002000, pick=1003000,
+                           done=1052000, w=640, h=480, late=False, epoch=3, worker="a",
+                           model="m", infer_ms=20.5,
+                           dets=[{"cls": 2, "name": "car", "conf": 0.9, "xyxy": [1, 2, 3, 4]}])
+    raw = dict(zip(fields[::2], fields[1::2], strict=True))
+    r = result_json(b"5-1", {k.encode(): str(v).encode() for k, v in raw.items()})
     assert r["id"] == "5-1" and r["seq"] == 7 and r["epoch"] == 3 and r["late"] is False
     assert r["latency_ms"] == {"capture_to_result": 52.0, "ingest_to_result": 50.0}
     assert r["dets"][0]["name"] == "car" and "jpeg" not in r
-    bad = result_json("1-0", {"seq": "x", "dets": "not json"})
-    assert bad["seq"] is None and bad["dets"] == []
+    with pytest.raises(EntryError):
+        result_json("1-0", {**raw, "seq": "x"})
+    with pytest.raises(EntryError):
+        result_json("1-0", {**raw, "dets": "not json"})
 
 
 def test_event_framing() -> None:

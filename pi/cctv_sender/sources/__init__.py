@@ -46,7 +46,7 @@ class SourceSpec:
         raw = self.options.get(name)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise SourceConfigError(f"source option {name}={raw!r} must be a whole number")
         return int(raw)
 
@@ -129,16 +129,16 @@ def parse_source(raw: str) -> SourceSpec:
     if low.startswith("picamera2:") or low == "picamera2":
         path, options = _split_options(raw.partition(":")[2])
         path = path.strip("/")
-        if path and not path.isdigit():
+        if path and not (path.isascii() and path.isdigit()):
             raise SourceConfigError(f"source {raw!r}: picamera2 camera number must be an index")
         return SourceSpec("picamera2", int(path or 0), options, f"picamera2:{path or 0}")
     if low.startswith("v4l2:"):
         path, options = _split_options(raw[5:])
         if not path:
             raise SourceConfigError(f"source {raw!r}: give a device, e.g. v4l2:/dev/video0")
-        target: str | int = int(path) if path.isdigit() else path
+        target: str | int = int(path) if path.isascii() and path.isdigit() else path
         return SourceSpec("v4l2", target, options, f"v4l2:{path}")
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         return SourceSpec("v4l2", int(raw), {}, f"v4l2:{raw}")
     if low.startswith("/dev/video"):
         return SourceSpec("v4l2", raw, {}, f"v4l2:{raw}")

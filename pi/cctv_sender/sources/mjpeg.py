@@ -160,7 +160,8 @@ class MjpegSource(Source):
             if not line:
                 break
             key, _, value = line.decode("latin-1").partition(":")
-            if key.strip().lower() == "content-length" and value.strip().isdigit():
+            if key.strip().lower() == "content-length" and value.strip().isascii() \
+                    and value.strip().isdigit():
                 length = int(value.strip())
         if length > MAX_PART:
             raise SourceError(f"{self.name}: part of {length} bytes is too large")

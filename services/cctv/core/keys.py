@@ -33,6 +33,13 @@ def frames(camera: str) -> str:
     return f"{PREFIX}:frames:{camera}"
 
 
+def frame_index(camera: str) -> str:
+    """List of ``"<entry id> <seq>"`` of every frame ingest added to :func:`frames`, oldest
+    first, popped as the cap trims them: the backlog-skip script reads ids and seqs here instead
+    of copying JPEG payloads."""
+    return f"{PREFIX}:frameidx:{camera}"
+
+
 def detections(camera: str) -> str:
     """Stream of inference results for ``camera``, written only through the fenced script."""
     return f"{PREFIX}:det:{camera}"

@@ -41,11 +41,13 @@ local function group_last_delivered(stream, group)
 end
 """
 
-# KEYS: frames, stats, dedup, ratelimit, cameras_active, drops
-# ARGV: camera, seq, ts, w, h, rx, late, maxlen, dedup_ttl, rate, burst, group, jpeg
+# KEYS: frames, stats, dedup, ratelimit, cameras_active, drops, frame_index
+# ARGV: camera, seq, late, maxlen, dedup_ttl, rate, burst, group, <entry fields...>
+#       (the fields as core.entries.encode_frame gives them)
 # Returns {status, id}: ok / dup (id of the first copy) / rate.
 INGEST = _ID_GT + """
-local frames, stats, dedup, rl, active, drops = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local frames, stats, dedup, rl, active, drops, index =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prev = redis.call('GET', dedup)
 if prev then
   redis.call('HINCRBY', stats, 'duplicate', 1)
@@ -53,7 +55,7 @@ if prev then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local rate, burst = tonumber(ARGV[10]), tonumber(ARGV[11])
+local rate, burst = tonumber(ARGV[6]), tonumber(ARGV[7])
 local b = redis.call('HMGET', rl, 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
 local last = tonumber(b[2]) or now
@@ -66,26 +68,43 @@ if tokens < 1 then
 end
 redis.call('HSET', rl, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
 redis.call('PEXPIRE', rl, 60000)
-local group = ARGV[12]
+local group = ARGV[8]
 if redis.call('EXISTS', frames) == 0 then
+  redis.call('DEL', index)
   redis.pcall('XGROUP', 'CREATE', frames, group, '0', 'MKSTREAM')
 end
 redis.call('SADD', active, ARGV[1])
-local maxlen = tonumber(ARGV[8])
+local maxlen = tonumber(ARGV[4])
 local len = redis.call('XLEN', frames)
 if len >= maxlen then
-  -- Exact cap: trim the oldest entries ourselves so that frames no consumer has read yet
-  -- are counted (and their seqs recorded) instead of vanishing in an approximate trim.
+  -- Exact cap: trim the oldest entries ourselves so that frames no consumer has read yet, and
+  -- frames read but never acked (a leader died with them), are counted with their seqs
+  -- instead of vanishing in an approximate trim. (This reads the entries it trims, usually
+  -- one: entries written around ingest have no index entry, so the index cannot say which.)
+  local delivered = group_last_delivered(frames, group) or '0-0'
+  local ids, seqs, pending = {}, {}, {}
   local old = redis.call('XRANGE', frames, '-', '+', 'COUNT', len - maxlen + 1)
-  local last = group_last_delivered(frames, group) or '0-0'
-  local ids, seqs = {}, {}
   for _, e in ipairs(old) do
-    if id_gt(e[1], last) then
-      table.insert(ids, e[1])
-      table.insert(seqs, field(e[2], 'seq') or '')
+    local unread = id_gt(e[1], delivered)
+    local pend = not unread and #redis.call('XPENDING', frames, group, e[1], e[1], 1) > 0
+    if unread or pend then
+      local seq = field(e[2], 'seq') or ''
+      if not string.match(seq, '^%d+$') or #seq > 19 then seq = '' end
+      ids[#ids + 1], seqs[#seqs + 1] = e[1], seq
+      if pend then pending[#pending + 1] = e[1] end
     end
   end
   redis.call('XTRIM', frames, 'MAXLEN', maxlen - 1)
+  -- the index follows: drop its entries up to the last trimmed id
+  local last_trimmed = old[#old][1]
+  while true do
+    local head = redis.call('LINDEX', index, 0)
+    if not head then break end
+    local id = string.match(head, '^(%S+) ')
+    if id and id_gt(id, last_trimmed) then break end
+    redis.call('LPOP', index)
+  end
+  if #pending > 0 then redis.call('XACK', frames, group, unpack(pending)) end
   if #ids > 0 then
     redis.call('HINCRBY', stats, 'dropped_evicted', #ids)
     redis.call('XADD', drops, 'MAXLEN', '~', 10000, '*', 'reason', 'evicted',
@@ -93,11 +112,13 @@ if len >= maxlen then
       'epoch', '', 'worker', 'ingest')
   end
 end
-local id = redis.call('XADD', frames, '*', 'jpeg', ARGV[13], 'ts', ARGV[3], 'seq', ARGV[2],
-  'w', ARGV[4], 'h', ARGV[5], 'rx', ARGV[6], 'late', ARGV[7])
-redis.call('SET', dedup, id, 'EX', tonumber(ARGV[9]))
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', frames, '*', unpack(fields))
+redis.call('RPUSH', index, id .. ' ' .. ARGV[2])
+redis.call('SET', dedup, id, 'EX', tonumber(ARGV[5]))
 redis.call('HINCRBY', stats, 'accepted', 1)
-if ARGV[7] == '1' then redis.call('HINCRBY', stats, 'accepted_late', 1) end
+if ARGV[3] == '1' then redis.call('HINCRBY', stats, 'accepted_late', 1) end
 return {'ok', id}
 """
 
@@ -157,31 +178,40 @@ end
 return #ids
 """
 
-# KEYS: lease, epoch, frames, stats, drops
+# KEYS: lease, epoch, frames, stats, drops, frame_index
 # ARGV: worker, epoch, group
 # Leaves only the newest undelivered frame for the group to read: every older undelivered frame
 # is skipped (XGROUP SETID) and counted as dropped_behind with its seq. Returns the count.
+# Ids and seqs come from the index list ingest keeps beside the stream: no JPEG payload is
+# copied into the script. (Entries written around ingest are not in the index; they are read
+# normally when newer than the newest indexed frame, else passed over with the skipped ones.)
 SKIP_BACKLOG = _ID_GT + _FENCE + """
 if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
   return redis.error_reply('STALE fenced: not the current leader/epoch')
 end
 local last = group_last_delivered(KEYS[3], ARGV[3])
 if not last then return 0 end
-local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-if #newest == 0 or not id_gt(newest[1][1], last) then return 0 end
-local entries = redis.call('XRANGE', KEYS[3], '(' .. last, '+')
-if #entries <= 1 then return 0 end
 local ids, seqs = {}, {}
-for i = 1, #entries - 1 do
-  ids[#ids + 1] = entries[i][1]
-  seqs[#seqs + 1] = field(entries[i][2], 'seq') or ''
+local items = redis.call('LRANGE', KEYS[6], 0, -1)
+for i = #items, 1, -1 do  -- newest first, stop at the first delivered one
+  local id, seq = string.match(items[i], '^(%S+) (%S*)$')
+  if id then
+    if not id_gt(id, last) then break end
+    ids[#ids + 1], seqs[#seqs + 1] = id, seq
+  end
 end
-redis.call('XGROUP', 'SETID', KEYS[3], ARGV[3], entries[#entries - 1][1])
-redis.call('HINCRBY', KEYS[4], 'dropped_behind', #ids)
+if #ids <= 1 then return 0 end
+-- ids[1] is the newest: keep it; skip the others (oldest first in the record)
+local skip_ids, skip_seqs = {}, {}
+for i = #ids, 2, -1 do
+  skip_ids[#skip_ids + 1], skip_seqs[#skip_seqs + 1] = ids[i], seqs[i]
+end
+redis.call('XGROUP', 'SETID', KEYS[3], ARGV[3], ids[2])
+redis.call('HINCRBY', KEYS[4], 'dropped_behind', #skip_ids)
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'reason', 'behind',
-  'ids', table.concat(ids, ','), 'seqs', table.concat(seqs, ','), 'epoch', ARGV[2],
+  'ids', table.concat(skip_ids, ','), 'seqs', table.concat(skip_seqs, ','), 'epoch', ARGV[2],
   'worker', ARGV[1])
-return #ids
+return #skip_ids
 """
 
 # KEYS: lease, epoch, holder_info

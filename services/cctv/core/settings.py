@@ -20,7 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from cctv.core.jpeg import FrameLimits
+
+#: a camera name; match it with ``fullmatch`` (``$`` alone also matches before a final newline)
+CAMERA_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class SettingsError(ValueError):
@@ -150,6 +153,20 @@ class Settings:
     # per-address throttle): guessing one account's password from many addresses is throttled
     web_user_failures_per_minute: int = 10
 
+    # --- untrusted input: frames every service refuses to decode ---
+    # largest frame accepted (checked from the JPEG frame header by ingest and by every decoder)
+    max_frame_width: int = 8192
+    max_frame_height: int = 8192
+    max_frame_pixels: int = 16 * 1024 * 1024
+    # the leader claims frames pending (read, not acked) longer than this, on a timer: frames
+    # read by a replica that had already lost the lease are processed or counted, not stranded
+    pending_claim_idle_s: float = 5.0
+
+    @property
+    def frame_limits(self) -> FrameLimits:
+        """The largest frame accepted, for :func:`cctv.core.jpeg.jpeg_info`."""
+        return FrameLimits(self.max_frame_width, self.max_frame_height, self.max_frame_pixels)
+
     @property
     def camera_tokens(self) -> dict[str, str]:
         """The camera registry parsed from ``cameras``: camera name -> token."""
@@ -180,14 +197,14 @@ def parse_cameras(raw: str, var: str) -> dict[str, str]:
         name, token = name.strip(), token.strip()
         if not sep or not token:
             raise SettingsError(f"{var}: entry {name!r} must be written camera:token")
-        if not CAMERA_NAME_RE.match(name):
+        if not CAMERA_NAME_RE.fullmatch(name):
             raise SettingsError(f"{var}: camera name {name!r} must match {CAMERA_NAME_RE.pattern}")
         out[name] = token
     return out
 
 
 # --- web viewer and dashboard (issue 6) ---
-VIEWER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+VIEWER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 PASSWORD_HASH_METHODS = ("scrypt:", "pbkdf2:")
 
 
@@ -206,7 +223,7 @@ def parse_viewers(raw: str, var: str) -> dict[str, str]:
         name, pw_hash = name.strip(), pw_hash.strip()
         if not sep or not pw_hash:
             raise SettingsError(f"{var}: entry {name!r} must be written user:<password hash>")
-        if not VIEWER_NAME_RE.match(name):
+        if not VIEWER_NAME_RE.fullmatch(name):
             raise SettingsError(f"{var}: user name {name!r} must match {VIEWER_NAME_RE.pattern}")
         if not pw_hash.startswith(PASSWORD_HASH_METHODS) or pw_hash.count("$") != 2:
             raise SettingsError(f"{var}: the password of {name!r} is not a hash; make one with "
@@ -294,10 +311,11 @@ def _validate(s: Settings) -> None:
         raise bad("mjpeg_quality", "must be 1..100")
     for name in ("ingest_bind", "web_bind", "inference_http_bind"):
         host, sep, port = getattr(s, name).rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad(name, "use host:port")
     _validate_events(s, bad)
     _validate_limits(s, bad)
+    _validate_untrusted_input(s, bad)
     s.camera_tokens  # noqa: B018 - parses and raises on a malformed registry
 
 
@@ -344,8 +362,20 @@ def _validate_events(s: Settings, bad) -> None:
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
     host, sep, port = s.events_http_bind.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise bad("events_http_bind", "use host:port")
+
+
+def _validate_untrusted_input(s: Settings, bad) -> None:
+    """The frame limits: positive, and below what OpenCV refuses to decode (2**20 per side,
+    2**30 pixels), so a frame that passes the header check never reaches OpenCV's own refusal."""
+    for name in ("max_frame_width", "max_frame_height"):
+        if not 0 < getattr(s, name) <= 65535:
+            raise bad(name, "must be 1..65535")
+    if not 0 < s.max_frame_pixels < 2**30:
+        raise bad("max_frame_pixels", "must be 1..1073741823")
+    if s.pending_claim_idle_s <= 0:
+        raise bad("pending_claim_idle_s", "must be > 0")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

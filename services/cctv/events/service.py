@@ -29,8 +29,10 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, decode_result
 from cctv.core.health_server import start_health_server
 from cctv.core.heartbeat import Heartbeat
+from cctv.core.logthrottle import LogThrottle
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.settings import Settings
 from cctv.events import retention
@@ -48,6 +50,8 @@ EMITTED = Counter("cctv_events_emitted_total", "Events emitted", ["camera", "rul
 UNCONFIRMED = Counter("cctv_events_unconfirmed_total",
                       "Rule firings the verifier rejected (no event emitted)", ["camera", "rule"])
 ENTRIES = Counter("cctv_events_results_total", "Detection results evaluated", ["camera"])
+BAD_RESULTS = Counter("cctv_events_bad_results_total",
+                      "Result entries that do not decode (counted, acked, skipped)", ["camera"])
 LAG = Gauge("cctv_events_lag_seconds", "Age of the last evaluated result", ["camera"])
 
 CONSUMER = "events"
@@ -75,6 +79,7 @@ class EventsService:
         self.started = time.time()
         self.lag_ms = 0.0
         self._warned_untracked: set[str] = set()
+        self._bad_input = LogThrottle(log)
         self._next_retention = 0.0
         # camera -> (monotonic time, capture ms) of its last result, for tick()
         self._last_seen: dict[str, tuple[float, float]] = {}
@@ -130,25 +135,22 @@ class EventsService:
 
     # ---- one result ----------------------------------------------------------------------
     def observation(self, cam: str, entry_id: str, fields: dict[bytes, bytes]) -> Observation:
-        """Parse a results entry (malformed detections are logged and skipped)."""
-        ts = fields.get(b"ts", b"").decode()
-        ts_ms = int(ts) / 1000 if ts.isdigit() else int(entry_id.split("-")[0])
-        try:
-            dets = json.loads(fields.get(b"dets", b"[]"))
-            if not isinstance(dets, list):
-                raise ValueError("dets is not a list")
-            dets = [d for d in dets if isinstance(d, dict) and isinstance(d.get("xyxy"), list)
-                    and len(d["xyxy"]) >= 4]
-        except ValueError as exc:
-            log.warning("camera %s: result %s has unreadable detections (%s)", cam, entry_id, exc)
-            dets = []
+        """A results entry as the rules see it; raises :class:`EntryError` when it does not
+        decode (core.entries.decode_result: every field typed, every detection checked)."""
+        r = decode_result(entry_id, fields)
+        return Observation(cam, entry_id, r.frame, r.ts_ms, r.dets_json(), r.w, r.h)
 
-        def num(name: bytes) -> int:
-            v = fields.get(name, b"0").decode()
-            return int(v) if v.isdigit() else 0
-
-        return Observation(cam, entry_id, fields.get(b"frame", b"").decode(), ts_ms, dets,
-                           num(b"w"), num(b"h"))
+    def bad_result(self, cam: str, entry_id: str, exc: EntryError) -> None:
+        """Count, log (once per camera per minute) and ack a result entry that does not decode;
+        the camera's rule state is left as it was."""
+        BAD_RESULTS.labels(cam).inc()
+        self._bad_input.warning(cam, "camera %s: result %s does not decode, skipped: %s", cam,
+                                entry_id, exc)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(keys.EVENTS_STATS, "bad_results", 1)
+        pipe.hincrby(keys.EVENTS_STATS, f"bad_results:{cam}", 1)
+        pipe.xack(keys.detections(cam), keys.EVENTS_GROUP, entry_id)
+        pipe.execute()
 
     def handle(self, cam: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         """Evaluate one result, act on its firings, save the state and ack, in that order."""
@@ -339,7 +341,10 @@ class EventsService:
                 if pending and not batch:
                     pending = False
                 for cam, eid, fields in batch:
-                    self.handle(cam, eid, fields)
+                    try:
+                        self.handle(cam, eid, fields)
+                    except EntryError as exc:
+                        self.bad_result(cam, eid, exc)
                 if not pending:
                     self.tick()
             except REDIS_DOWN_ERRORS as exc:

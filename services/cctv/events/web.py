@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,6 +29,7 @@ from flask import (
 )
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, decode_result
 from cctv.core.settings import CAMERA_NAME_RE, Settings
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
 from cctv.events.storage import EVENT_ID_RE, EventStore
@@ -71,7 +71,7 @@ def parse_filters(args: dict[str, str], tz: ZoneInfo) -> dict:
     for name, pattern in (("camera", CAMERA_NAME_RE), ("class", CLASS_RE), ("zone", NAME_RE),
                           ("rule", NAME_RE)):
         value = (args.get(name) or "").strip()
-        if value and not pattern.match(value):
+        if value and not pattern.fullmatch(value):
             raise BadQuery(f"{name}={value!r} is not valid")
         out["cls" if name == "class" else name] = value
     text = (args.get("q") or "").strip()
@@ -102,7 +102,7 @@ def _public(record: dict) -> dict:
 def _clip_range(record: dict, margin_ms: float) -> tuple[int, int]:
     def ms(entry_id: str, fallback: float) -> float:
         head = (entry_id or "").split("-")[0]
-        return float(head) if head.isdigit() else fallback
+        return float(head) if head.isascii() and head.isdigit() else fallback
 
     first = ms(record.get("first_frame", ""), record["start_ms"])
     last = ms(record.get("last_frame", ""), record.get("end_ms") or record["start_ms"])
@@ -130,13 +130,14 @@ def clip_frames(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> Ite
 def clip_detections(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> dict[str, list]:
     """Detections of those frames, by frame id (results come a little after their frames)."""
     out: dict[str, list] = {}
-    for _eid, fields in client.xrange(keys.detections(camera), f"{lo_ms}-0",
-                                      f"{hi_ms + 5000}-18446744073709551615",
-                                      count=CLIP_MAX_FRAMES * 2):
+    for eid, fields in client.xrange(keys.detections(camera), f"{lo_ms}-0",
+                                     f"{hi_ms + 5000}-18446744073709551615",
+                                     count=CLIP_MAX_FRAMES * 2):
         try:
-            out[fields.get(b"frame", b"").decode()] = json.loads(fields.get(b"dets", b"[]"))
-        except ValueError:
-            continue
+            result = decode_result(eid, fields)
+        except EntryError:
+            continue  # a result that does not decode: its frame is shown without boxes
+        out[result.frame] = result.dets_json()
     return out
 
 
@@ -158,7 +159,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
         return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
 
     def record_or_404(event_id: str) -> dict:
-        if not EVENT_ID_RE.match(event_id):
+        if not EVENT_ID_RE.fullmatch(event_id):
             abort(404)
         record = store.get(event_id)
         if record is None:
@@ -266,7 +267,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
 
     @bp.get("/api/v1/events/<event_id>")
     def api_event(event_id: str) -> Response:
-        if not EVENT_ID_RE.match(event_id):
+        if not EVENT_ID_RE.fullmatch(event_id):
             return error_response(400, "bad_event_id",
                                   "event id must match " + EVENT_ID_RE.pattern)
         record = store.get(event_id)

@@ -8,8 +8,9 @@ The :class:`Prefetcher` thread keeps one slot per camera holding the newest fram
 already decoded and, when the detector can (``prepare``), letterboxed into the model's input.
 A newer frame for the same camera replaces the held one, which is acked as dropped
 (``behind``) through the same fenced script as every other drop, so the live policy and the
-accounting are unchanged: every frame read is processed or counted. Frames still held when
-leadership ends stay pending in the consumer group, where the next leader claims them.
+accounting are unchanged: every frame read is processed or counted. A frame that does not decode
+or letterbox is acked as ``corrupt`` (LeaderLoop.decode) and the thread goes on. Frames still
+held when leadership ends stay pending in the consumer group, where the next leader claims them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import cv2
-import numpy as np
 
 if TYPE_CHECKING:
     from cctv.inference.worker import Frame, LeaderLoop
@@ -79,11 +77,12 @@ class Prefetcher:
     def _hold(self, frames: list[Frame]) -> None:
         newest = frames[-1]
         behind = frames[:-1]
-        if newest.image is None:
-            newest.image = cv2.imdecode(np.frombuffer(newest.jpeg, np.uint8), cv2.IMREAD_COLOR)
-            prepare = getattr(self.loop.detector, "prepare", None)
-            if newest.image is not None and prepare is not None:
-                newest.prepared = prepare(newest.image)
+        if not self.loop.decode(newest):
+            # dropped as corrupt (counted, logged): the next newest takes its place, and the
+            # frame held already stays held
+            if behind:
+                self._hold(behind)
+            return
         with self._cond:
             replaced = self._slots.get(newest.camera)
             self._slots[newest.camera] = newest

@@ -10,8 +10,9 @@
 Replies: 202 ``{"id": ...}`` for a new frame, 200 with ``"duplicate": true`` for a repeated
 (camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise; 429 also when the
 client address sent too many bad tokens, 503 + Retry-After when the frame store is unreachable
-or full (Redis at its ``maxmemory``). The body is never
-decoded: the JPEG markers and the frame header give validity and size.
+or full (Redis at its ``maxmemory``). The body is never decoded: the JPEG markers and the frame
+header give validity and size, and a frame over CCTV_MAX_FRAME_WIDTH/HEIGHT/PIXELS (413) or of
+a JPEG variant OpenCV does not decode (415) is refused before it is stored (core/jpeg.py).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
 from cctv.core.clientaddr import client_address
+from cctv.core.entries import EntryError, encode_frame, parse_uint
 from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
-from cctv.core.jpeg import JpegError, jpeg_dimensions
+from cctv.core.jpeg import JpegError, jpeg_info
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings, trusted_networks
@@ -56,7 +58,6 @@ AUTH_FAILED = Counter("cctv_ingest_auth_failed_total", "Frame POSTs with a missi
 STORE_FULL = Counter("cctv_ingest_store_full_total",
                      "Frame POSTs refused because Redis refused writes (maxmemory reached)")
 
-MAX_INT64 = 2**63 - 1
 #: a full frame store is logged at most this often (with the count since the last line)
 STORE_FULL_LOG_EVERY_S = 10.0
 
@@ -132,10 +133,16 @@ def _int_header(name: str, *, required: bool) -> int | None:
         if required:
             raise Rejection(400, "missing_header", f"header {name} is required")
         return None
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_INT64:
-        raise Rejection(400, "bad_header", f"header {name} must be a non-negative integer")
-    return int(raw)
+    try:
+        return parse_uint(raw.strip(), name)
+    except EntryError:
+        raise Rejection(400, "bad_header",
+                        f"header {name} must be a non-negative integer (ASCII digits)") from None
+
+
+#: reply of each kind of refused JPEG (JpegError.kind)
+_JPEG_REPLIES = {"malformed": (400, "bad_jpeg"), "unsupported": (415, "unsupported_jpeg"),
+                 "too_large": (413, "frame_too_large")}
 
 
 class Ingest:
@@ -161,7 +168,7 @@ class Ingest:
         """Raise a 400/401/403/404/429 :class:`Rejection` unless the request may post for
         camera. Failed tokens count against the client address; an address over
         CCTV_INGEST_AUTH_FAIL_LIMIT within the window gets 429 before its token is looked at."""
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             raise Rejection(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
         addr = self.client()
         wait = self.auth_failures.blocked_for(addr)
@@ -235,16 +242,21 @@ class Ingest:
         if late not in ("0", "1"):
             raise Rejection(400, "bad_header", "header X-Frame-Late must be 0 or 1")
         try:
-            width, height = jpeg_dimensions(body)
+            info = jpeg_info(body, self.settings.frame_limits)
         except JpegError as exc:
-            raise Rejection(400, "bad_jpeg", str(exc)) from None
+            status, code = _JPEG_REPLIES[exc.kind]
+            raise Rejection(status, code, str(exc)) from None
+        width, height = info.width, info.height
         s = self.settings
         rate = s.camera_fps_limit
         status, entry_id = self.scripts.ingest(
             keys=[keys.frames(camera), keys.stats(camera), keys.dedup(camera, seq),
-                  keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera)],
-            args=[camera, seq, ts, width, height, rx_us, late, s.frames_maxlen, s.dedup_ttl_s,
-                  rate, max(1.0, rate), keys.INFER_GROUP, body],
+                  keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera),
+                  keys.frame_index(camera)],
+            args=[camera, seq, late, s.frames_maxlen, s.dedup_ttl_s, rate, max(1.0, rate),
+                  keys.INFER_GROUP,
+                  *encode_frame(body, seq=seq, ts=ts, w=width, h=height, rx=rx_us,
+                                late=late == "1")],
         )
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if status == b"rate":

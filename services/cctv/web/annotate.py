@@ -5,6 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cctv.core.jpeg import FrameLimits, JpegError
+from cctv.core.jpeg_decode import decode_jpeg
+
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
             (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
             (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
@@ -36,12 +39,26 @@ def draw_detections(img: np.ndarray, dets: list[dict]) -> np.ndarray:
     return img
 
 
-def annotate_jpeg(jpeg: bytes, dets: list[dict], quality: int) -> bytes | None:
+def annotate_jpeg(jpeg: bytes, dets: list[dict], quality: int,
+                  limits: FrameLimits | None = None) -> bytes | None:
     """``jpeg`` decoded, with ``dets`` drawn, encoded again at ``quality``; None when the
-    bytes do not decode or the encode fails."""
-    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
+    bytes do not decode (or must not: :func:`cctv.core.jpeg_decode.decode_jpeg`) or the encode
+    fails."""
+    try:
+        return annotate_or_raise(jpeg, dets, quality, limits)
+    except JpegError:
         return None
-    draw_detections(img, dets)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return buf.tobytes() if ok else None
+
+
+def annotate_or_raise(jpeg: bytes, dets: list[dict], quality: int,
+                      limits: FrameLimits | None = None) -> bytes:
+    """Like :func:`annotate_jpeg`, raising :class:`JpegError` with the reason instead."""
+    img = decode_jpeg(jpeg, limits)
+    try:
+        draw_detections(img, dets)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    except (cv2.error, KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise JpegError(f"drawing failed: {type(exc).__name__}: {exc}") from None
+    if not ok:
+        raise JpegError("JPEG encode failed")
+    return buf.tobytes()

@@ -20,7 +20,7 @@ from cctv.core.settings import CAMERA_NAME_RE, Settings
 from cctv.web.broadcast import CameraFeed, Feeds
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor, failover_history
-from cctv.web.results import recent_results, result_json
+from cctv.web.results import recent_results
 from cctv.web.sse import Event, sse_response
 
 if TYPE_CHECKING:  # limits imports this module's error reply
@@ -80,7 +80,7 @@ def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: Cam
         return error_response(exc.status, exc.code, exc.message)
 
     def known_camera(camera: str) -> str:
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             raise ApiError(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
         if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             raise ApiError(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
@@ -129,7 +129,7 @@ def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: Cam
         try:
             for frame in updates:
                 if frame is not None:
-                    yield "detection", result_json(frame.result.get("id", ""), frame.result)
+                    yield "detection", frame.result
                 if time.monotonic() - last_stats >= 1.0:
                     last_stats = time.monotonic()
                     yield "stats", stats.camera(camera) or {"camera": camera}

@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     settings = settings or load_settings()
     accounts = load_accounts(settings)
     client = connect(settings.redis_url, name="cctv-web")
-    feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s)
+    feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s,
+                  settings.frame_limits, settings.max_frame_bytes)
     stats = CameraStats(client, settings.camera_silent_s)
     docker = DockerView(settings.docker_socket)
     monitor = ClusterMonitor(client, stats, docker, settings.lease_ttl_ms)

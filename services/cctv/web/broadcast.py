@@ -7,7 +7,6 @@ waiting viewers. It stops by itself when nobody has watched for CCTV_VIEWER_IDLE
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,12 +17,18 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, ResultEntry, decode_result
+from cctv.core.jpeg import FrameLimits, JpegError
+from cctv.core.logthrottle import LogThrottle
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff
-from cctv.web.annotate import annotate_jpeg
+from cctv.web.annotate import annotate_or_raise
+from cctv.web.results import result_dict
 
 log = logging.getLogger("cctv.web.feed")
 
 ENCODED = Counter("cctv_web_frames_encoded_total", "Annotated frames encoded", ["camera"])
+UNDRAWABLE = Counter("cctv_web_frames_undrawable_total",
+                     "Results whose entry or frame does not decode or draw (skipped)", ["camera"])
 VIEWERS = Gauge("cctv_web_viewers", "Open MJPEG viewers", ["camera"])
 #: a silent camera's last frame is sent again this often (see CameraFeed.frames)
 REPEAT_AFTER_S = 2.0
@@ -51,8 +56,12 @@ class AnnotatedFrame:
 class CameraFeed:
     """Follows one camera's results and keeps the latest annotated JPEG."""
 
-    def __init__(self, client: redis.Redis, camera: str, quality: int, idle_s: float) -> None:
+    def __init__(self, client: redis.Redis, camera: str, quality: int, idle_s: float,
+                 limits: FrameLimits | None = None, max_frame_bytes: int = 8 * 1024 * 1024
+                 ) -> None:
         self.redis, self.camera, self.quality, self.idle_s = client, camera, quality, idle_s
+        self.limits, self.max_frame_bytes = limits or FrameLimits(), max_frame_bytes
+        self._warn = LogThrottle(log)
         self._cond = threading.Condition()
         self._latest: AnnotatedFrame | None = None
         self._viewers = 0
@@ -71,13 +80,15 @@ class CameraFeed:
                                                 name=f"feed-{self.camera}")
                 self._thread.start()
 
-    def _annotate(self, result: dict[bytes, bytes]) -> bytes | None:
-        frame_id = result.get(b"frame", b"").decode()
-        entries = self.redis.xrange(keys.frames(self.camera), frame_id, frame_id, count=1)
+    def _annotate(self, result: ResultEntry) -> bytes | None:
+        entries = self.redis.xrange(keys.frames(self.camera), result.frame, result.frame,
+                                    count=1)
         if not entries:
             return None  # trimmed already
-        return annotate_jpeg(entries[0][1].get(b"jpeg", b""),
-                             json.loads(result.get(b"dets", b"[]")), self.quality)
+        jpeg = entries[0][1].get(b"jpeg")
+        if not isinstance(jpeg, bytes) or len(jpeg) > self.max_frame_bytes:
+            raise EntryError("the frame entry has no JPEG of an acceptable size")
+        return annotate_or_raise(jpeg, result.dets_json(), self.quality, self.limits)
 
     def _run(self) -> None:
         stream = keys.detections(self.camera)
@@ -110,21 +121,24 @@ class CameraFeed:
             last_id = entries[-1][0].decode()
             self._publish(entries[-1][1], last_id)  # newest only: live, not a replay
 
-    def _publish(self, result: dict[bytes, bytes], entry_id: str) -> None:
+    def _publish(self, fields: dict[bytes, bytes], entry_id: str) -> None:
+        """Draw and share the frame of one result; a result or frame that does not decode or
+        draw is counted (``cctv_web_frames_undrawable_total``), logged once per camera per
+        minute, and skipped: the feed goes on with the next result."""
         try:
+            result = decode_result(entry_id, fields)
             jpeg = self._annotate(result)
-        except (ValueError, KeyError, TypeError, redis.ResponseError) as exc:  # malformed
-            log.warning("camera %s: result %s not drawable: %s", self.camera, entry_id, exc)
+        except (EntryError, JpegError, redis.ResponseError) as exc:
+            UNDRAWABLE.labels(self.camera).inc()
+            self._warn.warning(self.camera, "camera %s: result %s not drawable: %s",
+                               self.camera, entry_id, exc)
             return
         if jpeg is None:
             return
         ENCODED.labels(self.camera).inc()
-        decoded: dict = {k.decode(): v.decode(errors="replace") for k, v in result.items()}
-        decoded["dets"] = json.loads(decoded.get("dets", "[]"))
-        decoded["id"] = entry_id
         with self._cond:
             number = self._latest.number + 1 if self._latest else 1
-            self._latest = AnnotatedFrame(number, jpeg, decoded, mjpeg_part(jpeg))
+            self._latest = AnnotatedFrame(number, jpeg, result_dict(result), mjpeg_part(jpeg))
             self._cond.notify_all()
 
     @property
@@ -202,8 +216,11 @@ class CameraFeed:
 class Feeds:
     """All camera feeds of this web process."""
 
-    def __init__(self, client: redis.Redis, quality: int, idle_s: float) -> None:
+    def __init__(self, client: redis.Redis, quality: int, idle_s: float,
+                 limits: FrameLimits | None = None, max_frame_bytes: int = 8 * 1024 * 1024
+                 ) -> None:
         self.redis, self.quality, self.idle_s = client, quality, idle_s
+        self.limits, self.max_frame_bytes = limits, max_frame_bytes
         self._feeds: dict[str, CameraFeed] = {}
         self._lock = threading.Lock()
 
@@ -217,5 +234,6 @@ class Feeds:
             feed = self._feeds.get(camera)
             if feed is None:
                 feed = self._feeds[camera] = CameraFeed(self.redis, camera, self.quality,
-                                                        self.idle_s)
+                                                        self.idle_s, self.limits,
+                                                        self.max_frame_bytes)
             return feed

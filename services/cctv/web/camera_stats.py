@@ -19,7 +19,7 @@ import redis
 
 from cctv.core import keys
 from cctv.core.redisconn import REDIS_DOWN_ERRORS
-from cctv.web.results import result_json
+from cctv.web.results import good_results
 
 log = logging.getLogger("cctv.web.stats")
 
@@ -96,6 +96,9 @@ class CameraStats:
             except redis.RedisError as exc:
                 log.warning("camera stats sample failed: %s", exc)
                 self.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a bad value in Redis must not stop it
+                log.exception("camera stats sample failed")
+                self.error = f"sample failed: {type(exc).__name__}"
             time.sleep(self.interval_s)
 
     def snapshot(self) -> dict[str, dict]:
@@ -162,7 +165,7 @@ class CameraStats:
                 last_frame_age = round(max(0.0, now_s - float(last_ts)), 2)
             except (TypeError, ValueError):
                 last_frame_age = None
-        results = [result_json(eid, f) for eid, f in dets]
+        results = good_results(cam, dets)
         recent = [r for r in results
                   if now_s * 1000 - _int(str(r["id"]).split("-", 1)[0]) <= WINDOW_S * 1000]
         cap = [r["latency_ms"]["capture_to_result"] for r in recent

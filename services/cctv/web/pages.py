@@ -40,7 +40,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
     bp = Blueprint("pages", __name__)
 
     def check_camera(camera: str) -> None:
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             abort(404)
 
     @bp.get("/")
@@ -61,7 +61,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
 
     @bp.get("/video/<camera>.mjpg")
     def video(camera: str) -> Response:
-        if not CAMERA_NAME_RE.match(camera):
+        if not CAMERA_NAME_RE.fullmatch(camera):
             return error_response(404, "bad_camera", "no such camera")
         if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")

@@ -19,7 +19,7 @@ def make_account_line(user: str, password: str) -> str:
 
 def hash_password_command(user: str, from_stdin: bool) -> int:
     """Ask for (or read) a password and print the account line; exit code 0, or 2 on bad input."""
-    if not VIEWER_NAME_RE.match(user):
+    if not VIEWER_NAME_RE.fullmatch(user):
         print(f"cctv hash-password: user name must match {VIEWER_NAME_RE.pattern}",
               file=sys.stderr)
         return 2

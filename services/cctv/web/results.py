@@ -1,50 +1,41 @@
-"""Detection results as the API returns them: typed fields, parsed boxes, latencies."""
+"""Detection results as the API returns them: typed fields, parsed boxes, latencies.
+
+Entries are decoded by :func:`cctv.core.entries.decode_result`; one that does not decode is
+left out of the answer, counted (``cctv_web_bad_results_total``) and logged once per camera per
+minute.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 
 import redis
+from prometheus_client import Counter
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, ResultEntry, decode_result
+from cctv.core.logthrottle import LogThrottle
 
-_INT_FIELDS = ("seq", "ts", "rx", "pick", "done", "w", "h", "epoch")
-_FLOAT_FIELDS = ("infer_ms",)
+log = logging.getLogger("cctv.web.results")
+
+BAD_RESULTS = Counter("cctv_web_bad_results_total",
+                      "Result entries that do not decode (left out of answers)", ["camera"])
+_warn = LogThrottle(log)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def result_json(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str | object]
-                ) -> dict:
-    """One ``cctv:det:{cam}`` entry as JSON: numbers as numbers, ``dets`` parsed, and the
-    latencies capture → result (sender clock vs inference clock) and ingest → result in ms."""
-    out: dict = {"id": _text(entry_id)}
-    for k, v in fields.items():
-        name = _text(k)
-        if name == "jpeg":
-            continue
-        out[name] = v if isinstance(v, list) else _text(v)
-    for names, convert in ((_INT_FIELDS, int), (_FLOAT_FIELDS, float)):
-        for name in names:
-            if name in out:
-                try:
-                    out[name] = convert(out[name])
-                except (TypeError, ValueError):
-                    out[name] = None
-    if "late" in out:
-        out["late"] = out["late"] == "1"
-    dets = out.get("dets", "[]")
-    if isinstance(dets, str):
-        try:
-            dets = json.loads(dets)
-        except ValueError:
-            dets = []
-    out["dets"] = dets if isinstance(dets, list) else []
+def result_dict(result: ResultEntry) -> dict:
+    """One decoded result as JSON, with the latencies capture → result (sender clock vs
+    inference clock) and ingest → result in ms."""
+    out = result.to_json()
     out["latency_ms"] = latencies_ms(out)
     return out
+
+
+def result_json(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> dict:
+    """One ``cctv:det:{cam}`` entry as JSON (see :func:`result_dict`); raises
+    :class:`~cctv.core.entries.EntryError` when it does not decode."""
+    return result_dict(decode_result(entry_id, fields))
 
 
 def latencies_ms(result: Mapping[str, object]) -> dict[str, float | None]:
@@ -59,7 +50,19 @@ def latencies_ms(result: Mapping[str, object]) -> dict[str, float | None]:
     return {"capture_to_result": span(ts), "ingest_to_result": span(rx)}
 
 
+def good_results(camera: str, entries: Iterable[tuple[bytes | str, Mapping]]) -> list[dict]:
+    """The entries that decode, as JSON; the others are counted and logged."""
+    out = []
+    for eid, fields in entries:
+        try:
+            out.append(result_json(eid, fields))
+        except EntryError as exc:
+            BAD_RESULTS.labels(camera).inc()
+            _warn.warning(camera, "camera %s: result %r does not decode, left out: %s", camera,
+                          eid, exc)
+    return out
+
+
 def recent_results(client: redis.Redis, camera: str, count: int) -> list[dict]:
-    """The newest ``count`` results of ``camera``, newest first."""
-    return [result_json(eid, fields)
-            for eid, fields in client.xrevrange(keys.detections(camera), count=count)]
+    """The newest ``count`` results of ``camera`` that decode, newest first."""
+    return good_results(camera, client.xrevrange(keys.detections(camera), count=count))
