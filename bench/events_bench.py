@@ -1,4 +1,4 @@
-"""Events benchmark (issue 7): what tracking and rules add per frame to detection alone.
+"""Events benchmark: what tracking and rules add per frame to detection alone.
 
     .venv/bin/python -m bench.events_bench          # ~1 minute on 2 cores
 
@@ -10,7 +10,7 @@ JSON. Every part is timed in the same loop, so the ratios do not depend on how b
 machine was between runs. Also: tracks and the id-switch proxy over the whole clip at 30 and
 15 fps.
 
-Writes docs/benchmarks.md (section "Events (issue 7)") and bench/results.json.
+Writes docs/benchmarks.md (section "Events") and bench/results.json.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ track of the same class ended, overlapping it, away from the frame edges):
 | all 909 (30 fps) | {r['tracks']} | {r['switches']} |
 | every 2nd (15 fps) | {half['tracks']} | {half['switches']} |
 """
-    record(figures, "Events (issue 7)", md)
+    record(figures, "Events", md)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Failover benchmark (issue 3): take-over gap for kill -9 and SIGTERM of the leader, frames
+"""Failover benchmark: take-over gap for kill -9 and SIGTERM of the leader, frames
 dropped during the gap, every frame accounted, and the cold model load a restart would add.
 
     .venv/bin/python -m bench.failover           # 10 rounds each (~3 minutes)
@@ -100,7 +100,7 @@ the new one, timed by Redis in the result script.
 Kill -9 gaps (s): {', '.join(f'{g:.2f}' for g in k_gaps)}.
 SIGTERM gaps (s): {', '.join(f'{g:.2f}' for g in t_gaps)}.
 """
-    record(figures, "Failover (issue 3)", md)
+    record(figures, "Failover", md)
     print(figures)
 
 

@@ -102,7 +102,8 @@ def dets_json(rng: random.Random) -> bytes:
 def run(cases: int, seed: int) -> tuple[dict[str, int], list[str]]:
     rng = random.Random(seed)
     plan = [("jpeg_info", 0.5), ("decode_jpeg", 0.08), ("frame_entry", 0.14),
-            ("result_entry", 0.14), ("drop_entry", 0.07), ("parse_uint", 0.07)]
+            ("result_entry", 0.14), ("drop_entry", 0.07), ("event_entry", 0.05),
+            ("parse_uint", 0.07)]
     counts = {name: 0 for name, _share in plan}
     crashes: list[str] = []
     for name, share in plan:
@@ -121,6 +122,8 @@ def run(cases: int, seed: int) -> tuple[dict[str, int], list[str]]:
                     data["dets"] = dets_json(rng)
             elif name == "drop_entry":
                 data, target = entry(rng, t.GOOD_DROP), t.check_drop_entry
+            elif name == "event_entry":
+                data, target = entry(rng, t.GOOD_EVENT), t.check_event_entry
             else:
                 data, target = junk(rng).decode("utf-8", "replace"), t.check_parse_uint
             try:

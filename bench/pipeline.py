@@ -1,9 +1,9 @@
-"""Pipeline benchmarks (issue 2) on real processes: throughput vs the bare model, transport
+"""Pipeline benchmarks on real processes: throughput vs the bare model, transport
 overhead, ingest capacity vs raw XADD, MJPEG fan-out CPU, overload latency, CPU backends.
 
     .venv/bin/python -m bench.pipeline            # ~3 minutes on 2 cores
 
-Writes docs/benchmarks.md (section "Pipeline (issue 2)") and bench/results.json.
+Writes docs/benchmarks.md (section "Pipeline") and bench/results.json.
 """
 
 from __future__ import annotations
@@ -414,7 +414,7 @@ CPU backends, bare model on pre-decoded frames (the first is the CPU default):
 | --- | --- | --- |
 {rows}
 """
-    record(figures, "Pipeline (issue 2)", md)
+    record(figures, "Pipeline", md)
     print(figures)
 
 

@@ -1,4 +1,4 @@
-"""Camera sender benchmark (issue 5): CPU per frame and max sustained fps for 720p from a
+"""Camera sender benchmark: CPU per frame and max sustained fps for 720p from a
 file source on one core, spool write/upload throughput, frames lost in a 10 s ingest outage.
 
     .venv/bin/python -m bench.sender_bench          # ~1.5 minutes on 2 cores
@@ -6,7 +6,7 @@ file source on one core, spool write/upload throughput, frames lost in a 10 s in
 
 The sender runs as a real process pinned to one core (``taskset``-style affinity), shipping
 to a real ingest + redis-server on the other core. Startup (imports, opening the file) is
-taken out by running two lengths and differencing. Writes the section "Sender (issue 5)" of
+taken out by running two lengths and differencing. Writes the section "Sender" of
 docs/benchmarks.md and bench/results.json.
 """
 
@@ -516,7 +516,7 @@ ingest's per-camera rate limit. The spool does not fsync each frame, to spare SD
 After a power cut, the frames still in the page cache are gone, and the check at start drops
 any damaged files. This machine is shared with other work, so the fps varies between runs.
 """
-    record(figures, "Sender (issue 5)", md)
+    record(figures, "Sender", md)
     print(json.dumps(figures, indent=1))
     return 0
 

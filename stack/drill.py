@@ -761,7 +761,7 @@ def record(report: dict) -> None:
         "leader as read from Redis; Swarm's figures come from its own node and task timestamps. "
         "Goal (a) ≤ 2 s.\n\n" + render_markdown(report))
     bench_record({k: v for k, v in figures.items() if v is not None},
-                 "Swarm drill (issue 4)", md)
+                 "Swarm drill", md)
     log("recorded in bench/results.json and docs/benchmarks.md")
 
 

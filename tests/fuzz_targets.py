@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from cctv.core.entries import (
     DROP_REASONS,
+    EVENT_TYPES,
     EntryError,
     decode_drop,
+    decode_event,
     decode_frame,
     decode_result,
     encode_frame,
@@ -124,11 +126,19 @@ GOOD_RESULT = _flat_to_fields(encode_result(
 GOOD_DROP = {b"reason": b"corrupt", b"ids": b"1-0,2-0", b"seqs": b"5,", b"epoch": b"3",
              b"worker": b"a"}
 
+GOOD_EVENT = {b"type": b"event", b"id": b"ev1", b"camera": b"cam1", b"rule": b"cars",
+              b"event": json.dumps({"id": "ev1", "camera": "cam1", "rule": "cars",
+                                    "start_ms": 1_700_000_000_000, "end_ms": None,
+                                    "snapshot": "cam1/ev1.jpg", "crop": ""}).encode()}
+
 entry_ids = st.one_of(st.just(b"1700000000000-0"), _TEXTS)
 frame_entries = _entry({k.decode(): v for k, v in GOOD_FRAME.items()},
                        ("jpeg", "seq", "ts", "w", "h", "rx", "late", "extra"))
 drop_entries = _entry({k.decode(): v for k, v in GOOD_DROP.items()},
                       ("reason", "ids", "seqs", "epoch", "worker"))
+
+event_entries = _entry({k.decode(): v for k, v in GOOD_EVENT.items()},
+                       ("type", "id", "camera", "rule", "event"))
 
 _json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-2**65, 2**65), st.floats(),
@@ -181,6 +191,15 @@ def check_drop_entry(entry_id: bytes, fields: dict) -> None:
     except EntryError:
         return
     assert d.reason in DROP_REASONS and len(d.ids) == len(d.seqs)
+
+
+def check_event_entry(entry_id: bytes, fields: dict) -> None:
+    try:
+        e = decode_event(entry_id, _bytes_keys(fields))
+    except EntryError:
+        return
+    assert e.type in EVENT_TYPES and isinstance(e.record, dict)
+    assert e.record["id"] == e.event_id and e.record["camera"] == e.camera
 
 
 def check_parse_uint(text: str) -> None:

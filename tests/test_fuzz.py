@@ -45,6 +45,12 @@ def test_drop_entries(entry_id: bytes, fields: dict) -> None:
 
 
 @FAST
+@given(t.entry_ids, t.event_entries)
+def test_event_entries(entry_id: bytes, fields: dict) -> None:
+    t.check_event_entry(entry_id, fields)
+
+
+@FAST
 @given(st.text(max_size=30))
 def test_parse_uint(text: str) -> None:
     t.check_parse_uint(text)
@@ -52,9 +58,10 @@ def test_parse_uint(text: str) -> None:
 
 def test_good_entries_decode() -> None:
     """The fuzzers' starting points are valid: the encoders and decoders agree."""
-    from cctv.core.entries import decode_drop, decode_frame, decode_result
+    from cctv.core.entries import decode_drop, decode_event, decode_frame, decode_result
 
     assert decode_frame(b"1-0", t.GOOD_FRAME, t.MAX_BYTES).seq == 5
     r = decode_result(b"1-0", t.GOOD_RESULT)
     assert r.late and r.dets[0].track == 9 and r.infer_ms == 1.5
     assert decode_drop(b"1-0", t.GOOD_DROP).seqs == (5, None)
+    assert decode_event(b"1-0", t.GOOD_EVENT).record["snapshot"] == "cam1/ev1.jpg"

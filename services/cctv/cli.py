@@ -98,7 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     s = _settings(args)
     print(f"settings OK: redis={s.redis_url} cameras={sorted(s.camera_tokens)} model={s.model!r}")
-    if s.events_config:  # the events rules file (issue 7)
+    if s.events_config:  # the events rules file
         from cctv.events.config import EventsConfigError, load_config
 
         try:

@@ -99,7 +99,7 @@ def run_local(args: argparse.Namespace) -> int:
         # one viewer account for this run (the viewer and the API require a login)
         "CCTV_VIEWERS": make_account_line(user, password),
     })
-    # --- events (issue 7): the demo camera's zones and rules; web serves the snapshots too ---
+    # --- events: the demo camera's zones and rules; web serves the snapshots too ---
     env.update({"CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
                 "CCTV_EVENTS_DIR": str(workdir / "events")})
     try:

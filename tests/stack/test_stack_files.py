@@ -1,4 +1,4 @@
-"""Fast static checks of the Swarm deployment files (issue 4): stack files, Dockerfiles, the
+"""Fast static checks of the Swarm deployment files: stack files, Dockerfiles, the
 stack/ scripts, the settings config and the images' entrypoint. The real 3-node drill is the
 separate CI stage `bash stack/ci-drill.sh`."""
 

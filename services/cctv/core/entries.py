@@ -7,8 +7,10 @@ a fully typed value or raises :class:`EntryError`, the one exception each consum
 loop boundary, where the entry costs one counted drop and never the process.
 
 Streams: ``cctv:frames:{cam}`` (:class:`FrameEntry`), ``cctv:det:{cam}`` (:class:`ResultEntry`),
-``cctv:drops:{cam}`` (:class:`DropEntry`). The frames entries are written by the ingest script
-and the drop records by the fenced scripts (``core/scripts.py``) in the field order given here.
+``cctv:drops:{cam}`` (:class:`DropEntry`), ``cctv:events`` (:class:`EventEntry`). The frames
+entries are written by the ingest script, the drop records by the fenced scripts
+(``core/scripts.py``) and the events by the events store's script (``events/storage.py``), in
+the field order given here.
 """
 
 from __future__ import annotations
@@ -333,3 +335,56 @@ def decode_drop(entry_id: bytes | str, fields: Fields) -> DropEntry:
     epoch_text = _text(fields, "epoch", required=False, max_len=20)
     epoch = parse_uint(epoch_text, "epoch") if epoch_text else None
     return DropEntry(eid, reason, ids, seqs, epoch, _text(fields, "worker", max_len=MAX_TEXT))
+
+
+# ---- cctv:events -------------------------------------------------------------------------------
+
+#: the fields of an events entry, in the order the events store's script writes them
+EVENT_FIELDS = ("type", "id", "camera", "rule", "event")
+#: entry types: an event's start and end (rules with a duration), or an instant event
+EVENT_TYPES = ("event.start", "event.end", "event")
+#: largest ``event`` JSON accepted (a record with its subjects and caption is a few KB)
+MAX_EVENT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """One entry of the events stream: the stored event record and what happened to it."""
+
+    id: str
+    type: str
+    event_id: str
+    camera: str
+    rule: str
+    record: dict
+
+
+def decode_event(entry_id: bytes | str, fields: Fields) -> EventEntry:
+    """An events entry, validated: a known type, the record as a JSON object naming the same
+    event, camera and rule, and its times numbers (or absent)."""
+    eid = _id_text(entry_id)
+    etype = _text(fields, "type", max_len=16)
+    if etype not in EVENT_TYPES:
+        raise EntryError(f"unknown event entry type {etype!r}")
+    event_id, camera = _text(fields, "id", max_len=64), _text(fields, "camera", max_len=64)
+    rule = _text(fields, "rule")
+    raw = _get(fields, "event")
+    if raw is None or len(raw) > MAX_EVENT_BYTES:
+        raise EntryError("field 'event' missing or over its size limit")
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise EntryError("field 'event' is not JSON") from None
+    if not isinstance(record, dict):
+        raise EntryError("field 'event' is not a JSON object")
+    if (record.get("id"), record.get("camera"), record.get("rule")) != (event_id, camera, rule):
+        raise EntryError("the event record names another event, camera or rule than its entry")
+    for name in ("start_ms", "end_ms"):
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value < 1e14):  # ms since 1970, finite
+            raise EntryError(f"event field {name!r} is not a time in ms")
+    for name in ("snapshot", "crop"):
+        if not isinstance(record.get(name, ""), str):
+            raise EntryError(f"event field {name!r} is not a path")
+    return EventEntry(eid, etype, event_id, camera, rule, record)

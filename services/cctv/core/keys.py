@@ -80,7 +80,7 @@ def camera_from_frames_key(key: str) -> str:
     return key.removeprefix(f"{PREFIX}:frames:")
 
 
-# --- web viewer and dashboard (issue 6) ---
+# --- web viewer and dashboard ---
 
 #: hash status -> count of every ingest frame POST reply, cluster-wide (flushed each heartbeat)
 INGEST_RESPONSES = f"{PREFIX}:ingest:responses"
@@ -104,7 +104,7 @@ def heartbeat_parts(key: str) -> tuple[str, str]:
     return service, instance
 
 
-# --- events (issue 7) ---
+# --- events ---
 
 #: consumer group the events service reads detection streams through
 EVENTS_GROUP = "events"

@@ -21,8 +21,9 @@ from cctv.core.settings import Settings, SettingsError
 log = logging.getLogger("cctv.memory")
 
 MIB = 1024 * 1024
-#: per stream entry: the entry's own fields and the stream's node overhead
-ENTRY_OVERHEAD_B = 256
+#: per stored frame: the entry's own fields and the stream's node overhead, plus its line in
+#: the frame index list (cctv:frameidx:{cam}, "<entry id> <seq>" and the list node)
+ENTRY_OVERHEAD_B = 256 + 64
 #: one result entry (dets JSON of a busy scene, ids, timings)
 RESULT_B = 2048
 #: one drop record (reason, epoch, and the ids and seqs of a skipped backlog)

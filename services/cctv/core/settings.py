@@ -79,7 +79,7 @@ class Settings:
     mjpeg_quality: int = 80
     viewer_idle_s: float = 10.0
 
-    # --- events (issue 7) ---
+    # --- events ---
     # tracker in the inference leader: auto (= bytetrack), bytetrack, botsort (BoT-SORT's motion
     # model) or none; numpy + lap, no torch (every inference image has them)
     tracker: str = "auto"
@@ -101,7 +101,7 @@ class Settings:
     # HMAC key that signs webhook payloads (CCTV_WEBHOOK_SECRET_FILE for a Docker secret)
     webhook_secret: str = ""
 
-    # --- web viewer and dashboard (issue 6) ---
+    # --- web viewer and dashboard ---
     # viewer accounts: "user:<hash>" lines (hash from `cctv hash-password`); a Docker secret via
     # CCTV_VIEWERS_FILE=/run/secrets/cctv_viewers. The web refuses to start without one.
     viewers: str = ""
@@ -174,7 +174,7 @@ class Settings:
 
     @property
     def viewer_hashes(self) -> dict[str, str]:
-        """The viewer accounts parsed from ``viewers``: user name -> password hash (issue 6)."""
+        """The viewer accounts parsed from ``viewers``: user name -> password hash."""
         return parse_viewers(self.viewers, "CCTV_VIEWERS")
 
 
@@ -203,7 +203,7 @@ def parse_cameras(raw: str, var: str) -> dict[str, str]:
     return out
 
 
-# --- web viewer and dashboard (issue 6) ---
+# --- web viewer and dashboard ---
 VIEWER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 PASSWORD_HASH_METHODS = ("scrypt:", "pbkdf2:")
 
@@ -281,7 +281,7 @@ def _validate(s: Settings) -> None:
     for name in ("camera_fps_limit", "max_frame_age_s", "heartbeat_s", "viewer_idle_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
-    # --- web viewer and dashboard (issue 6) ---
+    # --- web viewer and dashboard ---
     for name in ("web_session_hours", "camera_silent_s", "web_sse_max_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
@@ -351,7 +351,7 @@ def trusted_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
 
 
 def _validate_events(s: Settings, bad) -> None:
-    """The events settings (issue 7); the rules file itself is checked by ``cctv events``."""
+    """The events settings; the rules file itself is checked by ``cctv events``."""
     if s.tracker not in {"auto", "bytetrack", "botsort", "none"}:
         raise bad("tracker", "use auto, bytetrack, botsort or none")
     for name in ("track_buffer", "track_state_every", "events_maxlen", "events_max_bytes",

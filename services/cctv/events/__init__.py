@@ -1,4 +1,4 @@
-"""Events (issue 7): zones and rules on tracked detections, two-stage verification, snapshots,
+"""Events: zones and rules on tracked detections, two-stage verification, snapshots,
 captions, storage with retention, webhook/MQTT delivery, and the events viewer.
 
 ``cctv events`` (service.py) consumes every configured camera's ``cctv:det:{cam}`` stream

@@ -5,7 +5,7 @@ are independent of each other and of the rules, and nothing is lost over a resta
 stay pending until they are delivered or dead-lettered.
 
 * Batching: every ``batch_s`` the new entries (at most ``max_batch``) go out in one request
-  (seed 002 uploaded every 10 s); a backlog goes out batch after batch.
+  (by default every 10 s); a backlog goes out batch after batch.
 * Retries: connection errors, timeouts, 408, 429 and 5xx are retried with exponential backoff
   and jitter (``backoff_s`` doubling up to ``backoff_max_s``; a ``Retry-After`` within that is
   honoured). Other 4xx answers are final. After ``max_attempts`` (or a final answer) the batch
@@ -13,7 +13,7 @@ stay pending until they are delivered or dead-lettered.
 * Signature: ``X-CCTV-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with
   ``X-CCTV-Timestamp``; receivers recompute it and reject old timestamps (docs/events.md).
 * ``captions_only``: each event is reduced to id, type, camera, rule, time and caption; no
-  images, boxes or track ids leave the site (seed 004).
+  images, boxes or track ids leave the site.
 * Robustness: an entry of the stream that cannot be turned into an event (not what the events
   service writes) is dead-lettered on its own; an image file that cannot be read is left out
   of the event (logged); a receiver that answers garbage or closes the connection is a failed
@@ -46,6 +46,7 @@ import redis
 from prometheus_client import Counter
 
 from cctv.core import keys
+from cctv.core.entries import EntryError, decode_event
 from cctv.core.redisconn import REDIS_DOWN_ERRORS
 from cctv.events.config import Mqtt, Webhook
 from cctv.events.storage import EventStore
@@ -257,10 +258,11 @@ class DeliveryWorker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _payload(self, fields: dict[bytes, bytes]) -> dict:
-        ev = json.loads(fields.get(b"event", b"{}"))
+    def _payload(self, eid: bytes, fields: dict[bytes, bytes]) -> dict:
+        entry = decode_event(eid, fields)
+        ev = entry.record
         # "type" is the entry's (event.start, event.end, event); the rule's is "rule_type"
-        out = {**ev, "type": fields.get(b"type", b"").decode(), "rule_type": ev.get("type"),
+        out = {**ev, "type": entry.type, "rule_type": ev.get("type"),
                "start": _iso(ev.get("start_ms")), "end": _iso(ev.get("end_ms"))}
         if self.rx.captions_only:
             return caption_only(out)
@@ -285,9 +287,9 @@ class DeliveryWorker:
                     ids.append(eid.decode())
                     continue
                 try:
-                    payload = self._payload(fields)
-                except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-                    bad.append((eid.decode(), f"not an event entry: {type(exc).__name__}"))
+                    payload = self._payload(eid, fields)
+                except EntryError as exc:
+                    bad.append((eid.decode(), f"not an event entry: {exc}"))
                     continue
                 ids.append(eid.decode())
                 events.append(payload)

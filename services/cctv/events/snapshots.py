@@ -17,6 +17,8 @@ import numpy as np
 import redis
 
 from cctv.core import keys
+from cctv.core.jpeg import JpegError
+from cctv.core.jpeg_decode import decode_jpeg
 from cctv.events.config import CameraConfig, Rule
 from cctv.events.rules import Subject
 from cctv.events.verify import crop_box
@@ -49,13 +51,11 @@ class FrameSource:
             if frame_id:
                 entries = self.redis.xrange(keys.frames(self.camera), frame_id, frame_id)
                 if entries and entries[0][1].get(b"jpeg"):
-                    try:
-                        img = cv2.imdecode(np.frombuffer(entries[0][1][b"jpeg"], np.uint8),
-                                           cv2.IMREAD_COLOR)
-                    except cv2.error as exc:  # e.g. a header with absurd dimensions
+                    try:  # the shared decoder: header limits first, never a cv2.error
+                        img = decode_jpeg(entries[0][1][b"jpeg"])
+                    except JpegError as exc:  # e.g. a header with absurd dimensions
                         log.warning("camera %s: frame %s does not decode (%s)", self.camera,
-                                    frame_id, str(exc).strip()[-120:])
-                    if img is None:
+                                    frame_id, exc)
                         self.undecodable.add(frame_id)
             self._images[frame_id] = img
         return self._images[frame_id]

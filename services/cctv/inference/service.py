@@ -174,7 +174,7 @@ def run_inference(settings: Settings) -> int:
         replica.detector = load_detector(settings.model, device=settings.device,
                                          imgsz=settings.imgsz, conf=settings.conf,
                                          iou=settings.iou, classes=settings.classes)
-        warm_tracker(settings)  # issue 7: load the tracker now, not at the first take-over
+        warm_tracker(settings)  # load the tracker now, not at the first take-over
     except (ModelLoadError, TrackingUnavailable) as exc:
         log.error("%s", exc)
         replica.stop.set()

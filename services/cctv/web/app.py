@@ -62,8 +62,8 @@ def _static_version() -> str:
 
 
 def register_blueprints(app: Flask, client: redis.Redis, settings: Settings) -> None:
-    """Blueprints of other parts of the system: the events pages and API (issue 7,
-    ``cctv.events.web.create_blueprint``) when that module is installed. They are protected
+    """Blueprints of other parts of the system: the events pages and API
+    (``cctv.events.web.create_blueprint``) when that module is installed. They are protected
     by the global login check like every route."""
     if importlib.util.find_spec("cctv.events") is None or \
             importlib.util.find_spec("cctv.events.web") is None:
