@@ -45,6 +45,17 @@ def test_good_frame_is_accepted_into_the_stream(ingest, rdb, jpegs) -> None:
     assert groups[0]["name"] == keys.INFER_GROUP.encode()
 
 
+def test_frames_from_an_unsynchronised_clock_are_accepted_and_counted(ingest, rdb,
+                                                                     jpegs) -> None:
+    headers = {"Content-Type": "image/jpeg", "Authorization": "Bearer tok1", "X-Frame-Seq": "3",
+               "X-Capture-Ts": "1000", "X-Clock-Unsynced": "1"}
+    resp = requests.post(f"{ingest}/api/v1/cameras/cam1/frames", data=jpegs[0],
+                         headers=headers, timeout=10)
+    assert resp.status_code == 202, resp.text
+    metrics = requests.get(f"{ingest}/metrics", timeout=5).text
+    assert "cctv_ingest_frames_clock_unsynced_total 1.0" in metrics
+
+
 def test_repeated_seq_is_accepted_once(ingest, rdb, jpegs) -> None:
     first = _post(ingest, jpegs[0], seq=5)
     again = _post(ingest, jpegs[1], seq=5)
@@ -60,6 +71,7 @@ def test_repeated_seq_is_accepted_once(ingest, rdb, jpegs) -> None:
     ("bad_seq", 400, "bad_header"),
     ("negative_ts", 400, "bad_header"),
     ("bad_late", 400, "bad_header"),
+    ("bad_unsynced", 400, "bad_header"),
     ("no_auth", 401, "unauthorized"),
     ("basic_auth", 401, "unauthorized"),
     ("wrong_token", 403, "forbidden"),
@@ -86,6 +98,8 @@ def test_bad_input_gets_its_status(ingest, rdb, jpegs, shared_dir, case, status,
         headers["X-Capture-Ts"] = "-5"
     elif case == "bad_late":
         headers["X-Frame-Late"] = "yes"
+    elif case == "bad_unsynced":
+        headers["X-Clock-Unsynced"] = "true"
     elif case == "no_auth":
         del headers["Authorization"]
     elif case == "basic_auth":

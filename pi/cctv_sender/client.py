@@ -11,7 +11,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from cctv_sender import __version__
+from cctv_sender import __version__, wire
 from cctv_sender.frame import Frame
 from cctv_sender.neterrors import describe_error
 
@@ -62,11 +62,12 @@ class IngestClient:
             self.port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise IngestURLError(f"ingest URL {base_url!r} has a bad port") from None
-        self.path = (parts.path.rstrip("/") + f"/api/v1/cameras/{quote(camera, safe='')}/frames")
+        self.path = parts.path.rstrip("/") + wire.FRAMES_PATH.format(camera=quote(camera, safe=""))
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.verify_tls = verify_tls
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg",
+        self.headers = {wire.HEADER_AUTH: f"Bearer {token}",
+                        "Content-Type": wire.FRAME_CONTENT_TYPE,
                         "User-Agent": f"cctv-sender/{__version__}"}
         self._conn: http.client.HTTPConnection | None = None
         self._requests_on_conn = 0
@@ -123,12 +124,12 @@ class IngestClient:
     def post(self, frame: Frame) -> Reply:
         """Send one frame; never raises for network or HTTP problems."""
         headers = dict(self.headers)
-        headers["X-Frame-Seq"] = str(frame.seq)
-        headers["X-Capture-Ts"] = str(frame.ts_us)
+        headers[wire.HEADER_SEQ] = str(frame.seq)
+        headers[wire.HEADER_CAPTURE_TS] = str(frame.ts_us)
         if frame.late:
-            headers["X-Frame-Late"] = "1"
+            headers[wire.HEADER_LATE] = "1"
         if not frame.clock_synced:
-            headers["X-Clock-Unsynced"] = "1"
+            headers[wire.HEADER_CLOCK_UNSYNCED] = "1"
         try:
             status, resp_headers, data = self._request("POST", self.path, frame.jpeg, headers)
         except (OSError, http.client.HTTPException) as exc:

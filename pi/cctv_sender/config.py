@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 from cctv_sender import __version__
 from cctv_sender.sources import SourceConfigError, SourceSpec, parse_size, parse_source
+from cctv_sender.wire import CAMERA_NAME_RE
 
 PREFIX = "CCTV_SENDER_"
 SYSTEM_STATE_DIR = "/var/lib/cctv-sender"
-CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -228,7 +228,7 @@ def load_config(argv: Sequence[str] | None = None,
                               "0.0.0.0:8554")
         if source.kind != "picamera2":
             raise ConfigError("--serve-rtsp serves the Pi camera: use --source picamera2:")
-        if args.camera and not CAMERA_NAME_RE.match(args.camera):
+        if args.camera and not CAMERA_NAME_RE.fullmatch(args.camera):
             raise ConfigError(f"camera name {args.camera!r} must match "
                               f"{CAMERA_NAME_RE.pattern}")
         return Config(source=source, ingest="", camera=args.camera or "camera", token="",

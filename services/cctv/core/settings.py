@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cctv.core.jpeg import FrameLimits
-
-#: a camera name; match it with ``fullmatch`` (``$`` alone also matches before a final newline)
-CAMERA_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+from cctv.core.wire import CAMERA_NAME_RE  # noqa: F401 - the services import it from here
 
 
 class SettingsError(ValueError):

@@ -304,7 +304,8 @@ def _camera_names(v: Any) -> Any:
 
 
 class EventsDoc(_Doc):
-    cameras: Annotated[dict[Annotated[str, Field(pattern=CAMERA_NAME_RE.pattern)], CameraDoc],
+    cameras: Annotated[dict[Annotated[str, Field(pattern=f"^{CAMERA_NAME_RE.pattern}$")],
+                            CameraDoc],
                        BeforeValidator(_camera_names), _or_default({})] = {}
     webhooks: Annotated[list[Webhook], _or_default([])] = []
     mqtt: Mqtt | None = None

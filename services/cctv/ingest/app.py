@@ -6,6 +6,10 @@
 * ``X-Frame-Seq``: the sender's sequence number (non-negative integer, unique per camera)
 * ``X-Capture-Ts``: capture time in microseconds since the Unix epoch (sender clock)
 * ``X-Frame-Late: 1`` (optional): the frame was spooled during an outage and is sent late
+* ``X-Clock-Unsynced: 1`` (optional): the sender's clock was not synchronised at capture, so
+  ``X-Capture-Ts`` may be off (counted in ``cctv_ingest_frames_clock_unsynced_total``)
+
+The names are in ``core/wire.py``, which the sender's copy must match.
 
 Replies: 202 ``{"id": ...}`` for a new frame, 200 with ``"duplicate": true`` for a repeated
 (camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise; 429 also when the
@@ -30,7 +34,7 @@ import redis
 from flask import Flask, Response, jsonify, request
 from prometheus_client import Counter, Histogram
 
-from cctv.core import keys
+from cctv.core import keys, wire
 from cctv.core.clientaddr import client_address
 from cctv.core.entries import EntryError, encode_frame, parse_uint
 from cctv.core.health_thread import start_health_thread
@@ -55,6 +59,8 @@ LATENCY = Histogram(
 AUTH_THROTTLED = Counter("cctv_ingest_auth_throttled_total",
                          "Frame POSTs refused because their address sent too many bad tokens")
 AUTH_FAILED = Counter("cctv_ingest_auth_failed_total", "Frame POSTs with a missing or bad token")
+UNSYNCED = Counter("cctv_ingest_frames_clock_unsynced_total",
+                   "Frames whose sender said its clock was not yet synchronised at capture")
 STORE_FULL = Counter("cctv_ingest_store_full_total",
                      "Frame POSTs refused because Redis refused writes (maxmemory reached)")
 
@@ -140,6 +146,13 @@ def _int_header(name: str, *, required: bool) -> int | None:
                         f"header {name} must be a non-negative integer (ASCII digits)") from None
 
 
+def _flag_header(name: str) -> str:
+    value = request.headers.get(name, "0").strip()
+    if value not in ("0", "1"):
+        raise Rejection(400, "bad_header", f"header {name} must be 0 or 1")
+    return value
+
+
 #: reply of each kind of refused JPEG (JpegError.kind)
 _JPEG_REPLIES = {"malformed": (400, "bad_jpeg"), "unsupported": (415, "unsupported_jpeg"),
                  "too_large": (413, "frame_too_large")}
@@ -198,7 +211,7 @@ class Ingest:
                   "CCTV_MAX_FRAME_BYTES", n, exc)
 
     def _check_token(self, camera: str) -> None:
-        auth = request.headers.get("Authorization", "")
+        auth = request.headers.get(wire.HEADER_AUTH, "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Rejection(401, "unauthorized", "send Authorization: Bearer <camera token>",
@@ -215,9 +228,10 @@ class Ingest:
         """The request body, refusing (413) before reading when it is over the limit."""
         limit = self.settings.max_frame_bytes
         ctype = (request.mimetype or "").lower()
-        if ctype != "image/jpeg":
+        if ctype != wire.FRAME_CONTENT_TYPE:
             raise Rejection(415, "unsupported_media_type",
-                            f"Content-Type must be image/jpeg, got {ctype or 'none'!r}")
+                            f"Content-Type must be {wire.FRAME_CONTENT_TYPE}, got "
+                            f"{ctype or 'none'!r}")
         length = request.content_length
         if length is not None and length > limit:
             raise Rejection(413, "too_large", f"frame of {length} bytes is over the {limit} limit",
@@ -236,11 +250,11 @@ class Ingest:
         rx_us = time.time_ns() // 1000
         self.authorize(camera)
         body = self.read_body()
-        seq = _int_header("X-Frame-Seq", required=True)
-        ts = _int_header("X-Capture-Ts", required=True)
-        late = request.headers.get("X-Frame-Late", "0").strip()
-        if late not in ("0", "1"):
-            raise Rejection(400, "bad_header", "header X-Frame-Late must be 0 or 1")
+        seq = _int_header(wire.HEADER_SEQ, required=True)
+        ts = _int_header(wire.HEADER_CAPTURE_TS, required=True)
+        late = _flag_header(wire.HEADER_LATE)
+        if _flag_header(wire.HEADER_CLOCK_UNSYNCED) == "1":
+            UNSYNCED.inc()
         try:
             info = jpeg_info(body, self.settings.frame_limits)
         except JpegError as exc:
@@ -284,7 +298,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["cctv_ingest"] = ingest
     app.extensions["cctv_heartbeat"] = heartbeat
 
-    @app.post("/api/v1/cameras/<camera>/frames")
+    @app.post(wire.FRAMES_PATH.replace("{camera}", "<camera>"))
     def post_frame(camera: str) -> Response:
         started = time.perf_counter()
         try:
