@@ -17,6 +17,7 @@ import pytest
 from events_support import RawReceiver, WebhookReceiver, wait_for
 
 from cctv.core import keys
+from cctv.core.entries import encode_frame, encode_result
 from cctv.events.storage import EventStore
 
 from support import Service, clip_jpegs, free_port, service_env
@@ -44,14 +45,20 @@ class Feed:
         for i in range(8):
             self.seq += 1
             self.ts_ms += 100
-            frame = self.rdb.xadd(keys.frames(CAM), {"jpeg": jpeg, "seq": self.seq,
-                                                      "ts": self.ts_ms * 1000})
+            ts_us = self.ts_ms * 1000
+            frame = self.rdb.xadd(keys.frames(CAM), _fields(encode_frame(
+                jpeg, seq=self.seq, ts=ts_us, w=640, h=480, rx=ts_us, late=False)))
             x = 100 + 60 * i
             dets = [{"cls": 2, "name": "car", "conf": 0.9, "xyxy": [x, 200, x + 80, 260],
                      "track": track}]
-            self.rdb.xadd(keys.detections(CAM), {
-                "frame": frame, "seq": self.seq, "ts": self.ts_ms * 1000, "w": 640, "h": 480,
-                "dets": json.dumps(dets)})
+            self.rdb.xadd(keys.detections(CAM), _fields(encode_result(
+                frame=frame.decode(), seq=self.seq, ts=ts_us, rx=ts_us, pick=ts_us, done=ts_us,
+                w=640, h=480, late=False, dets=dets, epoch=1, worker="test", model="test",
+                infer_ms=1.0)))
+
+
+def _fields(flat: list) -> dict:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def forged(jpeg: bytes) -> bytes:
