@@ -261,7 +261,7 @@ def test_nothing_emitted_twice_across_the_restart(run: ClipRun) -> None:
 
 
 def test_events_viewer_and_api(run: ClipRun) -> None:
-    from cctv.events.web import create_blueprint
+    from cctv.web.events import create_blueprint
 
     settings = load_settings({"CCTV_EVENTS_DIR": str(run.tmp / "events")})
     app = Flask("test", template_folder=str(Path(__file__).parent / "templates"))

@@ -1,10 +1,11 @@
 """Snapshots and crops of an event, from the frame still in ``cctv:frames:{cam}``.
 
-The snapshot is the frame with every detection of its result drawn by the web's own
-annotate functions, the rule's zone or line, and the event's objects outlined in white; the
-crop is the first object's box with some margin, unannotated (what a verifier and a receiver
-see). A frame OpenCV cannot decode counts as gone; an OpenCV error while drawing or encoding
-is a :class:`SnapshotError` (the event goes on without images, counted as a failure).
+The snapshot is the frame with every detection of its result drawn by the viewer's own
+annotate functions (``core/annotate.py``), the rule's zone or line, and the event's objects
+outlined in white; the crop is the first object's box with some margin, unannotated (what a
+verifier and a receiver see). A frame OpenCV cannot decode counts as gone; an OpenCV error
+while drawing or encoding is a :class:`SnapshotError` (the event goes on without images,
+counted as a failure).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import numpy as np
 import redis
 
 from cctv.core import keys
+from cctv.core.annotate import draw_detections
 from cctv.core.jpeg import JpegError
 from cctv.core.jpeg_decode import decode_jpeg
 from cctv.events.config import CameraConfig, Rule
 from cctv.events.rules import Subject
 from cctv.events.verify import crop_box
-from cctv.web.annotate import draw_detections
 
 log = logging.getLogger("cctv.events.snapshots")
 

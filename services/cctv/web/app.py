@@ -11,8 +11,6 @@ and /metrics (optionally token-protected).
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from cctv import __version__
 from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
+from cctv.core.mjpeg import BOUNDARY
 from cctv.core.redisconn import connect
 from cctv.core.settings import Settings, load_settings
 from cctv.web import metrics as web_metrics
@@ -33,8 +32,9 @@ from cctv.web.broadcast import Feeds
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor
 from cctv.web.docker_view import DockerView
+from cctv.web.events import create_blueprint as create_events_blueprint
 from cctv.web.limits import Slots
-from cctv.web.pages import BOUNDARY, create_pages
+from cctv.web.pages import create_pages
 from cctv.web.results import recent_results
 from cctv.web.sse import OPEN_STREAMS
 
@@ -62,15 +62,10 @@ def _static_version() -> str:
 
 
 def register_blueprints(app: Flask, client: redis.Redis, settings: Settings) -> None:
-    """Blueprints of other parts of the system: the events pages and API
-    (``cctv.events.web.create_blueprint``) when that module is installed. They are protected
-    by the global login check like every route."""
-    if importlib.util.find_spec("cctv.events") is None or \
-            importlib.util.find_spec("cctv.events.web") is None:
-        log.info("events module not installed: no /events pages")
-        return
-    events_web = importlib.import_module("cctv.events.web")
-    app.register_blueprint(events_web.create_blueprint(client, settings))
+    """The blueprints beside the viewer's own pages: the events pages and API
+    (``cctv.web.events``, reading what the events service stores). They are protected by the
+    global login check like every route."""
+    app.register_blueprint(create_events_blueprint(client, settings))
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> Flask:

@@ -17,11 +17,12 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from cctv.core import keys
+from cctv.core.annotate import annotate_or_raise
 from cctv.core.entries import EntryError, ResultEntry, decode_result
 from cctv.core.jpeg import FrameLimits, JpegError
 from cctv.core.logthrottle import LogThrottle
+from cctv.core.mjpeg import mjpeg_part
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff
-from cctv.web.annotate import annotate_or_raise
 from cctv.web.results import result_dict
 
 log = logging.getLogger("cctv.web.feed")
@@ -33,15 +34,6 @@ VIEWERS = Gauge("cctv_web_viewers", "Open MJPEG viewers", ["camera"])
 #: a silent camera's last frame is sent again this often (see CameraFeed.frames)
 REPEAT_AFTER_S = 2.0
 #: multipart boundary of the MJPEG streams
-BOUNDARY = "frame"
-
-
-def mjpeg_part(jpeg: bytes) -> bytes:
-    """One part of a ``multipart/x-mixed-replace`` MJPEG stream holding ``jpeg``."""
-    return (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-            f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
-
-
 @dataclass(frozen=True)
 class AnnotatedFrame:
     """One annotated, encoded frame and the result it shows."""

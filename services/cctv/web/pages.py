@@ -13,9 +13,10 @@ import redis
 from flask import Blueprint, Response, abort, render_template, stream_with_context
 
 from cctv.core import keys
+from cctv.core.mjpeg import MIMETYPE
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.api import camera_names, error_response
-from cctv.web.broadcast import BOUNDARY, Feeds
+from cctv.web.broadcast import Feeds
 from cctv.web.limits import Slots
 
 #: a grid with more cameras than this refreshes snapshots instead of holding one MJPEG
@@ -71,7 +72,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
             return viewers.refusal(full)
         frames = _headers_first(feed.frames(stop_after=mjpeg_max_s, parts=True))
         resp = Response(stream_with_context(viewers.held(frames, camera)),
-                        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                        mimetype=MIMETYPE)
         resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
         resp.headers["X-Accel-Buffering"] = "no"
         return resp

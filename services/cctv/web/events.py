@@ -29,15 +29,15 @@ from flask import (
 )
 
 from cctv.core import keys
+from cctv.core.annotate import annotate_jpeg
 from cctv.core.entries import EntryError, decode_result
+from cctv.core.mjpeg import MIMETYPE, mjpeg_part
 from cctv.core.settings import CAMERA_NAME_RE, Settings
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
 from cctv.events.storage import EVENT_ID_RE, EventStore
-from cctv.web.annotate import annotate_jpeg
 from cctv.web.api import error_response
-from cctv.web.broadcast import BOUNDARY, mjpeg_part
 
-log = logging.getLogger("cctv.events.web")
+log = logging.getLogger("cctv.web.events")
 
 CLASS_RE = re.compile(r"^[A-Za-z0-9 _.-]{1,64}$")
 MAX_LIMIT = 200
@@ -239,7 +239,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
             return Response("the frames of this event are no longer in the stream\n",
                             status=404, mimetype="text/plain")
         resp = Response(stream_with_context(parts()),
-                        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                        mimetype=MIMETYPE)
         resp.headers["Cache-Control"] = "no-cache, no-store"
         return resp
 
