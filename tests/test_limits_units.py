@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cctv.core.clientaddr import client_address
-from cctv.core.memory import MIB, worst_case
+from cctv.core.memory import ENTRY_OVERHEAD_B, MIB, worst_case
 from cctv.core.settings import SettingsError, load_settings, trusted_networks
 from cctv.core.throttle import FailureThrottle
 
@@ -77,7 +77,7 @@ def test_worst_case_counts_the_registry_or_max_cameras() -> None:
     env = {"CCTV_CAMERAS": "a:1,b:2", "CCTV_FRAMES_MAXLEN": "100",
            "CCTV_MAX_FRAME_BYTES": str(MIB)}
     strict = worst_case(load_settings(env))
-    assert strict.cameras == 2 and strict.frames == 2 * 100 * (MIB + 256)
+    assert strict.cameras == 2 and strict.frames == 2 * 100 * (MIB + ENTRY_OVERHEAD_B)
     loose = worst_case(load_settings({**env, "CCTV_CAMERAS_STRICT": "false",
                                       "CCTV_MAX_CAMERAS": "5"}))
     assert loose.cameras == 5

@@ -247,9 +247,10 @@ def test_webhooks_get_signed_batches_retries_and_dead_letters(run: ClipRun) -> N
         return sum(f.get(b"receiver") == b"broken"
                    for _id, f in run.rdb.xrange(keys.EVENTS_DEADLETTER))
 
-    # a batch of later events may be between its two attempts: wait until it is dead-lettered
-    wait_for(lambda: len(run.receivers["broken"].requests) == 2 * broken_letters(), 30,
-             "every batch of the broken receiver tried twice and dead-lettered")
+    # every dead-lettered batch was tried twice first; at most one batch of later events may
+    # be between its attempts now
+    letters, tries = broken_letters(), len(run.receivers["broken"].requests)
+    assert letters >= 1 and 2 * letters <= tries <= 2 * (letters + 1), (letters, tries)
     # captions only: no images, boxes or tracks leave
     for e in run.receivers["captions"].events():
         assert set(e) == {"type", "id", "camera", "rule", "status", "start", "end", "caption"}
