@@ -37,7 +37,7 @@ from cctv.inference.bytetrack import ByteTracker  # noqa: E402
 from cctv.inference.detector import load_detector  # noqa: E402
 from cctv.inference.tracking import SAVE_TRACK_STATE, CameraTracker  # noqa: E402
 
-from support import CLIP, MODEL_OPENVINO, RedisServer  # noqa: E402
+from support import CLIP, MODEL_OPENVINO, Boxes, RedisServer  # noqa: E402
 
 QUICK = os.environ.get("CCTV_BENCH_QUICK") == "1"
 #: the leader's default: the tracker state is saved every this many processed frames
@@ -177,23 +177,6 @@ def versus_ultralytics(raw: list[list], rounds: int = 6) -> dict | None:
     arrays = [(np.array([d.xyxy for d in f], np.float32).reshape(-1, 4),
                np.array([d.conf for d in f], np.float32),
                np.array([d.cls for d in f], np.float32)) for f in raw]
-
-    class Boxes:
-        def __init__(self, xyxy, conf, cls):
-            self.xyxy, self.conf, self.cls = xyxy, conf, cls
-
-        @property
-        def xywh(self):
-            out = self.xyxy.copy()
-            out[:, 2:] = self.xyxy[:, 2:] - self.xyxy[:, :2]
-            out[:, :2] = self.xyxy[:, :2] + out[:, 2:] / 2
-            return out
-
-        def __len__(self):
-            return len(self.conf)
-
-        def __getitem__(self, mask):
-            return Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])
 
     def ours() -> float:
         t, started = ByteTracker("bytetrack", 30), time.perf_counter()

@@ -325,3 +325,24 @@ class FrameSender:
 
         self.stop()
         return wait_settled(rdb, self.camera, self.tally, timeout_s)
+
+
+class Boxes:
+    """The detections ultralytics' trackers take (its ``Boxes``: ``xyxy``, ``xywh``, ``conf``,
+    ``cls``, masking), built from plain arrays, to run them beside cctv's own tracker."""
+
+    def __init__(self, xyxy, conf, cls) -> None:
+        self.xyxy, self.conf, self.cls = xyxy, conf, cls
+
+    @property
+    def xywh(self):
+        out = self.xyxy.copy()
+        out[:, 2:] = self.xyxy[:, 2:] - self.xyxy[:, :2]
+        out[:, :2] = self.xyxy[:, :2] + out[:, 2:] / 2
+        return out
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, mask) -> Boxes:
+        return Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])

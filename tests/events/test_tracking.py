@@ -23,7 +23,7 @@ from cctv.inference.bytetrack import ByteTracker
 from cctv.inference.detector import Detection
 from cctv.inference.tracking import CameraTracker, Tracking
 
-from support import CLIP, MODEL_OPENVINO, ROOT, service_env
+from support import CLIP, MODEL_OPENVINO, ROOT, Boxes, service_env
 
 
 def camera_tracker(kind: str = "bytetrack") -> CameraTracker:
@@ -208,23 +208,6 @@ def test_same_ids_as_ultralytics_on_the_clip(kind: str, clip_detections) -> None
     import yaml
     from ultralytics.trackers.bot_sort import BOTSORT
     from ultralytics.trackers.byte_tracker import BYTETracker
-
-    class Boxes:
-        def __init__(self, xyxy, conf, cls):
-            self.xyxy, self.conf, self.cls = xyxy, conf, cls
-
-        @property
-        def xywh(self):
-            out = self.xyxy.copy()
-            out[:, 2:] = self.xyxy[:, 2:] - self.xyxy[:, :2]
-            out[:, :2] = self.xyxy[:, :2] + out[:, 2:] / 2
-            return out
-
-        def __len__(self):
-            return len(self.conf)
-
-        def __getitem__(self, mask):
-            return Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])
 
     cfg = Path(ultralytics.__file__).parent / "cfg" / "trackers" / f"{kind}.yaml"
     args = {**yaml.safe_load(cfg.read_text()), "track_buffer": 30}
