@@ -8,6 +8,7 @@
     cctv status       print the inference leader, epoch, standbys and recent failovers
     cctv check-config validate the CCTV_* settings and exit
     cctv hash-password make a viewer account line (user:<hash>) for CCTV_VIEWERS
+    cctv model prepare export YOLO weights to the fastest backend here (OpenVINO / TensorRT)
 
 Every service is configured with CCTV_* environment variables (see docs/configuration.md);
 flags given here override them.
@@ -174,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stdin", action="store_true",
                     help="read the password from the first line of stdin instead of asking")
     sp.set_defaults(func=cmd_hash_password)
+
+    from cctv.model_prepare import add_parser as add_model_parser
+
+    add_model_parser(sub)
     return p
 
 
