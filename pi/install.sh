@@ -4,6 +4,10 @@
 #   sudo ./install.sh              install (or upgrade), enable, and start once configured
 #   sudo ./install.sh --uninstall  stop and remove the service and the program
 #   sudo ./install.sh --uninstall --purge   ... and the settings and state too
+#   sudo ./install.sh --camera gate --camera yard
+#                                  several cameras on one host: one instance of the template
+#                                  unit cctv-sender@.service per camera, each with its own
+#                                  settings (/etc/cctv-sender/cameras/<camera>.env)
 #
 # The program goes into a venv made with --system-site-packages, so picamera2 (and OpenCV,
 # where the camera needs it) come from apt and match the system's libcamera. Only what the
@@ -13,6 +17,8 @@
 #   --source-kind K   picamera2, mjpeg or opencv (default: from CCTV_SENDER_SOURCE in the
 #                     settings file, else picamera2)
 #   --print-packages  print the apt packages that would be installed, and exit
+#   --camera NAME     install (or keep) the settings of camera NAME and enable
+#                     cctv-sender@NAME.service instead of cctv-sender.service (repeatable)
 # Other options (mostly for tests and unusual layouts):
 #   --prefix DIR      program directory            (default /opt/cctv-sender)
 #   --etc DIR         settings directory           (default /etc/cctv-sender)
@@ -35,6 +41,7 @@ bin_dir=/usr/local/bin
 user=cctv-sender
 python=/usr/bin/python3
 apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0 wheel= source_kind= print_packages=0
+cameras=()
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -54,17 +61,26 @@ while [ $# -gt 0 ]; do
         --wheel) wheel="$2"; shift ;;
         --source-kind) source_kind="$2"; shift ;;
         --print-packages) print_packages=1 ;;
+        --camera) [ -n "${2:-}" ] || die "--camera needs a camera name"; cameras+=("$2"); shift ;;
         --uninstall) uninstall=1 ;;
         --purge) purge=1 ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
 done
 
+# camera names as ingest accepts them (the sender's own pattern, not a copy of it)
+for cam in "${cameras[@]}"; do
+    PYTHONPATH="$here" "$python" -c 'import sys; from cctv_sender.wire import CAMERA_NAME_RE as r
+sys.exit(0 if r.fullmatch(sys.argv[1]) else 1)' "$cam" 2>/dev/null || \
+        die "--camera $cam: a camera name is letters, digits, _ . - (at most 64, see pi/README.md)"
+done
 case "$prefix" in ""|/|/usr|/usr/local|/etc|/var|/home) die "refusing --prefix $prefix" ;; esac
 unit="$unit_dir/cctv-sender.service"
+template="$unit_dir/cctv-sender@.service"
 envfile="$etc/cctv-sender.env"
+camera_env() { echo "$etc/cameras/$1.env"; }
 
 # which camera library the configured source needs: picamera2, mjpeg (none) or opencv
 kind_of_source() {
@@ -78,23 +94,38 @@ kind_of_source() {
     esac
 }
 if [ -z "$source_kind" ]; then
-    if [ -f "$envfile" ]; then source_kind="$(kind_of_source "$envfile")"
-    else source_kind="$(kind_of_source "$here/cctv-sender.env.example")"; fi
+    # every configured camera's source counts: a host with a Pi camera and a webcam needs both
+    settings=("$envfile")
+    [ "${#cameras[@]}" -gt 0 ] && settings=()
+    for cam in "${cameras[@]}"; do settings+=("$(camera_env "$cam")"); done
+    for f in "${settings[@]}"; do
+        if [ -f "$f" ]; then source_kind="$source_kind $(kind_of_source "$f")"
+        else source_kind="$source_kind $(kind_of_source "$here/cctv-sender.env.example")"; fi
+    done
 fi
-case "$source_kind" in picamera2|mjpeg|opencv) ;; *) die "--source-kind: use picamera2, mjpeg or opencv" ;; esac
 pkgs="python3-venv python3-pip"
-case "$source_kind" in
-    picamera2) pkgs="$pkgs python3-picamera2" ;;
-    opencv) [ "$pip_opencv" = 1 ] || pkgs="$pkgs python3-opencv python3-numpy" ;;
-esac
+for kind in $source_kind; do
+    case "$kind" in
+        picamera2) pkgs="$pkgs python3-picamera2" ;;
+        mjpeg) ;;
+        opencv) [ "$pip_opencv" = 1 ] || pkgs="$pkgs python3-opencv python3-numpy" ;;
+        *) die "--source-kind: use picamera2, mjpeg or opencv" ;;
+    esac
+done
+pkgs="$(echo "$pkgs" | tr ' ' '\n' | awk '!seen[$0]++' | tr '\n' ' ' | sed 's/ $//')"
 if [ "$print_packages" = 1 ]; then echo "$pkgs"; exit 0; fi
 
 if [ "$uninstall" = 1 ]; then
     if [ "$systemd" = 1 ] && command -v systemctl >/dev/null; then
         say "stopping and disabling cctv-sender.service"
         systemctl disable --now cctv-sender.service 2>/dev/null || true
+        for inst in $(systemctl list-units --all --plain --no-legend 'cctv-sender@*' \
+                      2>/dev/null | awk '{print $1}'); do
+            say "stopping and disabling $inst"
+            systemctl disable --now "$inst" 2>/dev/null || true
+        done
     fi
-    rm -f "$unit"
+    rm -f "$unit" "$template"
     [ "$systemd" = 1 ] && command -v systemctl >/dev/null && systemctl daemon-reload || true
     if [ -L "$bin_dir/cctv-sender" ]; then rm -f "$bin_dir/cctv-sender"; fi
     rm -rf "$prefix"
@@ -161,14 +192,24 @@ if [ "$mkuser" = 1 ]; then
     install -d -m 0750 -o "$user" -g "$user" /var/lib/cctv-sender
 fi
 
+# write_settings FILE [CAMERA]: the settings template, once (an existing file is kept)
+write_settings() {
+    if [ -f "$1" ]; then say "keeping existing settings $1"; return; fi
+    say "writing settings template $1"
+    mkdir -p "$(dirname "$1")"
+    if [ -n "${2:-}" ]; then
+        sed -e "s#^CCTV_SENDER_CAMERA=.*#CCTV_SENDER_CAMERA=$2#" \
+            "$here/cctv-sender.env.example" > "$1.tmp"
+        chmod 0640 "$1.tmp"
+        mv "$1.tmp" "$1"
+    else
+        install -m 0640 "$here/cctv-sender.env.example" "$1"
+    fi
+    if [ "$mkuser" = 1 ]; then chgrp "$user" "$1"; fi
+}
 mkdir -p "$etc"
-if [ ! -f "$envfile" ]; then
-    say "writing settings template $envfile"
-    install -m 0640 "$here/cctv-sender.env.example" "$envfile"
-    if [ "$mkuser" = 1 ]; then chgrp "$user" "$envfile"; fi
-else
-    say "keeping existing settings $envfile"
-fi
+if [ "${#cameras[@]}" = 0 ]; then write_settings "$envfile"; fi
+for cam in "${cameras[@]}"; do write_settings "$(camera_env "$cam")" "$cam"; done
 
 say "installing $unit"
 mkdir -p "$unit_dir"
@@ -178,21 +219,40 @@ sed -e "s#^ExecStart=.*#ExecStart=$prefix/venv/bin/cctv-sender#" \
     "$here/systemd/cctv-sender.service" > "$unit.tmp"
 chmod 0644 "$unit.tmp"
 mv "$unit.tmp" "$unit"
+# the template for hosts with several cameras: the same unit with the camera's own settings
+# file; state stays in /var/lib/cctv-sender/<camera> (the sender's per-camera lock, sequence
+# counter and spool)
+say "installing $template"
+sed -e "s#^Description=.*#Description=cctv-swarm camera sender for %i#" \
+    -e "s#^EnvironmentFile=.*#EnvironmentFile=$etc/cameras/%i.env#" \
+    -e "s#settings live in .*#settings live in $etc/cameras/<camera>.env.#" \
+    "$unit" > "$template.tmp"
+chmod 0644 "$template.tmp"
+mv "$template.tmp" "$template"
 
+# start_when_configured UNIT FILE: enable UNIT; start it once FILE has no CHANGE_ME left
+start_when_configured() {
+    systemctl enable "$1"
+    if grep -q CHANGE_ME "$2"; then
+        say "now edit $2 (camera source, ingest URL, token), then:"
+        echo "      sudo -u $user cctv-sender --env-file $2 --check"
+        echo "      sudo systemctl start $1"
+    else
+        systemctl restart "$1"
+        say "started $1; follow it with: journalctl -u $1 -f"
+    fi
+}
 if [ "$systemd" = 1 ]; then
     systemctl daemon-reload
     # time-sync.target only waits for a synchronised clock with this service enabled (a Pi
     # without a real-time clock boots with the time of its last shutdown)
     systemctl enable systemd-time-wait-sync.service 2>/dev/null || \
         say "systemd-time-wait-sync.service not available: frames before NTP sync are marked"
-    systemctl enable cctv-sender.service
-    if grep -q CHANGE_ME "$envfile"; then
-        say "now edit $envfile (camera, ingest URL, name, token), then:"
-        echo "      sudo -u $user cctv-sender --env-file $envfile --check"
-        echo "      sudo systemctl start cctv-sender"
-    else
-        systemctl restart cctv-sender.service
-        say "started; follow it with: journalctl -u cctv-sender -f"
+    if [ "${#cameras[@]}" = 0 ]; then
+        start_when_configured cctv-sender.service "$envfile"
     fi
+    for cam in "${cameras[@]}"; do
+        start_when_configured "cctv-sender@$cam.service" "$(camera_env "$cam")"
+    done
 fi
 say "cctv-sender $("$prefix/venv/bin/cctv-sender" --version | cut -d' ' -f2) installed"

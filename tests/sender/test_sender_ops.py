@@ -246,6 +246,59 @@ def test_install_configure_run_uninstall(ingest, rdb, tmp_path: Path,
     assert envfile.exists()  # settings are kept unless --purge
 
 
+def test_install_one_instance_per_camera(ingest, rdb, tmp_path: Path,
+                                         jpegs: list[bytes]) -> None:
+    """``--camera`` twice: the template unit, one settings file per camera, and both senders
+    running side by side from their own settings, each with its own state."""
+    ing = ingest()
+    root = tmp_path / "root"
+    layout = ["--prefix", str(root / "opt"), "--etc", str(root / "etc"), "--unit-dir",
+              str(root / "units"), "--bin-dir", str(root / "bin")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCTV_", "PYTHON"))}
+    out = subprocess.run(["bash", str(PI / "install.sh"), *layout, "--python", sys.executable,
+                          "--no-apt", "--no-user", "--no-systemd", "--camera", "cam1",
+                          "--camera", "cam2"], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    template = (root / "units" / "cctv-sender@.service").read_text()
+    assert f"EnvironmentFile={root}/etc/cameras/%i.env\n" in template
+    assert "Description=cctv-swarm camera sender for %i\n" in template
+    assert "StateDirectory=cctv-sender\n" in template
+    assert not (root / "etc" / "cctv-sender.env").exists()
+    if shutil.which("systemd-analyze"):
+        instance = tmp_path / "cctv-sender@cam1.service"
+        instance.write_text(template.replace(f"{root}/opt/venv/bin/cctv-sender", "/bin/true"))
+        res = _verify(instance)
+        assert res.returncode == 0 and not res.stderr.strip(), res
+    bad = subprocess.run(["bash", str(PI / "install.sh"), *layout, "--python", sys.executable,
+                          "--no-apt", "--no-user", "--no-systemd", "--camera", "front door"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode != 0 and "--camera front door: a camera name" in bad.stderr
+
+    state = tmp_path / "state"  # one root, as /var/lib/cctv-sender: a directory per camera
+    exe = root / "bin" / "cctv-sender"
+    tokens = dict(x.split(":") for x in str(ing.cctv["cameras"]).split(","))
+    runs = []
+    with MjpegServer(jpegs, fps=30) as cam:
+        for name in ("cam1", "cam2"):
+            envfile = root / "etc" / "cameras" / f"{name}.env"
+            text = envfile.read_text()
+            assert f"CCTV_SENDER_CAMERA={name}\n" in text
+            text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720",
+                                f"CCTV_SENDER_SOURCE={cam.url}/?action=stream")
+            text = text.replace("http://CHANGE_ME:8080", ing.url)
+            text = text.replace("CCTV_SENDER_TOKEN=CHANGE_ME", f"CCTV_SENDER_TOKEN={tokens[name]}")
+            envfile.write_text(text + f"CCTV_SENDER_STATE_DIR={state}\n")
+            runs.append(subprocess.Popen([str(exe), "--env-file", str(envfile), "--max-frames",
+                                          "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, env=env))
+        for run in runs:
+            _, err = run.communicate(timeout=60)
+            assert run.returncode == 0, err
+    assert len(stream_seqs(rdb, "cam1")) == 5 and len(stream_seqs(rdb, "cam2")) == 5
+    assert (state / "cam1").is_dir() and (state / "cam2").is_dir()
+
+
 # -- --check ------------------------------------------------------------------------------------
 def _check(args: list[str], token: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cctv_sender", "--check", "--state-dir",
