@@ -117,3 +117,42 @@ def start_ingest(redis_server: RedisServer, tmp_path: Path):
     yield start
     for svc in started:
         svc.stop()
+
+
+# ---- the browser ------------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _browser_unavailable_reason() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium; ./dev setup does)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is missing (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (no browser download). Skipped when
+    Chromium or Playwright is missing, except in CI (CI set to anything), where that fails."""
+    reason = _browser_unavailable_reason()
+    if reason:
+        if os.environ.get("CI", ""):
+            pytest.fail(f"browser tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    args = ["--disable-gpu", "--disable-dev-shm-usage"]
+    if os.geteuid() == 0:
+        args.append("--no-sandbox")  # Chromium's sandbox refuses to run as root
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            yield b
+        finally:
+            b.close()
+
+

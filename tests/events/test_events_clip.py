@@ -152,6 +152,8 @@ def run(redis_server, tmp_path_factory) -> ClipRun:
         # the track timeout passes: open events end
         wait_for(lambda: not [e for e in EventStore(rdb, tmp).query(limit=200)
                               if e["status"] == "open"], 30, "open events to end", [events])
+        # ... and once their margin has passed, their clips are kept as MP4
+        wait_for(lambda: rdb.zcard(keys.EVENTS_CLIPS) == 0, 90, "the event clips", [events])
 
         def delivered() -> bool:
             n = rdb.xlen(keys.EVENTS)
@@ -316,6 +318,75 @@ def test_events_viewer_and_api(run: ClipRun) -> None:
     stats = c.get("/api/v1/events/stats").get_json()
     assert stats["counters"]["emitted"] >= 1 and stats["line_counts"][CAM]
     check_api_reply(stats, "/api/v1/events/stats")
+
+
+def test_every_event_keeps_its_clip_as_mp4(run: ClipRun) -> None:
+    import av
+
+    events = run.store.query(limit=200)
+    assert events
+    assert not run.stats().get("failed:clip"), run.stats()
+    for ev in events:
+        path = run.store.resolve(ev["clip"])
+        assert path is not None and path.suffix == ".mp4", ev
+        with av.open(str(path)) as box:
+            video = box.streams.video[0]
+            assert video.codec_context.name == "h264"
+            frames = list(box.decode(video))
+            seconds = float(box.duration or 0) / av.time_base
+        # the margin (2 s) on each side of the event, at the camera's 15 fps
+        assert len(frames) >= 2 * 2 * FPS * 0.8, (ev["id"], len(frames))
+        assert seconds >= 3.0, (ev["id"], seconds)
+        assert (frames[0].width, frames[0].height) == (ev["width"], ev["height"])
+
+
+def test_event_clip_plays_in_chromium(run: ClipRun, browser, artifacts_dir: Path) -> None:
+    import requests
+
+    from support import VIEWER_PASSWORD, VIEWER_USER, viewer_account
+
+    ev = next(e for e in run.store.query(limit=200) if e["clip"])
+    port = free_port()
+    env = dict(run.events_env, CCTV_WEB_BIND=f"127.0.0.1:{port}",
+               CCTV_VIEWERS=viewer_account())
+    web = Service(["web"], env, run.tmp, "web-clip")
+    try:
+        wait_port(port, 30, web.proc)
+        base = f"http://127.0.0.1:{port}"
+        s = requests.Session()
+        s.auth = (VIEWER_USER, VIEWER_PASSWORD)
+        api = s.get(f"{base}/api/v1/events/{ev['id']}", timeout=10).json()
+        assert api["clip_mp4_url"] == f"/events/{ev['id']}/clip.mp4"
+        part = s.get(base + api["clip_mp4_url"], headers={"Range": "bytes=0-99"}, timeout=10)
+        assert part.status_code == 206 and len(part.content) == 100  # a browser can seek
+        assert part.headers["Content-Type"] == "video/mp4"
+        anonymous = requests.get(base + api["clip_mp4_url"], timeout=10, allow_redirects=False)
+        assert anonymous.status_code in (302, 401) and not anonymous.content.startswith(
+            part.content[:8]), "the clip needs a login"
+
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(f"{base}/login?next=/events/{ev['id']}")
+            page.fill("#user", VIEWER_USER)
+            page.fill("#password", VIEWER_PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/events/{ev['id']}")
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#event-clip');"
+                " return v && v.readyState >= 1 && v.duration > 0; }", timeout=30_000)
+            duration, width = page.evaluate(
+                "() => { const v = document.querySelector('#event-clip');"
+                " return [v.duration, v.videoWidth]; }")
+            assert duration > 3.0 and width == ev["width"]
+            page.evaluate("() => document.querySelector('#event-clip').play()")
+            page.wait_for_function(
+                "() => document.querySelector('#event-clip').currentTime > 0.5",
+                timeout=30_000)
+            page.screenshot(path=str(artifacts_dir / "event-clip.png"))
+        finally:
+            page.close()
+    finally:
+        web.stop()
 
 
 def test_retention_deletes_old_files_and_index_entries(run: ClipRun) -> None:

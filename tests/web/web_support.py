@@ -26,7 +26,6 @@ from support import (
 )
 
 CAMERAS = "cam1:tok1,cam2:tok2"
-CHROMIUM = Path("/usr/bin/chromium")
 AUTH = (VIEWER_USER, VIEWER_PASSWORD)
 
 

@@ -118,6 +118,8 @@ EVENTS_STATS = f"{PREFIX}:events:stats"
 EVENTS_INDEX = f"{PREFIX}:events:idx"
 #: set of every facet index key (so that retention can find them all)
 EVENTS_INDEX_KEYS = f"{PREFIX}:events:idx:keys"
+#: sorted set of event ids whose MP4 clip is still to be written, scored by when it is due (ms)
+EVENTS_CLIPS = f"{PREFIX}:events:clips"
 
 
 def track_state(camera: str) -> str:

@@ -52,7 +52,7 @@ def media_usage(root: Path) -> tuple[int, list[Path]]:
 
 def _event_id_of(path: Path) -> str:
     name = path.name
-    for suffix in (".crop.jpg", ".jpg"):
+    for suffix in (".crop.jpg", ".jpg", ".mp4"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return ""

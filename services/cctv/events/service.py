@@ -37,6 +37,7 @@ from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
 from cctv.core.settings import Settings
 from cctv.events import retention
 from cctv.events.captions import caption
+from cctv.events.clips import ClipJobs, ClipWriter, clip_range
 from cctv.events.config import EventsConfig, EventsConfigError, load_config
 from cctv.events.delivery import DeliveryWorker, MqttReceiver, WebhookReceiver
 from cctv.events.rules import CameraRules, Firing, Observation
@@ -56,6 +57,9 @@ LAG = Gauge("cctv_events_lag_seconds", "Age of the last evaluated result", ["cam
 
 CONSUMER = "events"
 READ_COUNT = 64
+#: a clip is written this long after its last frame (plus margin) is due: time for the frames
+#: to arrive
+CLIP_SLACK_MS = 1000
 
 
 class EventsService:
@@ -258,6 +262,8 @@ class EventsService:
         record["caption"] = caption(record, self.cfg.tz)
         if self.store.emit(f.kind, record):
             EMITTED.labels(f.camera, f.rule.name).inc()
+            if f.kind == "instant":
+                self.schedule_clip(record)
             if f.rule.type == "line":
                 self.redis.hincrby(keys.line_counts(f.camera), f"{f.rule.name}:{f.direction}", 1)
             log.info("event %s: %s", f.event_id, record["caption"],
@@ -296,8 +302,15 @@ class EventsService:
                 record.update(conf=s0.conf, box=s0.xyxy, frame=s0.frame_id, det=s0.det_id)
         record["caption"] = caption(record, self.cfg.tz)
         if self.store.emit("end", record):
+            self.schedule_clip(record)
             log.info("event %s ended: %s", f.event_id, record["caption"],
                      extra={"camera": f.camera, "rule": f.rule.name, "event": f.event_id})
+
+    def schedule_clip(self, record: dict) -> None:
+        """Have the clip writer keep the event's clip once its post-margin has passed (and its
+        last frames have had a second to arrive)."""
+        _lo, hi = clip_range(record, self.cfg.clip_margin_s * 1000)
+        ClipJobs(self.redis).schedule(record["id"], hi + CLIP_SLACK_MS)
 
     # ---- the loop ------------------------------------------------------------------------
     def read(self, pending: bool) -> list[tuple[str, str, dict]]:
@@ -411,7 +424,8 @@ def run_events(settings: Settings) -> int:
         log.error("cannot listen on CCTV_EVENTS_HTTP_BIND=%s: %s", settings.events_http_bind, exc)
         return 2
     svc.heartbeat.start()
-    for w in workers:
+    clips = ClipWriter(svc.store, config.clip_margin_s * 1000, config.tz, svc.stop)
+    for w in [*workers, clips]:
         w.start()
     log.info("events service %s: %d cameras, %d rules, %d receivers, files in %s",
              svc.instance, len(config.cameras),
@@ -419,7 +433,7 @@ def run_events(settings: Settings) -> int:
              settings.events_dir)
     svc.run()
     svc.heartbeat.stop()
-    for w in workers:
+    for w in [*workers, clips]:
         w.thread.join(5)
     server.shutdown()
     log.info("events service stopped")

@@ -1,9 +1,10 @@
 """Event storage: snapshot and crop files on a volume, the record and its indexes in Redis.
 
-* Files: ``CCTV_EVENTS_DIR/<camera>/<YYYY-MM-DD>/<event id>.jpg`` (annotated snapshot) and
-  ``<event id>.crop.jpg``, written atomically (temp file + rename).
-* ``cctv:event:{id}``: hash with the record as JSON, its status, file paths and the list of
-  index keys it is in (so that deleting it finds them all).
+* Files: ``CCTV_EVENTS_DIR/<camera>/<YYYY-MM-DD>/<event id>.jpg`` (annotated snapshot),
+  ``<event id>.crop.jpg`` and ``<event id>.mp4`` (the clip, written by ``clips.py`` once the
+  event's post-margin has passed), each written atomically (temp file + rename).
+* ``cctv:event:{id}``: hash with the record as JSON, its status, file paths (``snapshot``,
+  ``crop``, ``clip``) and the list of index keys it is in (so that deleting it finds them all).
 * Indexes: ``cctv:events:idx`` (every event) and ``cctv:events:idx:{facet}:{value}`` for
   camera, class, zone, line, rule and each caption word, all sorted sets scored by start time.
 * ``cctv:events``: the stream receivers read (``event.start``, ``event.end``), capped at
@@ -38,8 +39,9 @@ from cctv.events.captions import words
 
 FAILURES = Counter("cctv_events_failures_total",
                    "Parts of events lost to an error (the event itself is kept), by stage: "
-                   "snapshot (drawing/encoding), storage (writing files)", ["stage"])
-for _stage in ("snapshot", "storage"):
+                   "snapshot (drawing/encoding), clip (frames gone, encoding), storage (writing "
+                   "files)", ["stage"])
+for _stage in ("snapshot", "clip", "storage"):
     FAILURES.labels(_stage)
 
 log = logging.getLogger("cctv.events.storage")
@@ -49,6 +51,13 @@ FACETS = ("camera", "class", "zone", "line", "rule", "word")
 
 # KEYS: event hash, events stream, stats, index-keys set, index zsets...
 # ARGV: kind (start|end|instant), id, score, maxlen, camera, rule, record json, snapshot, crop
+# KEYS: event hash; ARGV: clip path. Returns 1 when set, 0 when the event is gone.
+SET_CLIP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'clip', ARGV[1])
+return 1
+"""
+
 # Returns 1 when written, 0 when it was already (a replay).
 EMIT_EVENT = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -87,6 +96,15 @@ return 1
 """
 
 
+def _with_clip(raw: bytes | None, clip: bytes | None) -> dict | None:
+    """A stored record with the path of its clip file ("" until the clip is written)."""
+    if not raw:
+        return None
+    record = json.loads(raw)
+    record["clip"] = clip.decode() if clip else ""
+    return record
+
+
 def index_keys(record: dict) -> list[str]:
     """Every index a record belongs to (besides the all-events index)."""
     out = {keys.events_index("camera", record["camera"]), keys.events_index("rule", record["rule"])}
@@ -110,6 +128,7 @@ class EventStore:
         self.media_dir = Path(media_dir)
         self.maxlen = maxlen
         self._emit = client.register_script(EMIT_EVENT)
+        self._set_clip = client.register_script(SET_CLIP)
 
     # ---- files ---------------------------------------------------------------------------
     def image_paths(self, record: dict, tz: ZoneInfo) -> tuple[str, str]:
@@ -118,11 +137,26 @@ class EventStore:
         base = f"{record['camera']}/{day}/{record['id']}"
         return f"{base}.jpg", f"{base}.crop.jpg"
 
+    def clip_path(self, record: dict, tz: ZoneInfo) -> str:
+        """Relative path of an event's MP4 clip (beside its snapshot)."""
+        return self.image_paths(record, tz)[0].removesuffix(".jpg") + ".mp4"
+
+    def set_clip(self, event_id: str, rel: str) -> bool:
+        """Record the clip file of ``event_id``; False when the event is gone."""
+        return bool(self._set_clip(keys=[keys.event(event_id)], args=[rel]))
+
+    def clip(self, event_id: str) -> str:
+        """The relative path of ``event_id``'s clip, or "" when it has none (yet)."""
+        if not EVENT_ID_RE.match(event_id):
+            return ""
+        raw = self.redis.hget(keys.event(event_id), "clip")
+        return raw.decode() if raw else ""
+
     def write_file(self, rel: str, data: bytes) -> None:
         """Write ``data`` to ``rel`` under the media folder atomically."""
         path = self.media_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -181,8 +215,8 @@ class EventStore:
         """The stored record of ``event_id`` or None."""
         if not EVENT_ID_RE.match(event_id):
             return None
-        raw = self.redis.hget(keys.event(event_id), "json")
-        return json.loads(raw) if raw else None
+        raw, clip = self.redis.hmget(keys.event(event_id), "json", "clip")
+        return _with_clip(raw, clip)
 
     def query(self, *, camera: str = "", cls: str = "", zone: str = "", rule: str = "",
               text: str = "", since_ms: float | None = None, until_ms: float | None = None,
@@ -207,8 +241,8 @@ class EventStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for i in ids:
-            pipe.hget(keys.event(i.decode()), "json")
-        return [json.loads(raw) for raw in pipe.execute() if raw]
+            pipe.hmget(keys.event(i.decode()), "json", "clip")
+        return [r for r in (_with_clip(raw, clip) for raw, clip in pipe.execute()) if r]
 
     def facet_values(self, facet: str) -> list[str]:
         """Values that have events for a facet (for the viewer's filters)."""
@@ -231,17 +265,18 @@ class EventStore:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for eid in event_ids:
-            pipe.hmget(keys.event(eid), "idx", "snapshot", "crop")
+            pipe.hmget(keys.event(eid), "idx", "snapshot", "crop", "clip")
         rows = pipe.execute()
         pipe = self.redis.pipeline(transaction=True)
         files: list[str] = []
-        for eid, (idx, snap, crop) in zip(event_ids, rows, strict=True):
+        for eid, (idx, snap, crop, clip) in zip(event_ids, rows, strict=True):
             for k in (idx or b"").decode().split("\n"):
                 if k:
                     pipe.zrem(k, eid)
             pipe.zrem(keys.EVENTS_INDEX, eid)
             pipe.delete(keys.event(eid))
-            files += [p.decode() for p in (snap, crop) if p]
+            pipe.zrem(keys.EVENTS_CLIPS, eid)
+            files += [p.decode() for p in (snap, crop, clip) if p]
         pipe.execute()
         freed = 0
         for rel in files:

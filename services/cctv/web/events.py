@@ -1,9 +1,10 @@
 """The events viewer, as a blueprint the web app registers (its login check covers it):
 
 * ``/events``: thumbnails, captions, filters (camera, class, zone, rule, caption words, time);
-* ``/events/<id>``: snapshot, crop, details and a clip of the frames around the event while
-  they are still in ``cctv:frames:{cam}`` (``/events/<id>/clip.mjpg``);
-* ``/events/<id>/snapshot.jpg`` and ``/crop.jpg``: the stored files;
+* ``/events/<id>``: snapshot, crop, details and the clip: the stored MP4 once the events
+  service has written it, before that the frames still in ``cctv:frames:{cam}``
+  (``/events/<id>/clip.mjpg``);
+* ``/events/<id>/snapshot.jpg``, ``/crop.jpg`` and ``/clip.mp4``: the stored files;
 * ``/api/v1/events`` (same filters, JSON), ``/api/v1/events/<id>``, ``/api/v1/events/stats``.
 """
 
@@ -30,9 +31,9 @@ from flask import (
 
 from cctv.core import keys
 from cctv.core.annotate import annotate_jpeg
-from cctv.core.entries import EntryError, decode_result
 from cctv.core.mjpeg import MIMETYPE, mjpeg_part
 from cctv.core.settings import CAMERA_NAME_RE, Settings
+from cctv.events.clips import clip_detections, clip_frames, clip_range, has_frames
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
 from cctv.events.storage import EVENT_ID_RE, EventStore
 from cctv.web.api import error_response
@@ -41,7 +42,6 @@ log = logging.getLogger("cctv.web.events")
 
 CLASS_RE = re.compile(r"^[A-Za-z0-9 _.-]{1,64}$")
 MAX_LIMIT = 200
-CLIP_MAX_FRAMES = 600
 CLIP_QUALITY = 75
 
 
@@ -94,50 +94,9 @@ def _public(record: dict) -> dict:
     out["snapshot_url"] = f"/events/{eid}/snapshot.jpg" if record.get("snapshot") else None
     out["crop_url"] = f"/events/{eid}/crop.jpg" if record.get("crop") else None
     out["clip_url"] = f"/events/{eid}/clip.mjpg"
-    out.pop("snapshot", None)
-    out.pop("crop", None)
-    return out
-
-
-def _clip_range(record: dict, margin_ms: float) -> tuple[int, int]:
-    def ms(entry_id: str, fallback: float) -> float:
-        head = (entry_id or "").split("-")[0]
-        return float(head) if head.isascii() and head.isdigit() else fallback
-
-    first = ms(record.get("first_frame", ""), record["start_ms"])
-    last = ms(record.get("last_frame", ""), record.get("end_ms") or record["start_ms"])
-    if record.get("status") == "open":
-        last = max(last, time.time() * 1000)
-    return int(first - margin_ms), int(last + margin_ms)
-
-
-def clip_frames(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> Iterator[
-        tuple[str, bytes]]:
-    """(frame id, JPEG) of the frames in ``[lo_ms, hi_ms]`` still in the camera's stream."""
-    start, sent = f"{lo_ms}-0", 0
-    while sent < CLIP_MAX_FRAMES:
-        entries = client.xrange(keys.frames(camera), start, f"{hi_ms}-18446744073709551615",
-                                count=50)
-        if not entries:
-            return
-        for eid, fields in entries:
-            if fields.get(b"jpeg"):
-                yield eid.decode(), fields[b"jpeg"]
-                sent += 1
-        start = "(" + entries[-1][0].decode()
-
-
-def clip_detections(client: redis.Redis, camera: str, lo_ms: int, hi_ms: int) -> dict[str, list]:
-    """Detections of those frames, by frame id (results come a little after their frames)."""
-    out: dict[str, list] = {}
-    for eid, fields in client.xrange(keys.detections(camera), f"{lo_ms}-0",
-                                     f"{hi_ms + 5000}-18446744073709551615",
-                                     count=CLIP_MAX_FRAMES * 2):
-        try:
-            result = decode_result(eid, fields)
-        except EntryError:
-            continue  # a result that does not decode: its frame is shown without boxes
-        out[result.frame] = result.dets_json()
+    out["clip_mp4_url"] = f"/events/{eid}/clip.mp4" if record.get("clip") else None
+    for name in ("snapshot", "crop", "clip"):
+        out.pop(name, None)
     return out
 
 
@@ -190,18 +149,19 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
     @bp.get("/events/<event_id>")
     def event_page(event_id: str) -> str:
         record = record_or_404(event_id)
-        lo, hi = _clip_range(record, margin_ms)
-        have_clip = bool(client.xrange(keys.frames(record["camera"]), f"{lo}-0",
-                                       f"{hi}-18446744073709551615", count=1))
+        lo, hi = clip_range(record, margin_ms)
+        have_mp4 = store.resolve(record.get("clip", "")) is not None
+        have_clip = have_mp4 or has_frames(client, record["camera"], lo, hi)
         return render_template("events/detail.html", ev=record, fmt_time=fmt_time, tz=str(tz),
-                               have_clip=have_clip)
+                               have_clip=have_clip, have_mp4=have_mp4)
 
-    def stored_file(event_id: str, kind: str) -> Response:
+    def stored_file(event_id: str, kind: str, mimetype: str = "image/jpeg") -> Response:
         record = record_or_404(event_id)
         path = store.resolve(record.get(kind, ""))
         if path is None:
             abort(404)
-        return send_file(path, mimetype="image/jpeg", max_age=3600)
+        # conditional: Range requests, so that a browser can seek in a clip
+        return send_file(path, mimetype=mimetype, max_age=3600, conditional=True)
 
     @bp.get("/events/<event_id>/snapshot.jpg")
     def snapshot(event_id: str) -> Response:
@@ -211,6 +171,10 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
     def crop(event_id: str) -> Response:
         return stored_file(event_id, "crop")
 
+    @bp.get("/events/<event_id>/clip.mp4")
+    def clip_mp4(event_id: str) -> Response:
+        return stored_file(event_id, "clip", "video/mp4")
+
     @bp.get("/events/<event_id>/clip.mjpg")
     def clip(event_id: str) -> Response:
         record = record_or_404(event_id)
@@ -219,7 +183,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
         if speed not in ("0", "1", "2", "4"):
             abort(400)
         pace = float(speed)  # 1 = real time, 2/4 = faster, 0 = as fast as the link allows
-        lo, hi = _clip_range(record, margin_ms)
+        lo, hi = clip_range(record, margin_ms)
         dets = clip_detections(client, cam, lo, hi)
 
         def parts() -> Iterator[bytes]:
@@ -234,8 +198,7 @@ def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
                 prev_ms = ms
                 yield mjpeg_part(out)
 
-        if not client.xrange(keys.frames(cam), f"{lo}-0", f"{hi}-18446744073709551615",
-                             count=1):
+        if not has_frames(client, cam, lo, hi):
             return Response("the frames of this event are no longer in the stream\n",
                             status=404, mimetype="text/plain")
         resp = Response(stream_with_context(parts()),
