@@ -62,3 +62,31 @@ def annotate_or_raise(jpeg: bytes, dets: list[dict], quality: int,
     if not ok:
         raise JpegError("JPEG encode failed")
     return buf.tobytes()
+
+
+def draw_banner(img: np.ndarray, text: str) -> np.ndarray:
+    """A dark band with ``text`` across the top of ``img`` (in place), e.g. "detection paused"."""
+    h, w = img.shape[:2]
+    thick = max(1, round((h + w) / 800))
+    scale = max(0.5, (h + w) / 1800)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    band = th + base + 12
+    img[:band] = (img[:band] * 0.35).astype(img.dtype)
+    cv2.putText(img, text, (max(4, (w - tw) // 2), th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (80, 200, 255), thick, cv2.LINE_AA)
+    return img
+
+
+def banner_jpeg(jpeg: bytes, text: str, quality: int, limits: FrameLimits | None = None) -> bytes:
+    """``jpeg`` with :func:`draw_banner` (``text`` empty: the frame as it is, re-encoded).
+    Raises :class:`JpegError` when it does not decode or encode."""
+    img = decode_jpeg(jpeg, limits)
+    try:
+        if text:
+            draw_banner(img, text)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    except (cv2.error, ValueError, OverflowError) as exc:
+        raise JpegError(f"drawing failed: {type(exc).__name__}: {exc}") from None
+    if not ok:
+        raise JpegError("JPEG encode failed")
+    return buf.tobytes()

@@ -134,6 +134,10 @@ class Settings:
     web_max_sse_clients: int = 16
     # an MJPEG stream is ended after this long (the viewer page reconnects by itself)
     web_mjpeg_max_s: float = 1800.0
+    # the live view shows raw frames ("detection paused") when the newest frame is this much
+    # (or twice the usual lag of results, if more) newer than the frame of the last result, and
+    # annotated frames again with the next result
+    web_detection_paused_s: float = 0.8
     # ingest and web also answer /healthz and /readyz on this address, from a thread of their
     # own: a probe there is answered while every request thread is busy (empty = off; the
     # stack's health checks use it)
@@ -319,7 +323,8 @@ def _validate(s: Settings) -> None:
 
 def _validate_limits(s: Settings, bad) -> None:
     """The slow-client, connection-cap and memory settings."""
-    for name in ("proxy_client_timeout_s", "ingest_auth_fail_window_s", "web_mjpeg_max_s"):
+    for name in ("proxy_client_timeout_s", "ingest_auth_fail_window_s", "web_mjpeg_max_s",
+                 "web_detection_paused_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be > 0")
     for name in ("ingest_auth_fail_limit", "web_max_viewers", "web_max_viewers_per_camera",

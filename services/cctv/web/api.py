@@ -127,8 +127,12 @@ def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: Cam
         updates = feed.updates(kind="sse")
         last_stats = 0.0
         try:
+            paused = None
             for frame in updates:
-                if frame is not None:
+                if frame is not None and frame.raw != paused:
+                    paused = frame.raw  # detection paused (raw frames) or annotated again
+                    yield "state", {"camera": camera, "paused": paused}
+                if frame is not None and not frame.raw:
                     yield "detection", frame.result
                 if time.monotonic() - last_stats >= 1.0:
                     last_stats = time.monotonic()

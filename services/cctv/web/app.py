@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     accounts = load_accounts(settings)
     client = connect(settings.redis_url, name="cctv-web")
     feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s,
-                  settings.frame_limits, settings.max_frame_bytes)
+                  settings.frame_limits, settings.max_frame_bytes,
+                  settings.web_detection_paused_s)
     stats = CameraStats(client, settings.camera_silent_s)
     docker = DockerView(settings.docker_socket)
     monitor = ClusterMonitor(client, stats, docker, settings.lease_ttl_ms)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import redis
-from flask import Blueprint, Response, abort, render_template, stream_with_context
+from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 
 from cctv.core import keys
 from cctv.core.mjpeg import MIMETYPE
@@ -66,7 +66,8 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
             return error_response(404, "bad_camera", "no such camera")
         if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
-        feed = feeds.get(camera)
+        # ?clean=1: the camera's frames without boxes (the page's "clean video" switch)
+        feed = feeds.get(camera, clean=request.args.get("clean") == "1")
         full = viewers.acquire(camera)
         if full:
             return viewers.refusal(full)

@@ -8,7 +8,25 @@
   const meta = document.getElementById("meta");
   const status = document.getElementById("cam-status");
   const MAX_ROWS = 15;
-  keepMjpeg(document.getElementById("live"));
+  const live = document.getElementById("live");
+  const paused = document.getElementById("paused");
+  const toggle = document.getElementById("clean-toggle");
+  keepMjpeg(live);
+  if (live && toggle) {
+    toggle.addEventListener("click", () => {
+      const clean = toggle.getAttribute("aria-pressed") !== "true";
+      toggle.setAttribute("aria-pressed", String(clean));
+      toggle.textContent = clean ? "Show detections" : "Clean video";
+      live.dataset.src = `/video/${encodeURIComponent(cam)}.mjpg${clean ? "?clean=1" : ""}`;
+      live.src = live.dataset.src;
+    });
+  }
+
+  function onState(s) {
+    // detection paused: the picture goes on with raw frames until results come back
+    if (paused) paused.hidden = !s.paused;
+    root.classList.toggle("detection-paused", !!s.paused);
+  }
   fillTable(log, [], "waiting for results…");
 
   function counts(dets) {
@@ -60,5 +78,5 @@
   }
 
   follow(`/api/v1/cameras/${encodeURIComponent(cam)}/stream`,
-         {detection: onDetection, stats: onStats}, document.getElementById("conn"));
+         {detection: onDetection, stats: onStats, state: onState}, document.getElementById("conn"));
 })();

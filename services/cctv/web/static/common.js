@@ -83,8 +83,10 @@ function follow(url, handlers, connEl) {
 
 /** Re-open an MJPEG <img> when its stream ends (web restarted, network blip). */
 function keepMjpeg(img) {
-  if (!img) return;
-  const base = img.getAttribute("src");
-  if (!base) return;
-  img.addEventListener("error", () => setTimeout(() => { img.src = `${base}?r=${Date.now()}`; }, 2000));
+  if (!img || !img.getAttribute("src")) return;
+  // data-src: the stream the page chose last (the camera page switches annotated / clean)
+  img.addEventListener("error", () => setTimeout(() => {
+    const base = img.dataset.src || img.getAttribute("src").split(/[?&]r=/)[0];
+    img.src = `${base}${base.includes("?") ? "&" : "?"}r=${Date.now()}`;
+  }, 2000));
 }
