@@ -27,5 +27,5 @@ WORKDIR /tmp
 EXPOSE 8080 8000
 # https or http as the entrypoint chose (-k: the certificate names the nodes, not 127.0.0.1)
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
-    CMD curl -fsSk -m 3 -o /dev/null "$(cat /tmp/nginx/health-url)"
+    CMD ["sh", "-c", "curl -fsSk -m 3 -o /dev/null \"$(cat /tmp/nginx/health-url)\""]
 ENTRYPOINT ["cctv-proxy"]
