@@ -13,6 +13,8 @@
 #   --source-kind K   picamera2, mjpeg or opencv (default: from CCTV_SENDER_SOURCE in the
 #                     settings file, else picamera2)
 #   --print-packages  print the apt packages that would be installed, and exit
+#   --ca-file FILE    the cluster's CA certificate (the ca.crt stack/deploy made): copied to
+#                     the settings directory as ca.crt; a new settings file points at it
 # Other options (mostly for tests and unusual layouts):
 #   --prefix DIR      program directory            (default /opt/cctv-sender)
 #   --etc DIR         settings directory           (default /etc/cctv-sender)
@@ -35,6 +37,7 @@ bin_dir=/usr/local/bin
 user=cctv-sender
 python=/usr/bin/python3
 apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0 wheel= source_kind= print_packages=0
+ca_file=
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -52,11 +55,12 @@ while [ $# -gt 0 ]; do
         --no-systemd) systemd=0 ;;
         --pip-opencv) pip_opencv=1 ;;
         --wheel) wheel="$2"; shift ;;
+        --ca-file) ca_file="$2"; shift ;;
         --source-kind) source_kind="$2"; shift ;;
         --print-packages) print_packages=1 ;;
         --uninstall) uninstall=1 ;;
         --purge) purge=1 ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -162,9 +166,18 @@ if [ "$mkuser" = 1 ]; then
 fi
 
 mkdir -p "$etc"
+if [ -n "$ca_file" ]; then
+    grep -q -- '-----BEGIN CERTIFICATE-----' "$ca_file" 2>/dev/null \
+        || die "--ca-file $ca_file is not a PEM certificate"
+    say "installing the cluster's CA certificate as $etc/ca.crt"
+    install -m 0644 "$ca_file" "$etc/ca.crt"
+fi
 if [ ! -f "$envfile" ]; then
     say "writing settings template $envfile"
     install -m 0640 "$here/cctv-sender.env.example" "$envfile"
+    if [ -n "$ca_file" ]; then
+        sed -i "s#^\#CCTV_SENDER_CA_FILE=.*#CCTV_SENDER_CA_FILE=$etc/ca.crt#" "$envfile"
+    fi
     if [ "$mkuser" = 1 ]; then chgrp "$user" "$envfile"; fi
 else
     say "keeping existing settings $envfile"
@@ -187,7 +200,7 @@ if [ "$systemd" = 1 ]; then
         say "systemd-time-wait-sync.service not available: frames before NTP sync are marked"
     systemctl enable cctv-sender.service
     if grep -q CHANGE_ME "$envfile"; then
-        say "now edit $envfile (camera, ingest URL, name, token), then:"
+        say "now edit $envfile (camera, https:// ingest URL and its CA or pin, name, token), then:"
         echo "      sudo -u $user cctv-sender --env-file $envfile --check"
         echo "      sudo systemctl start cctv-sender"
     else
