@@ -3,8 +3,6 @@ certificate for loopback, and the SHA-256 fingerprint a sender pins."""
 
 from __future__ import annotations
 
-import hashlib
-import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +38,3 @@ def make_tls(directory: Path, names: str = NAMES) -> TLSFiles:
     assert out.returncode == 0, out.stderr
     return TLSFiles(directory, out.stdout.strip().splitlines()[-1])
 
-
-def cert_sha256(path: Path) -> str:
-    """SHA-256 of a PEM certificate's DER bytes, hex without colons."""
-    der = ssl.PEM_cert_to_DER_cert(path.read_text())
-    return hashlib.sha256(der).hexdigest()
