@@ -25,6 +25,7 @@ COPY --chmod=0755 docker/proxy/entrypoint.sh /usr/local/bin/cctv-proxy
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080 8000
+# https or http as the entrypoint chose (-k: the certificate names the nodes, not 127.0.0.1)
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
-    CMD ["curl", "-fsS", "-m", "3", "-o", "/dev/null", "http://127.0.0.1:8080/proxy-healthz"]
+    CMD ["sh", "-c", "curl -fsSk -m 3 -o /dev/null \"$(cat /tmp/nginx/health-url)\""]
 ENTRYPOINT ["cctv-proxy"]

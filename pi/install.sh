@@ -19,6 +19,8 @@
 #   --print-packages  print the apt packages that would be installed, and exit
 #   --camera NAME     install (or keep) the settings of camera NAME and enable
 #                     cctv-sender@NAME.service instead of cctv-sender.service (repeatable)
+#   --ca-file FILE    the cluster's CA certificate (the ca.crt stack/deploy made): copied to
+#                     the settings directory as ca.crt; a new settings file points at it
 # Other options (mostly for tests and unusual layouts):
 #   --prefix DIR      program directory            (default /opt/cctv-sender)
 #   --etc DIR         settings directory           (default /etc/cctv-sender)
@@ -42,6 +44,7 @@ user=cctv-sender
 python=/usr/bin/python3
 apt=1 mkuser=1 systemd=1 pip_opencv=0 uninstall=0 purge=0 wheel= source_kind= print_packages=0
 cameras=()
+ca_file=
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -59,12 +62,13 @@ while [ $# -gt 0 ]; do
         --no-systemd) systemd=0 ;;
         --pip-opencv) pip_opencv=1 ;;
         --wheel) wheel="$2"; shift ;;
+        --ca-file) ca_file="$2"; shift ;;
         --source-kind) source_kind="$2"; shift ;;
         --print-packages) print_packages=1 ;;
         --camera) [ -n "${2:-}" ] || die "--camera needs a camera name"; cameras+=("$2"); shift ;;
         --uninstall) uninstall=1 ;;
         --purge) purge=1 ;;
-        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
@@ -205,9 +209,18 @@ write_settings() {
     else
         install -m 0640 "$here/cctv-sender.env.example" "$1"
     fi
+    if [ -n "$ca_file" ]; then
+        sed -i "s#^\#CCTV_SENDER_CA_FILE=.*#CCTV_SENDER_CA_FILE=$etc/ca.crt#" "$1"
+    fi
     if [ "$mkuser" = 1 ]; then chgrp "$user" "$1"; fi
 }
 mkdir -p "$etc"
+if [ -n "$ca_file" ]; then
+    grep -q -- '-----BEGIN CERTIFICATE-----' "$ca_file" 2>/dev/null \
+        || die "--ca-file $ca_file is not a PEM certificate"
+    say "installing the cluster's CA certificate as $etc/ca.crt"
+    install -m 0644 "$ca_file" "$etc/ca.crt"
+fi
 if [ "${#cameras[@]}" = 0 ]; then write_settings "$envfile"; fi
 for cam in "${cameras[@]}"; do write_settings "$(camera_env "$cam")" "$cam"; done
 
@@ -234,7 +247,7 @@ mv "$template.tmp" "$template"
 start_when_configured() {
     systemctl enable "$1"
     if grep -q CHANGE_ME "$2"; then
-        say "now edit $2 (camera source, ingest URL, token), then:"
+        say "now edit $2 (camera source, https:// ingest URL and its CA or pin, token), then:"
         echo "      sudo -u $user cctv-sender --env-file $2 --check"
         echo "      sudo systemctl start $1"
     else

@@ -46,6 +46,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -100,13 +101,23 @@ def load_clip(path: Path, limit: int = 600, quality: int = 80) -> list[bytes]:
     return out
 
 
+def connection(host: str, port: int, timeout: float, ca_file: str) -> http.client.HTTPConnection:
+    """HTTPS verified against ``ca_file`` (the stack's proxies speak TLS), or plain HTTP when
+    ``ca_file`` is empty."""
+    if not ca_file:
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    ctx = ssl.create_default_context(cafile=ca_file)
+    return http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+
+
 class Sender(threading.Thread):
     """Posts JPEG frames at a fixed rate with increasing seq; records which got a 2xx."""
 
     def __init__(self, host: str, port: int, camera: str, token: str, frames: list[bytes],
-                 fps: float) -> None:
+                 fps: float, ca_file: str = "") -> None:
         super().__init__(name="sender", daemon=True)
         self.host, self.port, self.camera, self.token = host, port, camera, token
+        self.ca_file = ca_file
         self.frames, self.period = frames, 1.0 / fps
         self.stop = threading.Event()
         self.tally = Tally()
@@ -120,7 +131,7 @@ class Sender(threading.Thread):
         for attempt in range(2):  # one retry on a dropped keep-alive connection
             try:
                 if self.conn is None:
-                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=3)
+                    self.conn = connection(self.host, self.port, 3, self.ca_file)
                 self.conn.request("POST", f"/api/v1/cameras/{self.camera}/frames", body=jpeg,
                                   headers={"Authorization": f"Bearer {self.token}",
                                            "Content-Type": "image/jpeg",
@@ -339,14 +350,15 @@ class Drill:
         clip = Path(args.clip)
         log(f"encoding frames of {clip.name}")
         self.sender = Sender(args.manager_ip, args.ingest_port, args.camera, args.token,
-                             load_clip(clip), args.fps)
+                             load_clip(clip), args.fps, args.ca_file)
 
     def start(self) -> None:
         wait_until("redis on the manager", 60, lambda: self.r.ping())
         self.obs.start()
         self.sender.start()
         log(f"streaming camera {self.args.camera} at {self.args.fps:g} fps "
-            f"to http://{self.args.manager_ip}:{self.args.ingest_port}")
+            f"to {'https' if self.args.ca_file else 'http'}://{self.args.manager_ip}:"
+            f"{self.args.ingest_port}")
 
     def finish(self) -> dict:
         """Stop the camera, let the pipeline drain, then count every frame."""
@@ -545,7 +557,7 @@ def check_web(args: argparse.Namespace) -> bool:
     API), and one annotated JPEG from the camera's MJPEG stream (HTTP Basic, like VLC)."""
     auth = {"Authorization": "Basic " + base64.b64encode(args.viewer.encode()).decode()}
     try:
-        conn = http.client.HTTPConnection(args.manager_ip, args.web_port, timeout=10)
+        conn = connection(args.manager_ip, args.web_port, 10, args.ca_file)
         conn.request("GET", "/healthz")
         resp = conn.getresponse()
         resp.read()
@@ -783,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", choices=["stream", "drill", "status"])
     p.add_argument("--prefix", default="cctv-tb", help="node container prefix")
     p.add_argument("--manager-ip", default="172.31.250.10")
+    p.add_argument("--ca-file", default="",
+                   help="CA certificate of the proxies' TLS (empty: plain HTTP)")
     p.add_argument("--manager-sock", default="build/stack/testbed/manager-sock/docker.sock",
                    help="the manager's Engine API socket as seen from the host")
     p.add_argument("--docker", default="/usr/bin/docker", help="host docker client")

@@ -209,9 +209,10 @@ class Proxied:
 
 @contextlib.contextmanager
 def proxied_services(redis_url: str, log_dir, *, cameras: str, web: bool = True,
-                     client_timeout_s: float = 30.0, **cctv: object):
+                     client_timeout_s: float = 30.0, tls=None, **cctv: object):
     """Start ingest (2 workers x 8 threads, the defaults), optionally web, and nginx in front;
-    stop them all on exit. ``cctv`` are extra CCTV_* settings for both services."""
+    stop them all on exit. ``cctv`` are extra CCTV_* settings for both services. ``tls``
+    (tests/tlsfiles.TLSFiles): nginx speaks TLS only, with that certificate."""
     from cctv.proxy import Nginx, ProxyConfig
 
     from support import Service, free_port, service_env, wait_port
@@ -234,8 +235,10 @@ def proxied_services(redis_url: str, log_dir, *, cameras: str, web: bool = True,
             ingest_listen=f"127.0.0.1:{pi}", ingest_upstream=f"127.0.0.1:{ip}",
             web_listen=f"127.0.0.1:{pw}", web_upstream=f"127.0.0.1:{wp}",
             max_body_bytes=int(cctv["max_frame_bytes"]), client_timeout_s=client_timeout_s,
-            workers="2"), workdir=log_dir / f"nginx-{pi}").start()
-        yield Proxied(f"http://127.0.0.1:{pi}", f"http://127.0.0.1:{pw}",
+            workers="2", tls_cert=str(tls.cert) if tls else "",
+            tls_key=str(tls.key) if tls else ""), workdir=log_dir / f"nginx-{pi}").start()
+        scheme = "https" if tls else "http"
+        yield Proxied(f"{scheme}://127.0.0.1:{pi}", f"{scheme}://127.0.0.1:{pw}",
                       f"http://127.0.0.1:{ip}", f"http://127.0.0.1:{wp}", services, nginx)
     finally:
         if nginx is not None:

@@ -12,6 +12,7 @@ from cctv_sender.config import Config
 from cctv_sender.jpeg import jpeg_size
 from cctv_sender.neterrors import describe_error
 from cctv_sender.sources import SourceConfigError, build_source
+from cctv_sender.tlsverify import is_tls_refusal
 
 
 def _say(ok: bool, what: str, detail: str) -> None:
@@ -65,12 +66,24 @@ def check_camera(cfg: Config) -> bool:
 
 def check_ingest(cfg: Config) -> bool:
     """Ingest answers and accepts the camera's token (without storing a frame)."""
-    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s)
+    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s,
+                          tls=cfg.tls)
     try:
         try:
             status, _body = client.get("/healthz")
         except (OSError, http.client.HTTPException) as exc:
-            _say(False, "ingest", f"{cfg.ingest} unreachable: {describe_error(exc)}")
+            if is_tls_refusal(exc):
+                _say(False, "tls", str(exc))
+            else:
+                _say(False, "ingest", f"{cfg.ingest} unreachable: {describe_error(exc)}")
+            return False
+        if client.scheme == "https":
+            _say(True, "tls", f"certificate of {client.host}:{client.port} accepted "
+                 f"({cfg.tls.describe()})")
+        else:
+            _say(True, "tls", "off (--insecure): the token crosses the network in clear")
+        if status == 400 and b"tls_required" in _body:
+            _say(False, "ingest", f"{cfg.ingest} speaks HTTPS: use https:// in the URL")
             return False
         if status != 200:
             _say(False, "ingest", f"{cfg.ingest}/healthz answered {status}: is this the "

@@ -44,7 +44,14 @@ def run(cfg: Config) -> int:
         raise SourceConfigError(f"source file {cfg.source.target} does not exist")
     source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
                           timeout_s=cfg.timeout_s, fps=cfg.fps)
-    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s)
+    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s,
+                          tls=cfg.tls)
+    if client.scheme == "http":
+        log.warning("--insecure: ingest %s is plain HTTP; the camera token and every frame "
+                    "cross the network unencrypted. Use https:// where the network is not "
+                    "yours alone", cfg.ingest)
+    else:
+        log.info("ingest certificate checked against %s", cfg.tls.describe())
     state = StateDir(cfg.state_dir, cfg.camera).open()
     try:
         spool = Spool(state.path / "spool", cfg.spool_bytes).open()

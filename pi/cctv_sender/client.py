@@ -7,13 +7,13 @@ import enum
 import http.client
 import json
 import socket
-import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from cctv_sender import __version__, wire
 from cctv_sender.frame import Frame
 from cctv_sender.neterrors import describe_error
+from cctv_sender.tlsverify import TLSOptions, VerifiedHTTPSConnection, is_tls_refusal
 
 
 class Outcome(enum.Enum):
@@ -33,6 +33,7 @@ class Reply:
     status: int = 0               # HTTP status, 0 when there was no reply
     message: str = ""
     retry_after: float | None = None
+    tls_refused: bool = False     # ingest's TLS certificate was refused (nothing was sent)
 
     @property
     def auth_problem(self) -> bool:
@@ -53,7 +54,7 @@ class IngestClient:
     """
 
     def __init__(self, base_url: str, camera: str, token: str, timeout_s: float = 10.0,
-                 verify_tls: bool = True) -> None:
+                 tls: TLSOptions | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise IngestURLError(f"ingest URL {base_url!r} must look like http://host:8080")
@@ -65,7 +66,8 @@ class IngestClient:
         self.path = parts.path.rstrip("/") + wire.FRAMES_PATH.format(camera=quote(camera, safe=""))
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.verify_tls = verify_tls
+        # how ingest's certificate is checked (https:// only; cctv_sender/tlsverify.py)
+        self.tls = tls or TLSOptions()
         self.headers = {wire.HEADER_AUTH: f"Bearer {token}",
                         "Content-Type": wire.FRAME_CONTENT_TYPE,
                         "User-Agent": f"cctv-sender/{__version__}"}
@@ -76,12 +78,8 @@ class IngestClient:
     def _connect(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.scheme == "https":
-                ctx = ssl.create_default_context()
-                if not self.verify_tls:
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                self._conn = http.client.HTTPSConnection(self.host, self.port,
-                                                         timeout=self.timeout_s, context=ctx)
+                self._conn = VerifiedHTTPSConnection(self.host, self.port, self.timeout_s,
+                                                     self.tls)
             else:
                 self._conn = http.client.HTTPConnection(self.host, self.port,
                                                         timeout=self.timeout_s)
@@ -133,6 +131,9 @@ class IngestClient:
         try:
             status, resp_headers, data = self._request("POST", self.path, frame.jpeg, headers)
         except (OSError, http.client.HTTPException) as exc:
+            if is_tls_refusal(exc):
+                # not sent: the frame waits (spooled) until the configuration is fixed
+                return Reply(Outcome.RETRY, 0, str(exc), tls_refused=True)
             return Reply(Outcome.RETRY, 0, f"ingest unreachable: {describe_error(exc)}")
         message = _message(data)
         if status == 202:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from cctv_sender import __version__
 from cctv_sender.sources import SourceConfigError, SourceSpec, parse_size, parse_source
+from cctv_sender.tlsverify import TLSOptions, normalize_pin
 from cctv_sender.wire import CAMERA_NAME_RE
 
 PREFIX = "CCTV_SENDER_"
@@ -50,13 +51,22 @@ class Config:
     log_level: str = "INFO"
     check: bool = False
     serve_rtsp: str = ""
+    # how ingest's TLS certificate is checked (cctv_sender/tlsverify.py); insecure: allow http://
+    ca_file: str = ""
+    pin_sha256: str = ""
+    insecure: bool = False
+
+    @property
+    def tls(self) -> TLSOptions:
+        """The certificate checks for an https:// ingest URL."""
+        return TLSOptions(self.ca_file, self.pin_sha256)
 
 
 # option name -> (env suffix, help); the env variable is CCTV_SENDER_<suffix>
 _OPTIONS: dict[str, tuple[str, str]] = {
     "source": ("SOURCE", "camera: picamera2:, v4l2:/dev/video0, 0, rtsp://..., http://... "
                "(MJPEG), file:/path.mp4"),
-    "ingest": ("INGEST", "ingest base URL, e.g. http://ingest.local:8080"),
+    "ingest": ("INGEST", "ingest base URL, e.g. https://ingest.local:8080"),
     "camera": ("CAMERA", "camera name registered at ingest"),
     "token_file": ("TOKEN_FILE", "file holding the camera's bearer token (or set "
                    "CCTV_SENDER_TOKEN)"),
@@ -82,11 +92,18 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "flush_timeout": ("FLUSH_TIMEOUT", "how long to keep sending at the end of "
                       "--max-frames or a file (default 30 s)"),
     "log_level": ("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "ca_file": ("CA_FILE", "trust this CA (PEM) for ingest's https:// certificate instead of "
+                "the system's CAs, e.g. the ca.crt that stack/deploy made"),
+    "pin_sha256": ("PIN_SHA256", "accept only the ingest certificate with this SHA-256 "
+                   "fingerprint (AB:CD:... as printed by stack/deploy or cctv local)"),
+    "insecure": ("INSECURE", "allow a plain http:// ingest URL: the token and frames cross "
+                 "the network unencrypted (a warning is logged)"),
     "serve_rtsp": ("SERVE_RTSP", "instead of pushing JPEG to ingest, serve the Pi camera as "
                    "H.264 over RTSP on HOST:PORT (e.g. 0.0.0.0:8554) for the cluster to "
                    "pull; ingest and token are then not needed"),
 }
 _EXTRA_ENV = {"TOKEN"}
+_FLAGS = {"loop", "insecure"}  # on/off options: a flag, or true/false in the environment
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "CCTV_SENDER_TOKEN or a token file.")
     for name, (suffix, help_text) in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        if name == "loop":
+        if name in _FLAGS:
             p.add_argument(flag, action="store_true", default=None,
                            help=f"{help_text} [{PREFIX}{suffix}]")
         else:
@@ -213,7 +230,7 @@ def load_config(argv: Sequence[str] | None = None,
     for name, (suffix, _h) in _OPTIONS.items():
         if getattr(args, name) is None and env.get(PREFIX + suffix, "") != "":
             raw = env[PREFIX + suffix]
-            setattr(args, name, _bool(name, raw) if name == "loop" else raw)
+            setattr(args, name, _bool(name, raw) if name in _FLAGS else raw)
 
     try:
         source = parse_source(args.source or "")
@@ -241,14 +258,14 @@ def load_config(argv: Sequence[str] | None = None,
 
     if not args.ingest:
         raise ConfigError("no ingest URL given (--ingest or CCTV_SENDER_INGEST), "
-                          "e.g. http://ingest.local:8080")
+                          "e.g. https://ingest.local:8080")
     parts = urlsplit(args.ingest.strip())
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise ConfigError(f"ingest URL {args.ingest!r} has a bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ConfigError(f"ingest URL {args.ingest!r} must look like http://host:8080")
+        raise ConfigError(f"ingest URL {args.ingest!r} must look like https://host:8080")
 
     if not args.camera:
         raise ConfigError("no camera name given (--camera or CCTV_SENDER_CAMERA)")
@@ -272,6 +289,7 @@ def load_config(argv: Sequence[str] | None = None,
     quality = int(_num("quality", args.quality or "80", int, 1))
     if quality > 100:
         raise ConfigError(f"--quality={quality} must be between 1 and 100")
+    ca_file, pin = _tls_options(args, parts.scheme)
 
     return Config(
         source=source, ingest=args.ingest.strip().rstrip("/"), camera=args.camera,
@@ -290,4 +308,34 @@ def load_config(argv: Sequence[str] | None = None,
         max_frames=int(_num("max_frames", args.max_frames or "0", int)),
         flush_timeout_s=float(_num("flush_timeout", args.flush_timeout or "30", float)),
         log_level=level, check=bool(args.check),
+        ca_file=ca_file, pin_sha256=pin, insecure=bool(args.insecure),
     )
+
+
+def _tls_options(args: argparse.Namespace, scheme: str) -> tuple[str, str]:
+    """The CA file and the pinned fingerprint, checked; plain http:// only with --insecure."""
+    ca_file = (args.ca_file or "").strip()
+    pin = ""
+    if args.pin_sha256:
+        try:
+            pin = normalize_pin(args.pin_sha256)
+        except ValueError as exc:
+            raise ConfigError(f"--pin-sha256: {exc}") from None
+    if scheme == "http":
+        if ca_file or pin:
+            raise ConfigError("--ca-file and --pin-sha256 need an https:// ingest URL")
+        if not args.insecure:
+            raise ConfigError(f"ingest URL {args.ingest.strip()!r} is plain HTTP: the camera "
+                              "token and frames would cross the network in clear. Use "
+                              "https:// (with --ca-file or --pin-sha256 for a private "
+                              "certificate), or allow it with --insecure")
+    if ca_file:
+        path = Path(ca_file).expanduser()
+        try:
+            text = path.read_text(encoding="ascii", errors="replace")
+        except OSError as exc:
+            raise ConfigError(f"CA file {path}: {exc.strerror}") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ConfigError(f"CA file {path} holds no PEM certificate")
+        ca_file = str(path)
+    return ca_file, pin

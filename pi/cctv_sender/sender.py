@@ -253,17 +253,23 @@ class Sender:
                 self.stats.ingest_state = "ok"
             return
         if reply.outcome is Outcome.RETRY:
-            self.stats.add(retries=1)
+            self.stats.add(retries=1, tls_refused=int(reply.tls_refused))
             self.stats.error(reply.message)
             if not from_spool:
                 self._to_spool(frame)
             delay = reply.retry_after if reply.retry_after is not None \
                 else self._backoff.next_delay()
             self._next_probe = time.monotonic() + delay
-            if not self.ingest_down:
+            if reply.tls_refused:
+                # not a network problem: someone else's server, or a certificate that changed;
+                # said at every attempt the backoff allows, the frames wait in the spool
+                log.error("%s; nothing sent, frames kept in the spool, retry in %.1fs",
+                          reply.message, delay)
+            elif not self.ingest_down:
                 log.warning("%s; spooling frames, retry in %.1fs", reply.message, delay)
             self.ingest_down = True
-            self.stats.ingest_state = "unreachable" if reply.status == 0 else f"http {reply.status}"
+            self.stats.ingest_state = "tls refused" if reply.tls_refused else \
+                "unreachable" if reply.status == 0 else f"http {reply.status}"
             return
         # rejected: never retried
         self.stats.error(reply.message)

@@ -34,6 +34,7 @@ class Stats:
     spool_failed: int = 0       # could not be written to the spool (disk full, I/O error)
     rejected: int = 0           # 4xx other than 429
     retries: int = 0            # failed POSTs that will be retried
+    tls_refused: int = 0        # connections refused: ingest's TLS certificate failed the check
     reconnects: int = 0         # camera reopen attempts after a failure
     source_state: str = "starting"
     ingest_state: str = "unknown"

@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="model path (default: fastest CPU model in $CCTV_SHARED)")
     sp.add_argument("--duration", type=float, default=0,
                     help="stop after this many seconds (default: run until Ctrl-C)")
+    sp.add_argument("--bind-lan", action="store_true",
+                    help="listen on every interface, with TLS (a self-signed certificate in "
+                         "the data dir; its fingerprint is printed for cctv-sender "
+                         "--pin-sha256); default: loopback only, plain HTTP")
+    sp.add_argument("--data-dir", help="where the LAN certificate is kept "
+                    "(default ~/.local/share/cctv-local)")
     sp.add_argument("--viewer-user", default="admin", help="viewer login (default admin)")
     sp.add_argument("--viewer-password",
                     help="viewer password (default: a random one, printed at start)")

@@ -4,6 +4,9 @@ Starts a real redis-server (bounded: maxmemory, noeviction), ingest, inference (
 warm standby), web, nginx in front of ingest and web (as in the stack; skipped with a warning
 when nginx is not installed) and a demo camera (the Pi sender streaming a sample clip, through
 the proxy), prints the viewer URL, and on Ctrl-C stops everything in reverse order.
+
+nginx listens on loopback with plain HTTP; with ``--bind-lan`` on every interface with TLS (a
+self-signed certificate in the data dir; its fingerprint is printed for the senders' pin).
 """
 
 from __future__ import annotations
@@ -52,6 +55,14 @@ def _default_model(shared: Path) -> str:
     return ""
 
 
+def default_data_dir() -> Path:
+    """Where ``cctv local`` keeps what outlives a run (the LAN certificate):
+    $XDG_DATA_HOME/cctv-local, else ~/.local/share/cctv-local."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return Path(base) / "cctv-local"
+
+
 def run_local(args: argparse.Namespace) -> int:
     """Run the local single-machine mode until Ctrl-C (or ``--duration``)."""
     shared = _shared_dir()
@@ -81,6 +92,28 @@ def run_local(args: argparse.Namespace) -> int:
     from cctv.proxy import Nginx, ProxyConfig, ProxyError, find_nginx
 
     nginx_bin = find_nginx()
+    # on loopback: plain HTTP. On the LAN (--bind-lan): TLS at nginx with a self-signed
+    # certificate kept in the data dir, so a sender's pinned fingerprint stays valid
+    lan = bool(getattr(args, "bind_lan", False))
+    listen_host = "0.0.0.0" if lan else "127.0.0.1"
+    tls_cert = tls_key = fingerprint = ""
+    if lan:
+        if not nginx_bin:
+            print("cctv local: --bind-lan needs nginx (it terminates TLS): apt-get install nginx",
+                  file=sys.stderr)
+            return 2
+        from cctv.localtls import LocalTLSError, ensure_certificate, fingerprint_sha256
+
+        data_dir = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) \
+            else default_data_dir()
+        try:
+            cert, key, created = ensure_certificate(data_dir / "tls")
+        except LocalTLSError as exc:
+            print(f"cctv local: {exc}", file=sys.stderr)
+            return 2
+        tls_cert, tls_key, fingerprint = str(cert), str(key), fingerprint_sha256(cert)
+        print(f"cctv local: {'created' if created else 'using'} the self-signed TLS "
+              f"certificate {cert}")
     # with nginx, gunicorn listens on loopback ports of its own and nginx on the user's ports
     ingest_port = _free_port() if nginx_bin else args.ingest_port
     web_port = _free_port() if nginx_bin else args.web_port
@@ -95,9 +128,11 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_MODEL": model,
         "CCTV_LOG_JSON": "false",
         "CCTV_INGEST_BIND": f"127.0.0.1:{ingest_port}",
-        "CCTV_WEB_BIND": f"{'127.0.0.1' if nginx_bin else '0.0.0.0'}:{web_port}",
+        "CCTV_WEB_BIND": f"127.0.0.1:{web_port}",
         # one viewer account for this run (the viewer and the API require a login)
         "CCTV_VIEWERS": make_account_line(user, password),
+        # behind TLS (--bind-lan) the session cookie is Secure
+        "CCTV_WEB_COOKIE_SECURE": "true" if lan else "false",
     })
     # --- events: the demo camera's zones and rules; web serves the snapshots too ---
     env.update({"CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
@@ -148,29 +183,45 @@ def run_local(args: argparse.Namespace) -> int:
         if nginx_bin:
             proxy_log = open(workdir / "nginx.log", "wb")  # noqa: SIM115 - lives with nginx
             proxy = Nginx(ProxyConfig(
-                ingest_listen=f"127.0.0.1:{args.ingest_port}",
+                ingest_listen=f"{listen_host}:{args.ingest_port}",
                 ingest_upstream=f"127.0.0.1:{ingest_port}",
-                web_listen=f"0.0.0.0:{args.web_port}", web_upstream=f"127.0.0.1:{web_port}",
+                web_listen=f"{listen_host}:{args.web_port}",
+                web_upstream=f"127.0.0.1:{web_port}",
                 max_body_bytes=settings.max_frame_bytes,
-                client_timeout_s=settings.proxy_client_timeout_s, workers="1"),
+                client_timeout_s=settings.proxy_client_timeout_s, workers="1",
+                tls_cert=tls_cert, tls_key=tls_key),
                 workdir=workdir / "nginx").start(stdout=proxy_log, stderr=subprocess.STDOUT)
             procs.append(("nginx", proxy.proc))
         else:
             print("cctv local: WARNING: nginx is not installed (apt-get install nginx): ingest "
                   "and web face clients directly, and slow clients can stall them",
                   file=sys.stderr)
+        scheme = "https" if lan else "http"
+        # the demo camera checks the certificate like a LAN sender would (the pin); on
+        # loopback it may use plain HTTP
+        tls_args = ["--pin-sha256", fingerprint] if lan else ["--insecure"]
         start("camera-demo", [sys.executable, "-m", "cctv_sender", "--source", str(clip),
                               "--loop", "--fps", f"{args.fps:g}", "--camera", "demo",
-                              "--ingest", f"http://127.0.0.1:{args.ingest_port}",
+                              "--ingest", f"{scheme}://127.0.0.1:{args.ingest_port}",
+                              *tls_args,
                               # the demo's sequence counter and spool live with its logs, not
                               # in the system sender's /var/lib/cctv-sender
                               "--state-dir", str(workdir / "sender")],
               {"CCTV_SENDER_TOKEN": token})
-        print(f"cctv local: viewer at http://127.0.0.1:{args.web_port}/  "
+        host = "127.0.0.1"
+        if lan:
+            from cctv.localtls import lan_address
+
+            host = lan_address() or socket.gethostname()
+        print(f"cctv local: viewer at {scheme}://{host}:{args.web_port}/  "
               f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)\n"
               f"cctv local: log in as {user!r} with password {password!r}  "
-              f"(cluster dashboard: http://127.0.0.1:{args.web_port}/cluster)",
+              f"(cluster dashboard: {scheme}://{host}:{args.web_port}/cluster)",
               flush=True)
+        if lan:
+            print(f"cctv local: ingest for cameras on the LAN: https://{host}:{args.ingest_port}"
+                  f"  (cctv-sender --pin-sha256 {fingerprint})\n"
+                  f"cctv local: TLS certificate SHA-256 fingerprint: {fingerprint}", flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
             for name, proc in procs:

@@ -50,11 +50,32 @@ class ProxyConfig:
     workers: str = "auto"
     #: a ``resolver`` directive (the stack: Docker's DNS); empty for IP upstreams
     resolver: str = ""
+    #: PEM certificate (chain) and key: both servers then speak TLS only (plain HTTP on their
+    #: ports is refused by ingest's server and redirected by web's); empty = plain HTTP
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def tls(self) -> bool:
+        """Whether nginx terminates TLS."""
+        return bool(self.tls_cert)
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
+        return "https" if self.tls else "http"
 
 
 def render_config(cfg: ProxyConfig, temp_dir: Path, pid_file: Path, error_log: Path,
                   template: Path = TEMPLATE) -> str:
     """The nginx.conf text for ``cfg``; raises :class:`ProxyError` on a leftover placeholder."""
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ProxyError("TLS needs both a certificate and a key")
+    for path in filter(None, (cfg.tls_cert, cfg.tls_key)):
+        if not os.access(path, os.R_OK):
+            raise ProxyError(f"TLS file {path} is not readable")
+        if any(c in path for c in ';{}"\'\n') or any(c.isspace() for c in path):
+            raise ProxyError(f"TLS file name {path!r}: no spaces, quotes, braces or ';'")
     try:
         text = template.read_text()
     except OSError as exc:
@@ -67,6 +88,9 @@ def render_config(cfg: ProxyConfig, temp_dir: Path, pid_file: Path, error_log: P
         "INGEST_LISTEN": cfg.ingest_listen, "INGEST_UPSTREAM": cfg.ingest_upstream,
         "WEB_LISTEN": cfg.web_listen, "WEB_UPSTREAM": cfg.web_upstream,
         "MAX_BODY_BYTES": str(cfg.max_body_bytes),
+        "LISTEN_TLS": "ssl" if cfg.tls else "",
+        "TLS_CERTIFICATE": (f"ssl_certificate {cfg.tls_cert}; ssl_certificate_key {cfg.tls_key};"
+                            if cfg.tls else ""),
     }
     for name, value in values.items():
         text = text.replace(f"@{name}@", value)

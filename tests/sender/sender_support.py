@@ -81,6 +81,8 @@ def sender_env(**extra: str) -> dict[str, str]:
     env.pop("WATCHDOG_USEC", None)
     env["PYTHONPATH"] = str(ROOT / "pi")
     env["PYTHONUNBUFFERED"] = "1"
+    # the test ingests are plain HTTP on loopback; tests/test_tls.py runs the sender over TLS
+    env["CCTV_SENDER_INSECURE"] = "true"
     env.update(extra)
     return env
 

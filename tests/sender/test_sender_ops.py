@@ -226,7 +226,9 @@ def test_install_configure_run_uninstall(ingest, rdb, tmp_path: Path,
         text = envfile.read_text()
         text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720",
                             f"CCTV_SENDER_SOURCE={cam.url}/?action=stream")
-        text = text.replace("http://CHANGE_ME:8080", ing.url)
+        text = text.replace("https://CHANGE_ME:8080", ing.url)
+        # the test ingest is plain HTTP on loopback
+        text = text.replace("#CCTV_SENDER_INSECURE=false", "CCTV_SENDER_INSECURE=true")
         text = text.replace("CCTV_SENDER_CAMERA=CHANGE_ME", "CCTV_SENDER_CAMERA=cam2")
         text = text.replace("CCTV_SENDER_TOKEN=CHANGE_ME", "CCTV_SENDER_TOKEN=tok2")
         envfile.write_text(text + f"CCTV_SENDER_STATE_DIR={tmp_path / 'state'}\n")
@@ -286,7 +288,8 @@ def test_install_one_instance_per_camera(ingest, rdb, tmp_path: Path,
             assert f"CCTV_SENDER_CAMERA={name}\n" in text
             text = text.replace("CCTV_SENDER_SOURCE=picamera2:?size=1280x720",
                                 f"CCTV_SENDER_SOURCE={cam.url}/?action=stream")
-            text = text.replace("http://CHANGE_ME:8080", ing.url)
+            text = text.replace("https://CHANGE_ME:8080", ing.url)
+            text = text.replace("#CCTV_SENDER_INSECURE=false", "CCTV_SENDER_INSECURE=true")
             text = text.replace("CCTV_SENDER_TOKEN=CHANGE_ME", f"CCTV_SENDER_TOKEN={tokens[name]}")
             envfile.write_text(text + f"CCTV_SENDER_STATE_DIR={state}\n")
             runs.append(subprocess.Popen([str(exe), "--env-file", str(envfile), "--max-frames",

@@ -18,7 +18,7 @@ from cctv_sender.spool import Spool
 from cctv_sender.state import SequenceCounter, StateDir, StateError
 
 BASE = ["--source", "file:/x.mp4", "--ingest", "http://127.0.0.1:8080", "--camera", "cam1"]
-ENV = {"CCTV_SENDER_TOKEN": "tok1"}
+ENV = {"CCTV_SENDER_TOKEN": "tok1", "CCTV_SENDER_INSECURE": "true"}  # plain http:// here
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -27,7 +27,8 @@ def test_config_flags_and_env(tmp_path: Path) -> None:
     assert (cfg.camera, cfg.token, cfg.fps, cfg.spool_bytes) == ("cam1", "tok1", 5.0, 2_000_000)
     env = {"CCTV_SENDER_SOURCE": "rtsp://u:p@cam/stream", "CCTV_SENDER_INGEST": "http://i:8080/",
            "CCTV_SENDER_CAMERA": "gate", "CCTV_SENDER_TOKEN": "t", "CCTV_SENDER_FPS": "2.5",
-           "CCTV_SENDER_LOOP": "yes", "CCTV_SENDER_STATE_DIR": str(tmp_path)}
+           "CCTV_SENDER_LOOP": "yes", "CCTV_SENDER_STATE_DIR": str(tmp_path),
+           "CCTV_SENDER_INSECURE": "1"}
     cfg = load_config([], env)
     assert cfg.source.kind == "rtsp" and cfg.ingest == "http://i:8080" and cfg.loop
     assert cfg.fps == 2.5 and cfg.state_dir == tmp_path
@@ -42,7 +43,8 @@ def test_config_flags_and_env(tmp_path: Path) -> None:
 def test_token_file(tmp_path: Path) -> None:
     tok = tmp_path / "token"
     tok.write_text("secret-token\n")
-    assert load_config(BASE + ["--token-file", str(tok)], {}).token == "secret-token"
+    assert load_config(BASE + ["--insecure", "--token-file", str(tok)], {}).token == \
+        "secret-token"
     with pytest.raises(ConfigError, match="token file .*missing"):
         load_config(BASE + ["--token-file", str(tmp_path / "missing")], {})
 
@@ -58,7 +60,7 @@ def test_token_file(tmp_path: Path) -> None:
     (BASE + ["--quality", "101"], ENV, "between 1 and 100"),
     (BASE + ["--bogus"], ENV, "unrecognized arguments"),
     (["--source", "ftp://cam/x", *BASE[2:]], ENV, "unknown scheme"),
-    (["--source", "file:/x", "--ingest", "ftp://h", "--camera", "c"], ENV, "http://host:8080"),
+    (["--source", "file:/x", "--ingest", "ftp://h", "--camera", "c"], ENV, "https://host:8080"),
     (["--source", "file:/x", "--ingest", "http://h:99999", "--camera", "c"], ENV, "bad port"),
     (BASE[:4] + ["--camera", "bad name!"], ENV, "must match"),
     (BASE, {**ENV, "CCTV_SENDER_FPSS": "3"}, "unknown variable CCTV_SENDER_FPSS"),
@@ -69,6 +71,27 @@ def test_config_errors_name_the_problem(argv: list[str], env: dict, message: str
         load_config(argv, env)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_plain_http_needs_insecure_and_tls_options_are_checked(tmp_path: Path) -> None:
+    secure = ["--source", "file:/x.mp4", "--ingest", "https://h:8080", "--camera", "cam1"]
+    token = {"CCTV_SENDER_TOKEN": "tok1"}
+    with pytest.raises(ConfigError, match="plain HTTP.*--insecure"):
+        load_config(BASE, token)
+    assert load_config(BASE + ["--insecure"], token).insecure
+    with pytest.raises(ConfigError, match="need an https:// ingest URL"):
+        load_config(BASE + ["--insecure", "--pin-sha256", "ab" * 32], token)
+    with pytest.raises(ConfigError, match="not a SHA-256 fingerprint"):
+        load_config(secure + ["--pin-sha256", "abcd"], token)
+    with pytest.raises(ConfigError, match="CA file .*No such file"):
+        load_config(secure + ["--ca-file", str(tmp_path / "none.crt")], token)
+    (tmp_path / "junk.crt").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        load_config(secure + ["--ca-file", str(tmp_path / "junk.crt")], token)
+    # openssl's spelling of a fingerprint, from the environment
+    pin = ":".join(["AB"] * 32)
+    cfg = load_config(secure, {**token, "CCTV_SENDER_PIN_SHA256": pin})
+    assert cfg.pin_sha256 == "ab" * 32 and cfg.tls.pin_sha256 == "ab" * 32
 
 
 def test_other_cctv_variables_are_ignored() -> None:

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from tlsfiles import make_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "docker-stack.yml"
@@ -114,6 +115,11 @@ def test_stack_topology(stack: dict) -> None:
     assert {s["source"] for s in s["ingest"]["secrets"]} == {"cctv_cameras"}
     assert s["ingest"]["environment"]["CCTV_CAMERAS_FILE"] == "/run/secrets/cctv_cameras"
     assert {s["source"] for s in s["web"]["secrets"]} == {"cctv_viewers"}
+    # TLS at the proxy: certificate and key from secrets, the session cookie Secure behind it
+    assert {s["source"] for s in s["proxy"]["secrets"]} == {"cctv_tls_cert", "cctv_tls_key"}
+    assert "https://" in s["proxy"]["healthcheck"]["test"][-1]
+    assert s["web"]["environment"]["CCTV_WEB_COOKIE_SECURE"] == "true"
+    assert stack["secrets"]["cctv_tls_key"]["name"].startswith("cctv_tls_key_")
     for name in ("ingest", "inference", "web", "proxy"):
         assert s[name]["configs"][0]["target"] == "/etc/cctv/cctv.env"
 
@@ -147,14 +153,30 @@ def test_proxy_entrypoint_renders_a_valid_nginx_config(tmp_path: Path) -> None:
     script = script.replace("run=/tmp/nginx", f"run={tmp_path / 'run'}")
     script = script.replace("exec nginx", "echo nginx")
     (tmp_path / "ep.sh").write_text(script)
+    tls = make_tls(tmp_path / "tls")
+    path = os.environ["PATH"] + ":/usr/sbin"
     out = subprocess.run(["sh", str(tmp_path / "ep.sh")], capture_output=True, text=True,
-                         env={"PATH": os.environ["PATH"] + ":/usr/sbin",
-                              "PROXY_INGEST_UPSTREAM": "127.0.0.1:9"})
+                         env={"PATH": path, "PROXY_INGEST_UPSTREAM": "127.0.0.1:9",
+                              "PROXY_TLS_CERT": str(tls.cert), "PROXY_TLS_KEY": str(tls.key)})
     assert out.returncode == 0, out.stderr
     rendered = (tmp_path / "run" / "nginx.conf").read_text()
     assert "client_max_body_size 123456;" in rendered
     assert "client_body_timeout 7s;" in rendered
     assert "resolver 127.0.0.11" in rendered and "set $cctv_web web:8000;" in rendered
+    # TLS by default: both ports speak TLS only, the health check follows
+    assert "listen 8080 ssl reuseport" in rendered and "listen 8000 ssl reuseport" in rendered
+    assert f"ssl_certificate {tls.cert};" in rendered
+    assert (tmp_path / "run" / "health-url").read_text().startswith("https://127.0.0.1:8080/")
+    # TLS on without the secrets: refused with a reason, never plain HTTP by accident
+    missing = subprocess.run(["sh", str(tmp_path / "ep.sh")], capture_output=True, text=True,
+                             env={"PATH": path, "PROXY_TLS_CERT": str(tmp_path / "nope")})
+    assert missing.returncode == 2 and "not readable" in missing.stderr, missing.stderr
+    plain = subprocess.run(["sh", str(tmp_path / "ep.sh")], capture_output=True, text=True,
+                           env={"PATH": path, "PROXY_INGEST_UPSTREAM": "127.0.0.1:9",
+                                "PROXY_TLS": "off"})
+    assert plain.returncode == 0 and "in clear" in plain.stderr, plain.stderr
+    rendered = (tmp_path / "run" / "nginx.conf").read_text()
+    assert "ssl_certificate" not in rendered and "listen 8080  reuseport" in rendered
     bad = subprocess.run(["sh", str(tmp_path / "ep.sh")], capture_output=True, text=True,
                          env={"PATH": os.environ["PATH"], "CCTV_MAX_FRAME_BYTES": "2MB"})
     assert bad.returncode == 2 and "CCTV_MAX_FRAME_BYTES" in bad.stderr

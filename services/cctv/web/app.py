@@ -19,12 +19,13 @@ from flask import Flask, Response, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from cctv import __version__
+from cctv.core.clientaddr import TrustedProxyScheme
 from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.mjpeg import BOUNDARY
 from cctv.core.redisconn import connect
-from cctv.core.settings import Settings, load_settings
+from cctv.core.settings import Settings, load_settings, trusted_networks
 from cctv.web import metrics as web_metrics
 from cctv.web.api import camera_names, create_api, error_response
 from cctv.web.auth import install_auth, load_accounts
@@ -86,6 +87,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.extensions.update(cctv_feeds=feeds, cctv_stats=stats, cctv_monitor=monitor,
                           cctv_docker=docker, cctv_accounts=accounts)
     install_auth(app, settings, accounts, client)
+    # HTTPS at the proxy (X-Forwarded-Proto from CCTV_TRUSTED_PROXIES only) is HTTPS here
+    app.wsgi_app = TrustedProxyScheme(app.wsgi_app,  # type: ignore[method-assign]
+                                      trusted_networks(settings.trusted_proxies))
 
     version = _static_version()
 

@@ -46,6 +46,7 @@ from flask import (
     session,
     url_for,
 )
+from prometheus_client import Counter
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cctv.core import keys
@@ -61,6 +62,9 @@ FAILURES_ALLOWED = 10  # per client address and minute
 MAX_FIELD = 1024
 HASH_WAIT_S = 0.25  # how long a password check waits for a free hash slot
 HASH_RETRY_AFTER_S = 2
+PLAIN_LOGINS = Counter("cctv_web_plain_http_logins_refused_total",
+                       "Logins refused because they came over plain HTTP while the session "
+                       "cookie is Secure (CCTV_WEB_COOKIE_SECURE)")
 
 
 class HashesBusy(Exception):
@@ -304,11 +308,12 @@ def install_auth(app: Flask, settings: Settings, accounts: Accounts, client: red
             h["Cache-Control"] = "private, no-store"
         return resp
 
-    app.register_blueprint(_login_blueprint(accounts, session_user, client, lifetime_s))
+    app.register_blueprint(_login_blueprint(accounts, session_user, client, lifetime_s,
+                                            settings.web_cookie_secure))
 
 
 def _login_blueprint(accounts: Accounts, session_user: Callable[[], str | None],
-                     client: redis.Redis, lifetime_s: float) -> Blueprint:
+                     client: redis.Redis, lifetime_s: float, secure_only: bool) -> Blueprint:
     bp = Blueprint("auth", __name__)
 
     def page(error: str | None, status: int, user: str = "") -> tuple[str, int]:
@@ -323,6 +328,12 @@ def _login_blueprint(accounts: Accounts, session_user: Callable[[], str | None],
             return page(None, 200)
         addr = _client_addr()
         user = request.form.get("user", "").strip()[:64]
+        if secure_only and not request.is_secure:
+            # the browser would drop the Secure cookie: refuse instead of a silent login loop
+            PLAIN_LOGINS.inc()
+            log.warning("login over plain HTTP from %s refused (CCTV_WEB_COOKIE_SECURE is on: "
+                        "open the viewer over https://)", addr, extra={"addr": addr})
+            return page("Log in over HTTPS: open this page with https://.", 400, user)
         if accounts.throttled(addr, user):
             return page("Too many failed logins. Wait a minute and try again.", 429, user)
         if not _csrf_ok():
