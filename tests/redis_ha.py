@@ -92,7 +92,8 @@ class ReplicatedRedis:
                 redis_password_for("sentinel"), down_after_ms=DOWN_AFTER_MS,
                 failover_timeout_ms=FAILOVER_TIMEOUT_MS), sentinel=True).start())
         self.wait_replicated(replicas)
-        self.wait_sentinels_agree()
+        if self.sentinels:
+            self.wait_sentinels_agree()
 
     # ---- clients ---------------------------------------------------------------------------
     def admin(self, node: Node | None = None) -> redis.Redis:
@@ -124,7 +125,9 @@ class ReplicatedRedis:
         return int(addr[1]) if addr else None
 
     def current_primary(self) -> Node:
-        """The server the Sentinels name as primary (by majority)."""
+        """The server the Sentinels name as primary (by majority; the first without any)."""
+        if not self.sentinels:
+            return self.primary
         ports = [self.sentinel_primary_port(s) for s in self.sentinels if s.alive()]
         for node in self.servers:
             if ports.count(node.port) > len(self.sentinels) // 2:
