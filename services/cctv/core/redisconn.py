@@ -34,6 +34,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from cctv.core.settings import parse_sentinels
+
 if TYPE_CHECKING:
     from cctv.core.settings import Settings
 
@@ -88,20 +90,6 @@ class RedisTarget:
             hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
             return f"{user}sentinel://{hosts}/{self.master_name}"
         return f"{user}{self.url}"
-
-
-def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
-    """``host:port,host:port`` -> ((host, port), ...); raises ValueError on a bad item."""
-    out = []
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{item!r} is not host:port")
-        out.append((host.strip("[]"), int(port)))
-    return tuple(out)
 
 
 def _options(timeout_s: float, name: str) -> dict:

@@ -366,10 +366,23 @@ def trusted_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
         raise SettingsError(f"CCTV_TRUSTED_PROXIES={raw!r} is not valid: {exc}") from None
 
 
+def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """CCTV_REDIS_SENTINELS ``host:port,host:port`` -> ((host, port), ...); raises ValueError
+    on a bad item."""
+    out = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
+
+
 def _validate_redis_ha(s: Settings, bad) -> None:
     """The Sentinel, ACL user and replica-acknowledgement settings."""
-    from cctv.core.redisconn import parse_sentinels
-
     try:
         parse_sentinels(s.redis_sentinels)
     except ValueError as exc:
