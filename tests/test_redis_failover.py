@@ -64,6 +64,14 @@ def kill_primary(ha: ReplicatedRedis):
     return old, new, time.monotonic() - t0
 
 
+def _writable(client) -> bool:
+    try:
+        client.set("probe", 1)
+        return True
+    except Exception:  # noqa: BLE001 - NOREPLICAS while the replicas catch up
+        return False
+
+
 def epochs_in_order(rdb, cam: str) -> list[int]:
     return [int(f[b"epoch"]) for _i, f in rdb.xrange(keys.detections(cam))]
 
@@ -130,6 +138,9 @@ def test_isolated_primary_refuses_frames(ha, tmp_path) -> None:
         assert "no_replicas" in errors and "not_replicated" in errors, errors
         ha.wait_replicated(2)
         admin = ha.admin()
+        # writable again once a replica has acked within min-replicas-max-lag (~1 s after
+        # SIGCONT: replicas ack once a second)
+        wait_for(lambda: _writable(admin), 15, "the primary to accept writes again")
         # the sender resends every refused frame: each is stored once
         for seq in answers:
             r = post_frame(s, url, "cam1", "tok1", jpeg, seq)
