@@ -13,6 +13,10 @@ RUN groupadd --system --gid 999 redis \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && mkdir -p /data && chown redis:redis /data
 
+# the replicated stack's start script (docs/configuration.md, "Redis"); with the official image
+# the stack mounts the same file as a config (executable in git: COPY keeps the mode)
+COPY docker/redis/cctv-redis.sh /usr/local/bin/cctv-redis.sh
+
 USER 999:999
 WORKDIR /data
 VOLUME ["/data"]

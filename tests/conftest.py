@@ -66,16 +66,22 @@ def redis_server() -> Iterator[RedisServer]:
     """A real redis-server on a free loopback port, for one test module."""
     server = RedisServer().start()
     yield server
+    denials = server.acl_denials()
     server.stop()
+    assert not denials, "the Redis ACL refused commands of a service:\n" + "\n".join(denials)
 
 
 @pytest.fixture()
 def rdb(redis_server: RedisServer):
-    """A client of the module's redis-server, flushed before each test."""
+    """A client of the module's redis-server, flushed before each test. The test fails when
+    the Redis ACL refused anything meanwhile (a service's user lacks a permission)."""
     client = redis_server.client()
     client.flushall()
+    redis_server.acl_denials()
     yield client
     client.close()
+    denials = redis_server.acl_denials()
+    assert not denials, "the Redis ACL refused commands of a service:\n" + "\n".join(denials)
 
 
 @pytest.fixture(scope="session")

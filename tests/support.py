@@ -119,17 +119,38 @@ def wait_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None 
     raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
 
 
+#: the password of each Redis ACL user in tests (core/redis_acl.py has the users and rules)
+def redis_password_for(user: str) -> str:
+    """The test password of Redis ACL user ``user``."""
+    return f"{user}-test-password"
+
+
+def redis_acl_file(folder: Path) -> Path:
+    """Write the production ACL (every user, test passwords) into ``folder``."""
+    from cctv.core.redis_acl import USERS, write_acl_file
+
+    return write_acl_file(folder / "users.acl", {u: redis_password_for(u) for u in USERS})
+
+
+def admin_url(port: int, host: str = "127.0.0.1") -> str:
+    """URL of a test Redis as the ``admin`` user (tests' own clients: set-up and checks)."""
+    return f"redis://admin:{redis_password_for('admin')}@{host}:{port}/0"
+
+
 @dataclass
 class RedisServer:
-    """A real redis-server process on a free loopback port."""
+    """A real redis-server process on a free loopback port, with the production ACL (the
+    ``default`` user off; :attr:`url` authenticates as ``admin``, and :class:`Service` turns it
+    into the service's own user). ``extra`` are more redis-server arguments."""
 
     port: int = field(default_factory=free_port)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cctv-redis-")))
     proc: subprocess.Popen | None = None
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return admin_url(self.port)
 
     def start(self, retry_s: float = 15.0) -> RedisServer:
         """Start redis-server. The first start moves to another free port when its port was
@@ -142,7 +163,8 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-                 "--loglevel", "warning"],
+                 "--loglevel", "warning", "--aclfile", str(redis_acl_file(self.dir)),
+                 *self.extra],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             try:
@@ -163,6 +185,21 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
+
+    def acl_denials(self, reset: bool = True) -> list[str]:
+        """What the ACL refused since the last call (``ACL LOG``): one line per refusal, the
+        user, the command or key and the count. Empty when the server is not running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            with self.client() as c:
+                log = c.acl_log()
+                if reset:
+                    c.acl_log_reset()
+        except redis.ConnectionError:
+            return []
+        return [f"user {e.get('username')} {e.get('reason')} {e.get('object')} "
+                f"({e.get('context')}, {e.get('count')}x)" for e in log]
 
 
 #: the viewer account every test service gets (the web viewer and its API require a login)
@@ -193,10 +230,29 @@ def service_env(redis_url: str, **cctv: object) -> dict[str, str]:
     return env
 
 
+def as_service_user(env: dict[str, str], service: str) -> dict[str, str]:
+    """``env`` with the Redis credentials of ``service``'s own ACL user instead of the admin
+    user in ``CCTV_REDIS_URL`` (commands that are not a service keep the admin user)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from cctv.core.redis_acl import SERVICE_RULES
+
+    url = env.get("CCTV_REDIS_URL", "")
+    parts = urlsplit(url)
+    if service not in SERVICE_RULES or not parts.username or "CCTV_REDIS_USERNAME" in env:
+        return env
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return {**env, "CCTV_REDIS_URL": urlunsplit(parts._replace(netloc=netloc)),
+            "CCTV_REDIS_USERNAME": service, "CCTV_REDIS_PASSWORD": redis_password_for(service)}
+
+
 class Service:
-    """A real service process (``python -m cctv ...``) with its log in a file."""
+    """A real service process (``python -m cctv ...``) with its log in a file. A service
+    connects to Redis as its own ACL user (:func:`as_service_user`)."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+        env = as_service_user(env, args[0])
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

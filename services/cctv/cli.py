@@ -9,6 +9,7 @@
     cctv check-config validate the CCTV_* settings and exit
     cctv hash-password make a viewer account line (user:<hash>) for CCTV_VIEWERS
     cctv model prepare export YOLO weights to the fastest backend here (OpenVINO / TensorRT)
+    cctv redis-acl    write the Redis ACL file (one user per service) from password files
 
 Every service is configured with CCTV_* environment variables (see docs/configuration.md);
 flags given here override them.
@@ -119,6 +120,35 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return hash_password_command(args.user, args.stdin)
 
 
+def cmd_redis_acl(args: argparse.Namespace) -> int:
+    import secrets
+    from pathlib import Path
+
+    from cctv.core.redis_acl import USERS, read_passwords, write_acl_file
+
+    folder = Path(args.passwords_dir)
+    if args.generate:
+        folder.mkdir(parents=True, exist_ok=True)
+        for user in USERS:
+            f = folder / user
+            if not f.exists():
+                f.write_text(secrets.token_hex(24) + "\n", encoding="utf-8")
+                f.chmod(0o600)
+    passwords = read_passwords(folder)
+    missing = [u for u in USERS if u not in passwords]
+    if missing:
+        print(f"cctv redis-acl: no password file for {', '.join(missing)} in {folder} "
+              "(--generate creates them)", file=sys.stderr)
+        return 2
+    try:
+        out = write_acl_file(Path(args.out), passwords)
+    except ValueError as exc:
+        print(f"cctv redis-acl: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: users {', '.join(passwords)}; default off")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cctv`` (all subcommands)."""
     p = argparse.ArgumentParser(prog="cctv", description=__doc__,
@@ -185,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     from cctv.model_prepare import add_parser as add_model_parser
 
     add_model_parser(sub)
+
+    sp = sub.add_parser("redis-acl", help="write the Redis ACL file from one password file per "
+                        "user (docs/architecture.md, Redis)")
+    sp.add_argument("--passwords-dir", required=True,
+                    help="folder with one file per user (ingest, inference, web, events, "
+                    "sentinel, replication, admin) holding its password")
+    sp.add_argument("--out", required=True, help="the ACL file to write (redis --aclfile)")
+    sp.add_argument("--generate", action="store_true",
+                    help="create random passwords for users without a file first")
+    sp.set_defaults(func=cmd_redis_acl)
     return p
 
 

@@ -142,6 +142,19 @@ def run_local(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"cctv local: configuration error: {exc}", file=sys.stderr)
         return 2
+    # Redis with the stack's ACL: one user per service, random passwords for this run
+    from cctv.core.redis_acl import USERS, write_acl_file
+
+    redis_passwords = {u: secrets.token_hex(16) for u in USERS}
+    acl_file = write_acl_file(workdir / "users.acl", redis_passwords)
+    env["CCTV_REDIS_URL"] = (f"redis://admin:{redis_passwords['admin']}@127.0.0.1:"
+                             f"{redis_port}/0")  # for `cctv status` against this run
+
+    def as_user(service: str) -> dict[str, str]:
+        return {"CCTV_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "CCTV_REDIS_USERNAME": service,
+                "CCTV_REDIS_PASSWORD": redis_passwords[service]}
+
     # Redis bounded like in the stack: the worst case of these settings plus room to spare
     maxmemory_mib = worst_case(settings).total // MIB + 64
     procs: list[tuple[str, subprocess.Popen]] = []
@@ -168,16 +181,18 @@ def run_local(args: argparse.Namespace) -> int:
         rp = start("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no", "--dir", str(workdir),
                              "--maxmemory", f"{maxmemory_mib}mb",
-                             "--maxmemory-policy", "noeviction"])
+                             "--maxmemory-policy", "noeviction", "--aclfile", str(acl_file)])
         _wait_port(redis_port, rp, "redis-server", 15)
-        ip = start("ingest", [*py, "ingest"])
+        ip = start("ingest", [*py, "ingest"], as_user("ingest"))
         start("inference", [*py, "inference", "--id", "local-a"],
-              {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
+              {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}", **as_user("inference")})
         if args.standby:
             start("inference-standby", [*py, "inference", "--id", "local-b"],
-                  {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
-        wp = start("web", [*py, "web"])
-        start("events", [*py, "events"], {"CCTV_EVENTS_HTTP_BIND": f"127.0.0.1:{_free_port()}"})
+                  {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}",
+                   **as_user("inference")})
+        wp = start("web", [*py, "web"], as_user("web"))
+        start("events", [*py, "events"], {"CCTV_EVENTS_HTTP_BIND": f"127.0.0.1:{_free_port()}",
+                                          **as_user("events")})
         _wait_port(ingest_port, ip, "ingest")
         _wait_port(web_port, wp, "web")
         if nginx_bin:

@@ -6,7 +6,7 @@ import json
 import time
 
 from cctv.core import keys
-from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
 from cctv.core.settings import Settings
 from cctv.inference.lease import current_leader
 
@@ -38,7 +38,7 @@ def cluster_status(client) -> dict:
 def print_status(settings: Settings, as_json: bool = False) -> int:
     """Print the cluster status; exit code 0 with a leader, 1 without, 2 if Redis is down."""
     try:
-        st = cluster_status(connect(settings.redis_url, name="cctv-status"))
+        st = cluster_status(connect_settings(settings, name="cctv-status"))
     except REDIS_DOWN_ERRORS as exc:
         print(f"cctv status: cannot reach redis at {settings.redis_url}: {exc}")
         return 2

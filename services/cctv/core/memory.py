@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
 from cctv.core.settings import Settings, SettingsError
 
 log = logging.getLogger("cctv.memory")
@@ -100,7 +100,7 @@ def check_memory_bound(s: Settings, client: redis.Redis | None = None) -> WorstC
     (it is then checked by nobody: logged, and the service starts and reconnects as usual)."""
     wc = worst_case(s)
     own = client is None
-    client = client or connect(s.redis_url, timeout_s=2.0, name="cctv-memory-check")
+    client = client or connect_settings(s, timeout_s=2.0, name="cctv-memory-check")
     try:
         maxmemory, policy = redis_limits(client)
     except (*REDIS_DOWN_ERRORS, redis.ResponseError) as exc:

@@ -164,6 +164,23 @@ class Settings:
     # read by a replica that had already lost the lease are processed or counted, not stranded
     pending_claim_idle_s: float = 5.0
 
+    # --- replicated Redis: Sentinel, ACL users, acknowledged writes on replicas ---
+    # Sentinels to ask for the primary ("host:port,host:port,..."); empty = CCTV_REDIS_URL
+    redis_sentinels: str = ""
+    # the name the Sentinels monitor the primary under
+    redis_master_name: str = "cctv"
+    # this service's ACL user and its password (CCTV_REDIS_PASSWORD_FILE for a Docker secret);
+    # empty = no AUTH (the default user)
+    redis_username: str = ""
+    redis_password: str = ""
+    # password of the Sentinels themselves, when they require one
+    redis_sentinel_password: str = ""
+    # replicas that must hold a frame (and a new lease epoch, an event) before it is
+    # acknowledged: 0 = off (one Redis), 1 in the replicated stack
+    redis_min_replicas_ack: int = 0
+    # how long a write waits for that (WAIT's timeout); past it ingest answers 503
+    redis_wait_timeout_ms: int = 200
+
     @property
     def frame_limits(self) -> FrameLimits:
         """The largest frame accepted, for :func:`cctv.core.jpeg.jpeg_info`."""
@@ -315,6 +332,7 @@ def _validate(s: Settings) -> None:
         host, sep, port = getattr(s, name).rpartition(":")
         if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad(name, "use host:port")
+    _validate_redis_ha(s, bad)
     _validate_events(s, bad)
     _validate_limits(s, bad)
     _validate_untrusted_input(s, bad)
@@ -351,6 +369,38 @@ def trusted_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
                      for x in raw.split(",") if x.strip())
     except ValueError as exc:
         raise SettingsError(f"CCTV_TRUSTED_PROXIES={raw!r} is not valid: {exc}") from None
+
+
+def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """CCTV_REDIS_SENTINELS ``host:port,host:port`` -> ((host, port), ...); raises ValueError
+    on a bad item."""
+    out = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
+
+
+def _validate_redis_ha(s: Settings, bad) -> None:
+    """The Sentinel, ACL user and replica-acknowledgement settings."""
+    try:
+        parse_sentinels(s.redis_sentinels)
+    except ValueError as exc:
+        raise bad("redis_sentinels", f"{exc}; use host:port,host:port,...") from None
+    if s.redis_sentinels and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.redis_master_name):
+        raise bad("redis_master_name", "use letters, digits, _ . -")
+    if s.redis_password and not s.redis_username:
+        raise SettingsError("CCTV_REDIS_PASSWORD is set but CCTV_REDIS_USERNAME is not: name "
+                            "the service's ACL user")  # never echo a secret
+    if not 0 <= s.redis_min_replicas_ack <= 8:
+        raise bad("redis_min_replicas_ack", "must be 0..8")
+    if not 1 <= s.redis_wait_timeout_ms <= 10000:
+        raise bad("redis_wait_timeout_ms", "must be 1..10000")
 
 
 def _validate_events(s: Settings, bad) -> None:

@@ -47,7 +47,7 @@ from prometheus_client import Counter
 
 from cctv.core import keys
 from cctv.core.entries import EntryError, decode_event
-from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, is_redis_down
 from cctv.events.config import Mqtt, Webhook
 from cctv.events.storage import EventStore
 
@@ -400,12 +400,13 @@ class DeliveryWorker:
                     self._deliver(batch)
                     if len(batch.ids) >= self.rx.max_batch:
                         next_send = time.monotonic()  # a backlog: the next batch at once
-            except REDIS_DOWN_ERRORS as exc:
-                log.warning("receiver %s: redis unreachable (%s)", self.rx.name, exc)
-                pending_first, ready = True, False
-                if self.stop.wait(1.0):
-                    break
-            except redis.ResponseError as exc:
+            except (*REDIS_DOWN_ERRORS, redis.ResponseError) as exc:
+                if is_redis_down(exc):  # also an isolated primary refusing writes
+                    log.warning("receiver %s: redis unreachable (%s)", self.rx.name, exc)
+                    pending_first, ready = True, False
+                    if self.stop.wait(1.0):
+                        break
+                    continue
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("receiver %s: consumer group missing; re-creating", self.rx.name)

@@ -33,7 +33,12 @@ from cctv.core.entries import EntryError, decode_result
 from cctv.core.health_server import start_health_server
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.logthrottle import LogThrottle
-from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
+from cctv.core.redisconn import (
+    REDIS_DOWN_ERRORS,
+    Backoff,
+    connect_settings,
+    is_redis_down,
+)
 from cctv.core.settings import Settings
 from cctv.events import retention
 from cctv.events.captions import caption
@@ -68,12 +73,14 @@ class EventsService:
     def __init__(self, settings: Settings, config: EventsConfig) -> None:
         self.s, self.cfg = settings, config
         self.instance = f"{settings.node}-{os.getpid()}"
-        self.redis = connect(settings.redis_url, name=f"cctv-events-{self.instance}")
+        self.redis = connect_settings(settings, name=f"cctv-events-{self.instance}")
         self.heartbeat = Heartbeat(self.redis, "events", settings.node, settings.heartbeat_s,
                                    fields=self._beat_fields,
                                    on_beat=lambda _pipe: self._beat_done,
                                    instance=self.instance)
-        self.store = EventStore(self.redis, settings.events_dir, settings.events_maxlen)
+        self.store = EventStore(self.redis, settings.events_dir, settings.events_maxlen,
+                                replicas=settings.redis_min_replicas_ack,
+                                wait_timeout_ms=settings.redis_wait_timeout_ms)
         self.stop = threading.Event()
         self.engines: dict[str, CameraRules] = {}
         self.verifiers: dict[tuple[str, str], Verifier] = {}
@@ -360,16 +367,17 @@ class EventsService:
                         self.bad_result(cam, eid, exc)
                 if not pending:
                     self.tick()
-            except REDIS_DOWN_ERRORS as exc:
+            except (*REDIS_DOWN_ERRORS, redis.ResponseError) as exc:
+                if not is_redis_down(exc):  # an isolated primary refusing writes is "down"
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning("consumer group missing (%s); re-creating", exc)
+                    prepared = False
+                    continue
                 prepared = False
                 delay = backoff.next_delay()
                 log.warning("redis unreachable (%s); retrying in %.2fs", exc, delay)
                 self.stop.wait(delay)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("consumer group missing (%s); re-creating", exc)
-                prepared = False
 
     # ---- heartbeat and health --------------------------------------------------------------
     def _beat_fields(self) -> dict[str, object]:

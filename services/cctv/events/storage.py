@@ -35,6 +35,7 @@ import redis
 from prometheus_client import Counter
 
 from cctv.core import keys
+from cctv.core.redisconn import durable
 from cctv.events.captions import words
 
 FAILURES = Counter("cctv_events_failures_total",
@@ -123,10 +124,13 @@ def index_keys(record: dict) -> list[str]:
 class EventStore:
     """Reads and writes events; shared by the events service and the web viewer."""
 
-    def __init__(self, client: redis.Redis, media_dir: str | Path, maxlen: int = 10000) -> None:
+    def __init__(self, client: redis.Redis, media_dir: str | Path, maxlen: int = 10000, *,
+                 replicas: int = 0, wait_timeout_ms: int = 200) -> None:
         self.redis = client
         self.media_dir = Path(media_dir)
         self.maxlen = maxlen
+        # emit() returns only once the event reached this many replicas (0: no WAIT)
+        self.replicas, self.wait_timeout_ms = replicas, wait_timeout_ms
         self._emit = client.register_script(EMIT_EVENT)
         self._set_clip = client.register_script(SET_CLIP)
 
@@ -201,14 +205,18 @@ class EventStore:
 
     # ---- records -------------------------------------------------------------------------
     def emit(self, kind: str, record: dict) -> bool:
-        """Store ``record`` and append it to the events stream; False for a replay."""
+        """Store ``record`` and append it to the events stream; False for a replay.
+
+        With replicas to wait for, raises :class:`cctv.core.redisconn.NotReplicated` when the
+        event did not reach them in time (the events service then replays the result entry:
+        the write is idempotent, the replay waits again)."""
         idx = index_keys(record)
-        written = self._emit(
+        written, = durable(self.redis, self.replicas, self.wait_timeout_ms, lambda pipe: self._emit(
             keys=[keys.event(record["id"]), keys.EVENTS, keys.EVENTS_STATS,
                   keys.EVENTS_INDEX_KEYS, keys.EVENTS_INDEX, *idx],
             args=[kind, record["id"], int(record["start_ms"]), self.maxlen, record["camera"],
                   record["rule"], json.dumps(record, separators=(",", ":")),
-                  record.get("snapshot", ""), record.get("crop", "")])
+                  record.get("snapshot", ""), record.get("crop", "")], client=pipe))
         return bool(written)
 
     def get(self, event_id: str) -> dict | None:

@@ -8,7 +8,10 @@ Protocol (docs/architecture.md, "Failover"):
   never lets the lease lapse while the process is healthy;
 * release with compare-and-delete on shutdown and announce it on a channel, so a standby
   takes over at once instead of waiting for the TTL;
-* any doubt (renewal refused, Redis unreachable, renewal overdue) means "not leader".
+* any doubt (renewal refused, Redis unreachable, renewal overdue) means "not leader";
+* with replicas to wait for (``CCTV_REDIS_MIN_REPLICAS_ACK``), an acquisition counts only once
+  its epoch reached them (``WAIT``): a replica promoted by a failover then has an epoch at least
+  as high as any leader ever published with, so epochs never go backwards.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import redis
 
 from cctv.core import keys
-from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, NotReplicated, durable
 from cctv.core.scripts import Scripts
 
 log = logging.getLogger("cctv.inference.lease")
@@ -39,8 +42,10 @@ class Acquired:
 class Lease:
     """One worker's view of the inference lease."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, worker_id: str, ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis, scripts: Scripts, worker_id: str, ttl_ms: int, *,
+                 replicas: int = 0, wait_timeout_ms: int = 200) -> None:
         self.redis, self.scripts, self.worker_id, self.ttl_ms = client, scripts, worker_id, ttl_ms
+        self.replicas, self.wait_timeout_ms = replicas, wait_timeout_ms
         self.epoch = 0
         self._lost = threading.Event()
         self._stop_renew = threading.Event()
@@ -48,11 +53,24 @@ class Lease:
         self._last_ok = 0.0  # monotonic time of the last successful acquire/renew
 
     def try_acquire(self) -> Acquired | None:
-        """Take the lease if it is free; start renewing it. None when someone else holds it."""
+        """Take the lease if it is free; start renewing it. None when someone else holds it.
+
+        With replicas to wait for, raises :class:`cctv.core.redisconn.NotReplicated` (a
+        ``ConnectionError``) when the new epoch did not reach them in time: the caller treats it
+        as Redis trouble and does not lead (the lease it set expires after the TTL)."""
         sent = time.monotonic()
-        res = self.scripts.lease_acquire(
-            keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.LEASE_HOLDER],
-            args=[self.worker_id, self.ttl_ms])
+        try:
+            res, = durable(self.redis, self.replicas, self.wait_timeout_ms, lambda pipe:
+                           self.scripts.lease_acquire(
+                               keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE,
+                                     keys.LEASE_HOLDER],
+                               args=[self.worker_id, self.ttl_ms], client=pipe))
+        except NotReplicated as exc:
+            if exc.replies and not exc.replies[0]:
+                return None  # not acquired: nothing to make durable
+            log.warning("lease acquired but its epoch did not reach a replica in time; not "
+                        "leading (%s)", exc)
+            raise
         if not res:
             return None
         self.epoch = int(res[0])

@@ -21,7 +21,12 @@ from prometheus_client import Counter, Gauge
 from cctv.core import keys
 from cctv.core.health_server import start_health_server
 from cctv.core.heartbeat import Heartbeat
-from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect
+from cctv.core.redisconn import (
+    REDIS_DOWN_ERRORS,
+    Backoff,
+    connect_settings,
+    is_redis_down,
+)
 from cctv.core.scripts import Scripts
 from cctv.core.settings import Settings
 from cctv.inference.detector import ModelLoadError, load_detector
@@ -54,7 +59,7 @@ class Replica:
         self.redis_ok_at = 0.0
         self.stats = WorkerStats()
         self.started = time.time()
-        self.redis = connect(settings.redis_url, name=f"cctv-inference-{self.worker_id}")
+        self.redis = connect_settings(settings, name=f"cctv-inference-{self.worker_id}")
         self.scripts = Scripts(self.redis)
         self.heartbeat = Heartbeat(self.redis, "inference", settings.node, settings.heartbeat_s,
                                    fields=self._beat_fields,
@@ -113,7 +118,9 @@ class Replica:
             log.info("leader announced a release; trying to take over")
 
     def run(self) -> None:
-        lease = Lease(self.redis, self.scripts, self.worker_id, self.s.lease_ttl_ms)
+        lease = Lease(self.redis, self.scripts, self.worker_id, self.s.lease_ttl_ms,
+                      replicas=self.s.redis_min_replicas_ack,
+                      wait_timeout_ms=self.s.redis_wait_timeout_ms)
         backoff = Backoff(cap_s=2.0)
         pubsub = None
         self.role = "standby"
@@ -129,7 +136,11 @@ class Replica:
                     self.lead(lease, acquired)
                 else:
                     self.wait_for_lease(pubsub)
-            except REDIS_DOWN_ERRORS as exc:
+            except (*REDIS_DOWN_ERRORS, redis.ResponseError) as exc:
+                if not is_redis_down(exc):
+                    raise
+                # unreachable, failing over, or an isolated primary refusing writes
+                # (min-replicas-to-write): not leader until a primary with replicas answers
                 lease.step_down()
                 IS_LEADER.set(0)
                 self.role = "standby"

@@ -41,7 +41,13 @@ from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.jpeg import JpegError, jpeg_info
-from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
+from cctv.core.redisconn import (
+    REDIS_DOWN_ERRORS,
+    NotReplicated,
+    connect_settings,
+    durable,
+    is_noreplicas_error,
+)
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings, trusted_networks
 from cctv.core.throttle import FailureThrottle
@@ -63,6 +69,14 @@ UNSYNCED = Counter("cctv_ingest_frames_clock_unsynced_total",
                    "Frames whose sender said its clock was not yet synchronised at capture")
 STORE_FULL = Counter("cctv_ingest_store_full_total",
                      "Frame POSTs refused because Redis refused writes (maxmemory reached)")
+
+UNREPLICATED = Counter("cctv_ingest_unreplicated_total",
+                       "Frame POSTs answered 503 because the frame could not be made durable on "
+                       "a replica: timeout (WAIT ran out; the frame may be on the primary, a "
+                       "resend is answered as a duplicate) or noreplicas (the primary refuses "
+                       "writes: min-replicas-to-write)", ["reason"])
+for _reason in ("timeout", "noreplicas"):
+    UNREPLICATED.labels(_reason)
 
 #: a full frame store is logged at most this often (with the count since the last line)
 STORE_FULL_LOG_EVERY_S = 10.0
@@ -163,7 +177,7 @@ class Ingest:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = connect(settings.redis_url, name="cctv-ingest")
+        self.redis = connect_settings(settings, name="cctv-ingest")
         self.scripts = Scripts(self.redis)
         self.tokens = {cam: _token_digest(tok) for cam, tok in settings.camera_tokens.items()}
         self.default_token = _token_digest(settings.ingest_token) if settings.ingest_token else None
@@ -263,15 +277,19 @@ class Ingest:
         width, height = info.width, info.height
         s = self.settings
         rate = s.camera_fps_limit
-        status, entry_id = self.scripts.ingest(
-            keys=[keys.frames(camera), keys.stats(camera), keys.dedup(camera, seq),
-                  keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera),
-                  keys.frame_index(camera)],
-            args=[camera, seq, late, s.frames_maxlen, s.dedup_ttl_s, rate, max(1.0, rate),
-                  keys.INFER_GROUP,
-                  *encode_frame(body, seq=seq, ts=ts, w=width, h=height, rx=rx_us,
-                                late=late == "1")],
-        )
+        args = [camera, seq, late, s.frames_maxlen, s.dedup_ttl_s, rate, max(1.0, rate),
+                keys.INFER_GROUP,
+                *encode_frame(body, seq=seq, ts=ts, w=width, h=height, rx=rx_us,
+                              late=late == "1")]
+        # The script and, with replicas to wait for, WAIT in one round trip: 202 (and 200 for a
+        # duplicate, whose WAIT covers the first copy too) only once a replica has the frame.
+        (status, entry_id), = durable(
+            self.redis, s.redis_min_replicas_ack, s.redis_wait_timeout_ms,
+            lambda pipe: self.scripts.ingest(
+                keys=[keys.frames(camera), keys.stats(camera), keys.dedup(camera, seq),
+                      keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera),
+                      keys.frame_index(camera)],
+                args=args, client=pipe))
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if status == b"rate":
             raise Rejection(429, "rate_limited",
@@ -312,17 +330,34 @@ def create_app(settings: Settings | None = None) -> Flask:
             resp.status_code = rej.status
             for name, value in rej.headers.items():
                 resp.headers[name] = value
+        except NotReplicated as exc:
+            UNREPLICATED.labels("timeout").inc()
+            log.warning("frame for %s not acknowledged: %s", camera[:64], exc)
+            resp = jsonify({"error": "not_replicated",
+                            "message": "frame not yet durable on a replica; retry"})
+            resp.status_code = 503
+            resp.headers["Retry-After"] = "1"
         except REDIS_DOWN_ERRORS as exc:
             log.error("redis unavailable: %s", exc)
             resp = jsonify({"error": "unavailable", "message": "frame store unavailable; retry"})
             resp.status_code = 503
             resp.headers["Retry-After"] = "1"
-        except redis.OutOfMemoryError as exc:
-            ingest.store_full(exc)
-            resp = jsonify({"error": "store_full",
-                            "message": "frame store is full; keep the frame and retry"})
-            resp.status_code = 503
-            resp.headers["Retry-After"] = "2"
+        except redis.ResponseError as exc:
+            if isinstance(exc, redis.OutOfMemoryError):
+                ingest.store_full(exc)
+                resp = jsonify({"error": "store_full",
+                                "message": "frame store is full; keep the frame and retry"})
+                resp.status_code = 503
+                resp.headers["Retry-After"] = "2"
+            elif is_noreplicas_error(exc):
+                UNREPLICATED.labels("noreplicas").inc()
+                log.error("frame store refuses writes (too few replicas): %s", exc)
+                resp = jsonify({"error": "no_replicas",
+                                "message": "frame store has no replica; retry"})
+                resp.status_code = 503
+                resp.headers["Retry-After"] = "1"
+            else:
+                raise
         REQUESTS.labels(str(resp.status_code)).inc()
         replies.add(resp.status_code)
         LATENCY.observe(time.perf_counter() - started)

@@ -24,7 +24,7 @@ from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.mjpeg import BOUNDARY
-from cctv.core.redisconn import connect
+from cctv.core.redisconn import connect_settings
 from cctv.core.settings import Settings, load_settings, trusted_networks
 from cctv.web import metrics as web_metrics
 from cctv.web.api import camera_names, create_api, error_response
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     (for inspecting the routes)."""
     settings = settings or load_settings()
     accounts = load_accounts(settings)
-    client = connect(settings.redis_url, name="cctv-web")
+    client = connect_settings(settings, name="cctv-web")
     feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s,
                   settings.frame_limits, settings.max_frame_bytes,
                   settings.web_detection_paused_s)
