@@ -111,8 +111,6 @@ class Settings:
     web_cookie_secure: bool = False
     # when set, /metrics of every service needs "Authorization: Bearer <token>"
     metrics_token: str = ""
-    # Docker Engine API socket of the manager (mounted read-only); missing = nodes from heartbeats
-    docker_socket: str = "/var/run/docker.sock"
     # a camera with no frame for this long is shown as silent
     camera_silent_s: float = 5.0
     # an SSE connection is closed after this long (the browser reconnects by itself)
@@ -159,6 +157,12 @@ class Settings:
     # the leader claims frames pending (read, not acked) longer than this, on a timer: frames
     # read by a replica that had already lost the lease are processed or counted, not stranded
     pending_claim_idle_s: float = 5.0
+
+    # --- swarmwatch: the only holder of the Docker socket ---
+    # the manager's Docker Engine API socket, read by `cctv swarmwatch` (never by web)
+    swarmwatch_socket: str = "/var/run/docker.sock"
+    # how often the swarm snapshot is read and published to Redis
+    swarmwatch_interval_s: float = 1.0
 
     @property
     def frame_limits(self) -> FrameLimits:
@@ -374,6 +378,9 @@ def _validate_untrusted_input(s: Settings, bad) -> None:
         raise bad("max_frame_pixels", "must be 1..1073741823")
     if s.pending_claim_idle_s <= 0:
         raise bad("pending_claim_idle_s", "must be > 0")
+    # --- swarmwatch ---
+    if s.swarmwatch_interval_s <= 0:
+        raise bad("swarmwatch_interval_s", "must be > 0")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
