@@ -45,8 +45,10 @@ def _service_settings(args: argparse.Namespace, **overrides: object) -> Settings
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from cctv.core.serve import serve, use_multiprocess_metrics
+    from cctv.core.tokens import check_token_lengths
 
     s = _service_settings(args, ingest_bind=args.bind, ingest_workers=args.workers)
+    check_token_lengths(s)  # one clear line here, not a worker boot failure
     use_multiprocess_metrics(s.ingest_workers, "cctv-ingest")  # before the app's counters
     from cctv.ingest.app import create_app
 

@@ -40,6 +40,9 @@ from support import (
     wait_port,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 SECRET = "test-webhook-secret-0123456789"
 CAM = "cam1"
 # the clip at its real speed: every 2nd frame at 15 fps (frames FIRST .. FIRST + 2 * COUNT)
@@ -110,7 +113,7 @@ def run(redis_server, tmp_path_factory) -> ClipRun:
     (tmp / "events.json").write_text(json.dumps(_config(receivers)))
     jpegs = clip_jpegs(n=FIRST // 2 + COUNT, step=2)[FIRST // 2:]
     ingest_port = free_port()
-    common = {"cameras": f"{CAM}:tok1"}
+    common = {"cameras": f"{CAM}:tok1-16charsfortests"}
     ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
                                              f"{ingest_port}", ingest_workers=1, **common),
                      tmp, "ingest")
@@ -130,7 +133,7 @@ def run(redis_server, tmp_path_factory) -> ClipRun:
         wait_for(lambda: "events service" in events.log() or events.proc.poll() is not None,
                  120, "the events service", [events])
         assert events.proc.poll() is None, events.log()
-        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, "tok1", jpegs, FPS).start()
+        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, TOK1, jpegs, FPS).start()
         started = time.monotonic()
         restarted = False
         while len(sender.accepted) + len(sender.failed) < len(jpegs):

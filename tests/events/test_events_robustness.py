@@ -80,7 +80,7 @@ def start_events(redis_url: str, tmp_path: Path, media: Path, webhooks: list[dic
     (tmp_path / "events.json").write_text(json.dumps(config(webhooks)))
     env = service_env(redis_url, events_config=tmp_path / "events.json", events_dir=media,
                       webhook_secret=SECRET, events_http_bind=f"127.0.0.1:{free_port()}",
-                      cameras=f"{CAM}:tok1")
+                      cameras=f"{CAM}:tok1-16charsfortests")
     svc = Service(["events"], env, tmp_path, "events")
     wait_for(lambda: "events service" in svc.log() or svc.proc.poll() is not None, 60,
              "the events service", [svc])
