@@ -166,7 +166,9 @@ def test_failing_receivers_a_bad_entry_and_a_crashing_delivery_loop(
     closer = RawReceiver(b"").start()
     garbage = RawReceiver(b"NOT HTTP AT ALL\r\n\r\n").start()
     quick = {"batch_s": 0.3, "max_attempts": 2, "backoff_s": 0.2, "backoff_max_s": 0.4}
-    hooks = [{"name": "good", "url": good.url, "batch_s": 0.3, "images": ["crop"]},
+    quick["allow_private"] = True  # the receivers listen on loopback
+    hooks = [{"name": "good", "url": good.url, "batch_s": 0.3, "images": ["crop"],
+              "allow_private": True},
              {"name": "broken", "url": broken.url, **quick},
              {"name": "closer", "url": closer.url, **quick},
              {"name": "garbage", "url": garbage.url, **quick}]
