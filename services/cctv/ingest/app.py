@@ -317,7 +317,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     replies = ReplyCounts()
     heartbeat = Heartbeat(ingest.redis, "ingest", settings.node, settings.heartbeat_s,
                           fields=replies.rates, on_beat=replies.flush_into).start()
-    app = Flask("cctv.ingest")
+    app = Flask("cctv.ingest", static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, with a JSON reply
     app.extensions["cctv_ingest"] = ingest
     app.extensions["cctv_heartbeat"] = heartbeat
