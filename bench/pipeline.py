@@ -98,7 +98,7 @@ def pipeline_fps(rdb, url: str, cams: list[tuple[str, str]], jpegs: list[bytes],
 
 
 #: the cameras of the ingest capacity runs: 16 senders, one camera each
-CAPACITY_CAMERAS = [(f"c{i}", f"t{i}") for i in range(16)]
+CAPACITY_CAMERAS = [(f"c{i}", f"t{i}-capacity-token-16chars") for i in range(16)]
 
 
 def start_capacity_ingest(redis_url: str, port: int, tmp: Path, name: str = "ingest2"
@@ -173,7 +173,7 @@ function request()
   conn = conn + 1
   seq = seq + 1
   return wrk.format("POST", "/api/v1/cameras/c" .. cam .. "/frames", {
-    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam,
+    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam .. "-capacity-token-16chars",
     ["X-Frame-Seq"] = tostring(seq), ["X-Capture-Ts"] = "1"}, body)
 end
 done = function(summary, latency, requests)
