@@ -98,7 +98,7 @@ def pipeline_fps(rdb, url: str, cams: list[tuple[str, str]], jpegs: list[bytes],
 
 
 #: the cameras of the ingest capacity runs: 16 senders, one camera each
-CAPACITY_CAMERAS = [(f"c{i}", f"t{i}") for i in range(16)]
+CAPACITY_CAMERAS = [(f"c{i}", f"t{i}-capacity-token-16chars") for i in range(16)]
 
 
 def start_capacity_ingest(redis_url: str, port: int, tmp: Path, name: str = "ingest2"
@@ -173,7 +173,7 @@ function request()
   conn = conn + 1
   seq = seq + 1
   return wrk.format("POST", "/api/v1/cameras/c" .. cam .. "/frames", {
-    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam,
+    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam .. "-capacity-token-16chars",
     ["X-Frame-Seq"] = tostring(seq), ["X-Capture-Ts"] = "1"}, body)
 end
 done = function(summary, latency, requests)
@@ -253,7 +253,7 @@ def main() -> None:
     server = RedisServer().start()
     rdb = server.client()
     ingest_port, web_port = free_port(), free_port()
-    cams = "cam1:tok1,cam2:tok2,cam3:tok3"
+    cams = "cam1:tok1-16charsfortests,cam2:tok2-16charsfortests,cam3:tok3-16charsfortests"
     ingest = Service(["ingest"], service_env(server.url, cameras=cams, camera_fps_limit=1000,
                                              ingest_bind=f"127.0.0.1:{ingest_port}",
                                              ingest_workers=2), tmp, "ingest")
@@ -272,7 +272,7 @@ def main() -> None:
             time.sleep(0.1)
 
         # --- 1. pipeline throughput: two cameras together offer 1.2x what the bare model does ---
-        pipeline_fps_ = pipeline_fps(rdb, url, [("cam1", "tok1"), ("cam2", "tok2")], jpegs,
+        pipeline_fps_ = pipeline_fps(rdb, url, [("cam1", "tok1-16charsfortests"), ("cam2", "tok2-16charsfortests")], jpegs,
                                      default_fps * 1.2, 10 if QUICK else 20)
         # bare model again right after, same conditions, for the ratio
         bare_again, _ = bare_fps(str(MODEL_OPENVINO), decoded[:n_bare], "openvino")
@@ -286,7 +286,7 @@ def main() -> None:
         time.sleep(2)
         last = rdb.xrevrange(keys.detections("cam3"), count=1)
         since = "(" + last[0][0].decode() if last else "-"
-        s = FrameSender(url, "cam3", "tok3", jpegs, fps=10).start()
+        s = FrameSender(url, "cam3", "tok3-16charsfortests", jpegs, fps=10).start()
         time.sleep(8 if QUICK else 15)
         s.stop()
         time.sleep(1)
@@ -297,7 +297,7 @@ def main() -> None:
 
         # --- 4. MJPEG fan-out: web CPU with 1 vs 20 viewers of one camera at 10 fps ---
         # seqs continue past the first cam3 sender's: ingest would take repeats as duplicates
-        s = FrameSender(url, "cam3", "tok3", jpegs, fps=10, first_seq=1_000_000).start()
+        s = FrameSender(url, "cam3", "tok3-16charsfortests", jpegs, fps=10, first_seq=1_000_000).start()
         fan = {}
         for viewers in (1, 20):
             stop = threading.Event()
@@ -339,7 +339,7 @@ def main() -> None:
         last = rdb.xrevrange(keys.detections("cam1"), count=1)
         since = "(" + last[0][0].decode() if last else "-"
         st0 = {k.decode(): int(v) for k, v in rdb.hgetall(keys.stats("cam1")).items()}
-        s = FrameSender(url, "cam1", "tok1", jpegs, fps=30, first_seq=1_000_000).start()
+        s = FrameSender(url, "cam1", "tok1-16charsfortests", jpegs, fps=30, first_seq=1_000_000).start()
         time.sleep(10 if QUICK else 20)
         s.stop()
         time.sleep(2)

@@ -41,7 +41,7 @@ QUICK = os.environ.get("CCTV_BENCH_QUICK") == "1"
 ROUND_S = 8.0 if QUICK else 20.0
 ROUNDS = 1 if QUICK else 2
 MEMORY_S = 15.0 if QUICK else 60.0
-CAMERAS = "cam0:tok0,cam1:tok1," + ",".join(f"v{i}:vtok{i}" for i in range(1, 5))
+CAMERAS = "cam0:tok0-16charsfortests,cam1:tok1-16charsfortests," + ",".join(f"v{i}:vtok{i}-16charsfortests" for i in range(1, 5))
 
 
 def _health(out: dict, service: str = "ingest") -> tuple[int, int, float]:

@@ -17,14 +17,16 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/cctv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# Debian's Python 3.11 and venv; a fixed non-root user (uid 10001) for every service.
+# Debian's Python 3.11 and venv; a fixed non-root user (uid 10001) for every service; no
+# setuid/setgid binaries left (the stack cannot set no-new-privileges: docs/security.md).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && groupadd --system --gid 10001 cctv \
  && useradd --system --uid 10001 --gid cctv --home-dir /nonexistent --shell /usr/sbin/nologin cctv \
- && install -d -o 10001 -g 10001 /var/lib/cctv/events
+ && install -d -o 10001 -g 10001 /var/lib/cctv/events \
+ && find / -xdev -type f -perm /6000 -exec chmod a-s {} +
 
 # Dependencies first (a layer that survives code changes), then the cctv wheel itself;
 # `pip check` fails the build when the package needs a dependency the list above lacks.

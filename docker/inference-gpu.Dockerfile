@@ -26,7 +26,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && groupadd --system --gid 10001 cctv \
- && useradd --system --uid 10001 --gid cctv --home-dir /nonexistent --shell /usr/sbin/nologin cctv
+ && useradd --system --uid 10001 --gid cctv --home-dir /nonexistent --shell /usr/sbin/nologin cctv \
+ && find / -xdev -type f -perm /6000 -exec chmod a-s {} +
 
 ARG PIP_NO_INDEX=0
 ARG PIP_EXTRA_INDEX_URL

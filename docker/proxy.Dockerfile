@@ -17,7 +17,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && groupadd --system --gid 10001 cctv \
  && useradd --system --uid 10001 --gid cctv --home-dir /nonexistent --shell /usr/sbin/nologin cctv \
- && install -d -o 10001 -g 10001 /tmp/nginx
+ && install -d -o 10001 -g 10001 /tmp/nginx \
+ && find / -xdev -type f -perm /6000 -exec chmod a-s {} +
 
 COPY docker/proxy/nginx.conf.template /etc/nginx-cctv/nginx.conf.template
 COPY --chmod=0755 docker/proxy/entrypoint.sh /usr/local/bin/cctv-proxy

@@ -11,7 +11,8 @@ RUN groupadd --system --gid 999 redis \
  && apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
- && mkdir -p /data && chown redis:redis /data
+ && mkdir -p /data && chown redis:redis /data \
+ && find / -xdev -type f -perm /6000 -exec chmod a-s {} +
 
 # the replicated stack's start script (docs/configuration.md, "Redis"); with the official image
 # the stack mounts the same file as a config (executable in git: COPY keeps the mode)

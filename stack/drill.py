@@ -536,6 +536,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     roles = sorted((b.get("role", "?"), b.get("node", "?")) for b in info["replicas"])
     log(f"inference: leader {info['leader']} epoch {info['epoch']}, replicas {roles}")
     web_ok = check_web(args)
+    contained = check_containers(d.swarm)
     counts = d.finish()
     if counts["processed"] == 0:
         log("FAIL: no results")
@@ -543,7 +544,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if counts["unaccounted"]:
         log("FAIL: frames unaccounted")
         ok = False
-    if not web_ok:
+    if not web_ok or not contained:
         ok = False
     if len([r for r in roles if r[0] == "standby"]) < 1:
         log("FAIL: no warm standby")
@@ -583,8 +584,9 @@ def check_web(args: argparse.Namespace) -> bool:
         log(f"web dashboard: leader {snap['leader']['id']}, nodes from "
             f"{snap.get('nodes_source')} ({len(snap.get('nodes', []))}), "
             f"services {[s['name'] for s in snap.get('services', [])]}")
-        if snap.get("nodes_source") != "docker":
-            log(f"WARNING: nodes not from the Docker API: {snap.get('docker')}")
+        if snap.get("nodes_source") != "docker" or not snap.get("services"):
+            log(f"FAIL: nodes and services not from swarmwatch's snapshot: {snap.get('docker')}")
+            return False
         conn.request("GET", f"/video/{args.camera}.mjpg", headers=auth)
         resp = conn.getresponse()
         data = b""
@@ -602,6 +604,69 @@ def check_web(args: argparse.Namespace) -> bool:
     except (OSError, http.client.HTTPException) as exc:
         log(f"FAIL: web: {exc!r}")
     return False
+
+
+#: run inside a container: what it can reach and change (JSON on stdout)
+_INSIDE = r"""
+import json, os
+out = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
+       "docker_socket": os.path.exists("/var/run/docker.sock"), "writable": []}
+status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
+out["cap_eff"] = status["CapEff"].strip()
+out["no_new_privs"] = status.get("NoNewPrivs", "?").strip()
+for d in ("/", "/etc", "/usr", "/opt/cctv", "/var", "/root", "/home", "/run", "/srv",
+          "/var/lib/cctv/events", "/tmp"):
+    probe = os.path.join(d, ".cctv-write-probe")
+    try:
+        with open(probe, "w") as f:
+            f.write("x")
+        os.unlink(probe)
+        out["writable"].append(d)
+    except OSError:
+        pass
+print(json.dumps(out))
+"""
+
+
+def inside(tb: Swarm, service: str) -> dict:
+    """What a task of ``service`` on the manager node can do (``_INSIDE``'s report)."""
+    cid = tb.manager("ps", "-q", "--filter",
+                     f"label=com.docker.swarm.service.name={tb.stack}_{service}").split()
+    if not cid:
+        raise RuntimeError(f"no {service} container on the manager node")
+    return json.loads(tb.manager("exec", cid[0], "python3", "-c", _INSIDE))
+
+
+def check_containers(tb: Swarm) -> bool:
+    """Least privilege from inside: web has no Docker socket, is not root, has no capability
+    and can write only /tmp (a tmpfs); swarmwatch is the one with the socket."""
+    ok = True
+    try:
+        web = inside(tb, "web")
+        watch = inside(tb, "swarmwatch")
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        log(f"FAIL: container check: {exc}")
+        return False
+    log(f"inside web: {web}")
+    log(f"inside swarmwatch: {watch}")
+    if web["docker_socket"]:
+        log("FAIL: web has the Docker socket")
+        ok = False
+    if 0 in (web["uid"], web["euid"], web["gid"]):
+        log("FAIL: web runs as root")
+        ok = False
+    if web["cap_eff"] != "0000000000000000":
+        log(f"FAIL: web has capabilities {web['cap_eff']}")
+        ok = False
+    if web["writable"] != ["/tmp"]:
+        log(f"FAIL: web can write outside /tmp: {web['writable']}")
+        ok = False
+    if not watch["docker_socket"] or 0 in (watch["uid"], watch["euid"]):
+        log("FAIL: swarmwatch should hold the socket, as a non-root user")
+        ok = False
+    if ok:
+        log("containers: web has no socket, no root, no capability, writes only /tmp")
+    return ok
 
 
 def cmd_drill(args: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ def start_ingest(redis_server: RedisServer, tmp_path: Path):
     started: list[Service] = []
 
     def start(**cctv: object) -> tuple[str, Service]:
-        cctv.setdefault("cameras", "cam1:tok1,cam2:tok2")
+        cctv.setdefault("cameras", "cam1:tok1-16charsfortests,cam2:tok2-16charsfortests")
         cctv.setdefault("ingest_workers", 1)
 
         def launch(port: int) -> Service:

@@ -269,7 +269,7 @@ def slow_client_scenario(stack: Proxied, jpegs: list[bytes], *, seconds: float,
 
     session = requests.Session()
     for i in range(1, 5):  # the viewers' cameras exist once they have sent a frame
-        resp = post_frame(session, stack.ingest, f"v{i}", f"vtok{i}", jpegs[0], 1)
+        resp = post_frame(session, stack.ingest, f"v{i}", f"vtok{i}-16charsfortests", jpegs[0], 1)
         assert resp.status_code in (200, 202), resp.text
     socks: list[socket.socket] = []
     watchers = MjpegViewers(stack.web, [f"/video/v{i}.mjpg" for i in range(1, 5)], viewers,
@@ -277,10 +277,10 @@ def slow_client_scenario(stack: Proxied, jpegs: list[bytes], *, seconds: float,
     probes = {"ingest": Probe(stack.ingest + "/healthz"), "web": Probe(stack.web + "/healthz"),
               "ingest_direct": Probe(stack.ingest_direct + "/healthz"),
               "web_direct": Probe(stack.web_direct + "/healthz")}
-    sender = FrameSender(stack.ingest, "cam0", "tok0", jpegs, fps)
+    sender = FrameSender(stack.ingest, "cam0", "tok0-16charsfortests", jpegs, fps)
     try:
         path = "/api/v1/cameras/cam1/frames"
-        socks += slow_body_connections(stack.ingest, path, slow // 2, token="tok1")
+        socks += slow_body_connections(stack.ingest, path, slow // 2, token="tok1-16charsfortests")
         socks += slow_body_connections(stack.ingest, path, slow - slow // 2, token=None)
         # the load is in place (every viewer answered) before the clock of the bound starts:
         # the burst of 100 logins at once is not what is measured

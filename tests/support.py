@@ -217,14 +217,13 @@ def viewer_account() -> str:
 
 def service_env(redis_url: str, **cctv: object) -> dict[str, str]:
     """Environment for a service process: PYTHONPATH to the source tree and CCTV_* values
-    (including the test viewer account, and no Docker socket)."""
+    (including the test viewer account)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "services"), str(ROOT / "pi")])
     env["PYTHONUNBUFFERED"] = "1"
     env["CCTV_REDIS_URL"] = redis_url
     env["CCTV_LOG_JSON"] = "false"
     env["CCTV_VIEWERS"] = viewer_account()
-    env["CCTV_DOCKER_SOCKET"] = ""
     for key, value in cctv.items():
         env["CCTV_" + key.upper()] = str(value)
     return env

@@ -30,7 +30,11 @@ from support import (
     wait_for,
 )
 
-CAMERAS = "cam1:tok1,cam2:tok2"
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+TOK2 = "tok2-16charsfortests"
+
+CAMERAS = "cam1:tok1-16charsfortests,cam2:tok2-16charsfortests"
 
 #: the promises (docs/architecture.md): results again within 1.5 s of a kill -9 of the leader
 #: (lease TTL 1 s), within 0.3 s of a planned hand-over (SIGTERM). Set by the lease TTL and
@@ -63,7 +67,7 @@ class Cluster:
     def send(self, jpegs: list[bytes], fps: float = 10) -> None:
         url = f"http://127.0.0.1:{self.ingest_port}"
         self.senders = [FrameSender(url, cam, tok, jpegs, fps).start()
-                        for cam, tok in (("cam1", "tok1"), ("cam2", "tok2"))]
+                        for cam, tok in (("cam1", TOK1), ("cam2", TOK2))]
 
     def stop_senders(self) -> None:
         for s in self.senders:

@@ -3,6 +3,7 @@ status code, and the service keeps accepting good frames afterwards."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from urllib.parse import urlparse
@@ -13,6 +14,10 @@ import requests
 from cctv.core import keys
 
 from support import clip_jpegs, post_frame, wait_for
+
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+SHARED = "shared-secret-0123456"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,7 @@ def ingest(start_ingest, rdb):
     return url
 
 
-def _post(url, jpeg, camera="cam1", token="tok1", seq=1, **headers):
+def _post(url, jpeg, camera="cam1", token=TOK1, seq=1, **headers):
     return post_frame(requests.Session(), url, camera, token, jpeg, seq, **headers)
 
 
@@ -47,7 +52,7 @@ def test_good_frame_is_accepted_into_the_stream(ingest, rdb, jpegs) -> None:
 
 def test_frames_from_an_unsynchronised_clock_are_accepted_and_counted(ingest, rdb,
                                                                      jpegs) -> None:
-    headers = {"Content-Type": "image/jpeg", "Authorization": "Bearer tok1", "X-Frame-Seq": "3",
+    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {TOK1}", "X-Frame-Seq": "3",
                "X-Capture-Ts": "1000", "X-Clock-Unsynced": "1"}
     resp = requests.post(f"{ingest}/api/v1/cameras/cam1/frames", data=jpegs[0],
                          headers=headers, timeout=10)
@@ -76,7 +81,7 @@ def test_repeated_seq_is_accepted_once(ingest, rdb, jpegs) -> None:
     ("basic_auth", 401, "unauthorized"),
     ("wrong_token", 403, "forbidden"),
     ("other_cameras_token", 403, "forbidden"),
-    ("unknown_camera", 404, "unknown_camera"),
+    ("unknown_camera", 403, "forbidden"),
     ("bad_camera_name", 400, "bad_camera"),
     ("too_large", 413, "too_large"),
     ("wrong_type", 415, "unsupported_media_type"),
@@ -87,7 +92,7 @@ def test_repeated_seq_is_accepted_once(ingest, rdb, jpegs) -> None:
 ])
 def test_bad_input_gets_its_status(ingest, rdb, jpegs, shared_dir, case, status, error) -> None:
     good = jpegs[0]
-    headers = {"Content-Type": "image/jpeg", "Authorization": "Bearer tok1",
+    headers = {"Content-Type": "image/jpeg", "Authorization": f"Bearer {TOK1}",
                "X-Frame-Seq": "1", "X-Capture-Ts": str(time.time_ns() // 1000)}
     body, camera = good, "cam1"
     if case == "missing_seq":
@@ -107,7 +112,7 @@ def test_bad_input_gets_its_status(ingest, rdb, jpegs, shared_dir, case, status,
     elif case == "wrong_token":
         headers["Authorization"] = "Bearer nope"
     elif case == "other_cameras_token":
-        headers["Authorization"] = "Bearer tok2"
+        headers["Authorization"] = "Bearer tok2-16charsfortests"
     elif case == "unknown_camera":
         camera = "cam9"
     elif case == "bad_camera_name":
@@ -145,7 +150,7 @@ def test_50mb_body_is_refused_without_reading_it(ingest, jpegs) -> None:
     u = urlparse(ingest)
     with socket.create_connection((u.hostname, u.port), timeout=5) as s:
         s.sendall((f"POST /api/v1/cameras/cam1/frames HTTP/1.1\r\nHost: x\r\n"
-                   f"Authorization: Bearer tok1\r\nContent-Type: image/jpeg\r\n"
+                   f"Authorization: Bearer tok1-16charsfortests\r\nContent-Type: image/jpeg\r\n"
                    f"X-Frame-Seq: 1\r\nX-Capture-Ts: 1\r\nContent-Length: {50 * 2**20}\r\n\r\n")
                   .encode() + jpegs[0][:1000])
         started = time.monotonic()
@@ -168,7 +173,8 @@ def test_50mb_chunked_body_is_cut_at_the_limit(ingest, jpegs) -> None:
 
     try:
         resp = requests.post(f"{ingest}/api/v1/cameras/cam1/frames", data=chunks(),
-                             headers={"Content-Type": "image/jpeg", "Authorization": "Bearer tok1",
+                             headers={"Content-Type": "image/jpeg",
+                                      "Authorization": f"Bearer {TOK1}",
                                       "X-Frame-Seq": "1", "X-Capture-Ts": "1"}, timeout=10)
         assert resp.status_code == 413
     except requests.ConnectionError:
@@ -198,18 +204,18 @@ def test_junk_requests_get_4xx(ingest, jpegs, raw: bytes, status: int) -> None:
 def test_rate_limit_gives_429(start_ingest, rdb, jpegs) -> None:
     url, _ = start_ingest(camera_fps_limit=2)
     session = requests.Session()
-    codes = [post_frame(session, url, "cam1", "tok1", jpegs[0], seq).status_code
+    codes = [post_frame(session, url, "cam1", TOK1, jpegs[0], seq).status_code
              for seq in range(10)]
     assert codes[:2] == [202, 202]
     assert 429 in codes
     limited = session.post(f"{url}/api/v1/cameras/cam1/frames", data=jpegs[0], headers={
-        "Content-Type": "image/jpeg", "Authorization": "Bearer tok1", "X-Frame-Seq": "99",
+        "Content-Type": "image/jpeg", "Authorization": f"Bearer {TOK1}", "X-Frame-Seq": "99",
         "X-Capture-Ts": "1"}, timeout=5)
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
     assert int(rdb.hget(keys.stats("cam1"), "rejected_rate")) == codes.count(429) + 1
     # the window moves on: a frame is accepted again within a couple of seconds
     seqs = iter(range(1000, 2000))
-    wait_for(lambda: post_frame(session, url, "cam1", "tok1", jpegs[0], next(seqs)).status_code
+    wait_for(lambda: post_frame(session, url, "cam1", TOK1, jpegs[0], next(seqs)).status_code
              == 202, 5, "the rate limit to let frames in again", poll_s=0.2)
 
 
@@ -217,7 +223,7 @@ def test_unread_frames_evicted_by_the_cap_are_counted(start_ingest, rdb, jpegs) 
     url, _ = start_ingest(frames_maxlen=10)
     session = requests.Session()
     for seq in range(15):
-        assert post_frame(session, url, "cam1", "tok1", jpegs[seq], seq).status_code == 202
+        assert post_frame(session, url, "cam1", TOK1, jpegs[seq], seq).status_code == 202
     assert rdb.xlen(keys.frames("cam1")) == 10
     stats = rdb.hgetall(keys.stats("cam1"))
     assert stats[b"accepted"] == b"15" and stats[b"dropped_evicted"] == b"5"
@@ -227,14 +233,68 @@ def test_unread_frames_evicted_by_the_cap_are_counted(start_ingest, rdb, jpegs) 
 
 
 def test_open_registry_uses_the_shared_token(start_ingest, rdb, jpegs) -> None:
-    url, _ = start_ingest(cameras_strict="false", ingest_token="shared-secret")
+    url, _ = start_ingest(cameras_strict="false", ingest_token=SHARED)
     session = requests.Session()
-    assert post_frame(session, url, "newcam", "shared-secret", jpegs[0], 1).status_code == 202
+    assert post_frame(session, url, "newcam", SHARED, jpegs[0], 1).status_code == 202
     assert post_frame(session, url, "newcam", "wrong", jpegs[0], 2).status_code == 403
-    assert post_frame(session, url, "cam1", "shared-secret", jpegs[0], 3).status_code == 403
+    assert post_frame(session, url, "cam1", SHARED, jpegs[0], 3).status_code == 403
 
 
 def test_health_endpoints(ingest) -> None:
     assert requests.get(f"{ingest}/healthz", timeout=5).json()["status"] == "ok"
     assert requests.get(f"{ingest}/readyz", timeout=5).status_code == 200
     assert "cctv_ingest_requests_total" in requests.get(f"{ingest}/metrics", timeout=5).text
+
+
+def _refused(metrics: str, reason: str) -> float:
+    prefix = f'cctv_ingest_refused_total{{reason="{reason}"}} '
+    return next(float(line[len(prefix):]) for line in metrics.splitlines()
+                if line.startswith(prefix))
+
+
+def test_unknown_camera_and_wrong_token_get_byte_identical_replies(ingest, rdb, jpegs) -> None:
+    """No oracle: whether a camera exists cannot be told from ingest's reply; the two
+    refusals are counted apart (and logged apart) for the operator."""
+    def raw(camera: str, token: str) -> bytes:
+        with socket.create_connection((urlparse(ingest).hostname, urlparse(ingest).port),
+                                      timeout=5) as s:
+            s.sendall((f"POST /api/v1/cameras/{camera}/frames HTTP/1.1\r\nHost: x\r\n"
+                       f"Authorization: Bearer {token}\r\nContent-Type: image/jpeg\r\n"
+                       f"X-Frame-Seq: 1\r\nX-Capture-Ts: 1\r\nContent-Length: "
+                       f"{len(jpegs[0])}\r\nConnection: close\r\n\r\n").encode() + jpegs[0])
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        # the Date header is the only thing that may differ between two replies
+        return b"\r\n".join(h for h in head.split(b"\r\n") if not h.startswith(b"Date:")) \
+            + b"\r\n\r\n" + body
+
+    unknown = raw("cam9", TOK1)
+    wrong = raw("cam1", "x" * len(TOK1))
+    assert unknown == wrong, (unknown, wrong)
+    body = unknown.split(b"\r\n\r\n")[1]
+    assert unknown.startswith(b"HTTP/1.1 403") and b"cam9" not in body and b"cam1" not in body
+    metrics = requests.get(f"{ingest}/metrics", timeout=5).text
+    assert _refused(metrics, "unknown_camera") == 1 and _refused(metrics, "bad_token") == 1
+    assert rdb.xlen(keys.frames("cam9")) == 0 and rdb.xlen(keys.frames("cam1")) == 0
+
+
+def test_short_camera_tokens_are_refused_at_start(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from support import service_env
+
+    short = "0123456789abc"
+    env = service_env("redis://127.0.0.1:1/0", cameras=f"gate:{TOK1},porch:{short}")
+    out = subprocess.run([sys.executable, "-m", "cctv", "ingest"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "porch" in out.stderr and "cctv token" in out.stderr
+    assert short not in out.stderr + out.stdout and "gate" not in out.stderr
+    made = subprocess.run([sys.executable, "-m", "cctv", "token", "--count", "2"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    tokens = made.stdout.split()
+    assert made.returncode == 0 and len(tokens) == 2 and tokens[0] != tokens[1]
+    assert all(len(t) >= 40 and re.fullmatch(r"[A-Za-z0-9_-]+", t) for t in tokens)

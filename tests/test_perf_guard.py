@@ -54,7 +54,7 @@ def test_pipeline_keeps_up_with_the_bare_model(redis_server, rdb, tmp_path: Path
     # four cameras, each offering half the bare rate: the leader takes the newest frame of each
     # camera per round, so every camera has a fresh one whenever it comes back (saturated),
     # and no single sender thread has to post fast on a loaded machine
-    cams = [(f"cam{i}", f"tok{i}") for i in range(1, 5)]
+    cams = [(f"cam{i}", f"tok{i}-16charsfortests") for i in range(1, 5)]
     env = {"cameras": ",".join(f"{c}:{t}" for c, t in cams)}
     port = free_port()
     ingest = Service(["ingest"], service_env(redis_server.url, camera_fps_limit=1000,

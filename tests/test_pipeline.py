@@ -26,12 +26,15 @@ from support import (
     wait_port,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 
 @pytest.mark.slow
 def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts_dir) -> None:
     jpegs = clip_jpegs(n=100, step=3)  # ~10 s of the 30 fps clip at 10 fps
     ingest_port, web_port = free_port(), free_port()
-    common = {"cameras": "cam1:tok1"}
+    common = {"cameras": "cam1:tok1-16charsfortests"}
     ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
                                              f"{ingest_port}", ingest_workers=1, **common),
                      tmp_path, "ingest")
@@ -47,7 +50,7 @@ def test_clip_end_to_end_with_mjpeg(redis_server, rdb, tmp_path: Path, artifacts
         # wait until the replica is leader (model loaded, lease taken)
         wait_for(lambda: rdb.get(keys.LEASE_INFERENCE) is not None and infer.proc.poll() is None,
                  120, "the replica to lead", [infer])
-        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", "cam1", "tok1", jpegs,
+        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", "cam1", TOK1, jpegs,
                              fps=10).start()
         wait_for(lambda: rdb.xlen(keys.detections("cam1")) >= 3, 60, "the first results",
                  [infer, ingest])

@@ -35,7 +35,7 @@ from support import (
     wait_port,
 )
 
-CAM, TOKEN = "cam1", "tok1"
+CAM, TOKEN = "cam1", "tok1-16charsfortests"
 MAX_FRAME_BYTES = 1_000_000
 DROP_FIELDS = ("dropped_behind", "dropped_stale", "dropped_corrupt", "dropped_evicted")
 GOOD = clip_jpegs(n=3)

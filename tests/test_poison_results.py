@@ -75,7 +75,7 @@ def events(redis_server, tmp_path_factory):
     r = redis.Redis.from_url(redis_server.url)
     r.flushall()
     svc = Service(["events"], service_env(
-        redis_server.url, cameras=f"{CAM}:tok1", events_config=tmp / "events.json",
+        redis_server.url, cameras=f"{CAM}:tok1-16charsfortests", events_config=tmp / "events.json",
         events_dir=tmp / "media", events_http_bind=f"127.0.0.1:{free_port()}"), tmp, "events")
     wait_for(lambda: any(g["name"] == keys.EVENTS_GROUP.encode()
                          for g in _groups(r)) or svc.proc.poll() is not None, 60,

@@ -69,7 +69,8 @@ def web(redis_server, tmp_path_factory):
     r.sadd(keys.CAMERAS_ACTIVE, CAM)
     port = free_port()
     svc = Service(["web"], service_env(redis_server.url, web_bind=f"127.0.0.1:{port}",
-                                       cameras=f"{CAM}:tok1", max_frame_bytes=1_000_000,
+                                       cameras=f"{CAM}:tok1-16charsfortests",
+                                       max_frame_bytes=1_000_000,
                                        viewer_idle_s=600),
                   tmp_path_factory.mktemp("poison-web"), "web")
     wait_port(port, 30, svc.proc)

@@ -26,9 +26,9 @@ def test_bad_variable_is_named(var: str, value: str) -> None:
 
 def test_secret_from_file(tmp_path) -> None:
     secret = tmp_path / "cameras"
-    secret.write_text("cam1:tok1\n# comment\ncam2:tok2\n")
+    secret.write_text("cam1:tok1-16charsfortests\n# comment\ncam2:tok2-16charsfortests\n")
     assert load_settings({"CCTV_CAMERAS_FILE": str(secret)}).camera_tokens == {
-        "cam1": "tok1", "cam2": "tok2"}
+        "cam1": "tok1-16charsfortests", "cam2": "tok2-16charsfortests"}
     with pytest.raises(SettingsError, match="CCTV_CAMERAS_FILE"):
         load_settings({"CCTV_CAMERAS_FILE": str(tmp_path / "missing")})
 

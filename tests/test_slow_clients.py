@@ -22,7 +22,11 @@ from slowload import (
 
 from support import clip_jpegs, free_port, post_frame, wait_for
 
-CAMERAS = "cam0:tok0,cam1:tok1," + ",".join(f"v{i}:vtok{i}" for i in range(1, 5))
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
+CAMERAS = "cam0:tok0-16charsfortests,cam1:tok1-16charsfortests," + ",".join(
+    f"v{i}:vtok{i}-16charsfortests" for i in range(1, 5))
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +71,12 @@ def test_proxy_bounds_request_bodies_in_size_and_time(redis_server, rdb, tmp_pat
         # a body over CCTV_MAX_FRAME_BYTES: refused by nginx before a byte of it is read
         big = requests.post(f"{stack.ingest}/api/v1/cameras/cam1/frames", data=b"\xff" * 200_000,
                             headers={"Content-Type": "image/jpeg",
-                                     "Authorization": "Bearer tok1"}, timeout=10)
+                                     "Authorization": "Bearer tok1-16charsfortests"}, timeout=10)
         assert big.status_code == 413
         # a stalled body: nginx answers 408 or closes the connection after the body timeout
         assert big.json()["error"] == "too_large"
         (sock,) = slow_body_connections(stack.ingest, "/api/v1/cameras/cam1/frames", 1,
-                                        token="tok1", content_length=50_000)
+                                        token=TOK1, content_length=50_000)
         sock.settimeout(30)
         started = time.monotonic()
         try:
@@ -92,7 +96,7 @@ def test_proxy_bounds_request_bodies_in_size_and_time(redis_server, rdb, tmp_pat
                 data = b""
         assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:100]
         # and the good frame still goes through
-        resp = post_frame(requests.Session(), stack.ingest, "cam1", "tok1", jpegs[0], 1)
+        resp = post_frame(requests.Session(), stack.ingest, "cam1", TOK1, jpegs[0], 1)
         assert resp.status_code == 202, resp.text
 
 
@@ -103,7 +107,8 @@ def test_stream_caps_and_max_duration(redis_server, rdb, tmp_path, jpegs) -> Non
         session = requests.Session()
         for cam in ("v1", "v2"):
             n = int(cam[1:])
-            assert post_frame(session, stack.ingest, cam, f"vtok{n}", jpegs[0], 1).status_code \
+            token = f"vtok{n}-16charsfortests"
+            assert post_frame(session, stack.ingest, cam, token, jpegs[0], 1).status_code \
                 == 202
         auth = basic_auth_header()
         one = MjpegViewers(stack.web, ["/video/v1.mjpg"], 5, headers=auth).start()
@@ -150,12 +155,12 @@ def test_failed_tokens_are_throttled_per_client_address(redis_server, rdb, tmp_p
         assert blocked.status_code == 429 and blocked.json()["error"] == "too_many_bad_tokens"
         assert 1 <= int(blocked.headers["Retry-After"]) <= 60
         # the address is blocked before its token is looked at (good tokens too)
-        assert post(stack.ingest, "tok1", 10).status_code == 429
+        assert post(stack.ingest, TOK1, 10).status_code == 429
         # other addresses behind the proxy are not affected (the proxy's X-Real-IP, trusted
         # because the peer is in CCTV_TRUSTED_PROXIES)
         other = {"X-Real-IP": "192.0.2.7"}
         assert post(stack.ingest_direct, "wrong", 11, **other).status_code == 403
-        assert post(stack.ingest_direct, "tok1", 12, **other).status_code == 202
+        assert post(stack.ingest_direct, TOK1, 12, **other).status_code == 202
         metrics = requests.get(f"{stack.ingest_direct}/metrics", timeout=5).text
         assert _metric(metrics, "cctv_ingest_auth_throttled_total") == 2
         assert _metric(metrics, "cctv_ingest_auth_failed_total") == 6
@@ -179,7 +184,7 @@ def test_health_answers_while_every_ingest_thread_is_busy(redis_server, rdb, tmp
 
         wait_for(listening, 20, "the health listener")
         socks = slow_body_connections(stack.ingest_direct, path, 40, token=None)
-        socks += slow_body_connections(stack.ingest_direct, path, 16, token="tok1")
+        socks += slow_body_connections(stack.ingest_direct, path, 16, token=TOK1)
         probes = [Probe(f"http://127.0.0.1:{health}/healthz").start(),
                   Probe(f"http://127.0.0.1:{health}/readyz").start()]
         time.sleep(4)

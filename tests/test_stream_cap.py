@@ -23,7 +23,7 @@ def _post_many(url: str, jpeg: bytes, seqs: range) -> list[str]:
     s = requests.Session()
     ids = []
     for seq in seqs:
-        resp = post_frame(s, url, CAM, "tok1", jpeg, seq)
+        resp = post_frame(s, url, CAM, "tok1-16charsfortests", jpeg, seq)
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["id"])
     return ids

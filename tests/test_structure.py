@@ -18,6 +18,7 @@ ALLOWED = {
     "inference": {"core"},
     "ingest": {"core"},
     "events": {"core"},
+    "swarmwatch": {"core"},
     "web": {"core", "events"},
 }
 

@@ -90,7 +90,7 @@ def check_ingest(cfg: Config) -> bool:
                  "ingest URL?")
             return False
         # Ingest checks the token before the body: a text/plain POST with a good token gets
-        # 415, with a bad one 401/403/404, and nothing is stored either way.
+        # 415, with a bad one (or an unknown camera) 401/403, and nothing is stored either way.
         try:
             status, _h, _data = client._request(
                 "POST", client.path, b"check",
@@ -102,8 +102,11 @@ def check_ingest(cfg: Config) -> bool:
     finally:
         client.close()
     if status in (401, 403):
+        # ingest answers an unknown camera and a wrong token alike (it tells no one which
+        # cameras exist): both are this 403
         _say(False, "ingest", f"token refused for camera {cfg.camera!r} (HTTP {status}): "
-             "check CCTV_SENDER_TOKEN / the token file against ingest's camera registry")
+             "the camera is not in ingest's registry or its token is wrong; check "
+             "CCTV_SENDER_CAMERA, CCTV_SENDER_TOKEN / the token file against the registry")
         return False
     if status == 404:
         _say(False, "ingest", f"camera {cfg.camera!r} is not registered at ingest (HTTP 404)")

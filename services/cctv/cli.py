@@ -5,6 +5,8 @@
     cctv inference    an inference replica (leader or warm standby, decided by the lease)
     cctv web          the viewer and dashboard HTTP service (gunicorn)
     cctv events       the events service: zones, rules, snapshots, captions, webhooks
+    cctv swarmwatch   publish nodes, services and tasks from the Docker API (a manager only)
+    cctv token        print a new random camera token
     cctv status       print the inference leader, epoch, standbys and recent failovers
     cctv check-config validate the CCTV_* settings and exit
     cctv hash-password make a viewer account line (user:<hash>) for CCTV_VIEWERS
@@ -45,8 +47,10 @@ def _service_settings(args: argparse.Namespace, **overrides: object) -> Settings
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from cctv.core.serve import serve, use_multiprocess_metrics
+    from cctv.core.tokens import check_token_lengths
 
     s = _service_settings(args, ingest_bind=args.bind, ingest_workers=args.workers)
+    check_token_lengths(s)  # one clear line here, not a worker boot failure
     use_multiprocess_metrics(s.ingest_workers, "cctv-ingest")  # before the app's counters
     from cctv.ingest.app import create_app
 
@@ -82,6 +86,21 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     s = _service_settings(args, events_config=args.config)
     return run_events(s)
+
+
+def cmd_swarmwatch(args: argparse.Namespace) -> int:
+    from cctv.swarmwatch.service import check, run_swarmwatch
+
+    s = _settings(args)
+    return check(s) if args.check else run_swarmwatch(s)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from cctv.core.tokens import new_token
+
+    for _ in range(args.count):
+        print(new_token())
+    return 0
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -174,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("events", help="run the events service (zones, rules, webhooks)")
     sp.add_argument("--config", help="zones/rules/webhooks file (CCTV_EVENTS_CONFIG)")
     sp.set_defaults(func=cmd_events)
+
+    sp = sub.add_parser("swarmwatch", help="publish the swarm's nodes, services and tasks "
+                        "from the Docker API into Redis (runs on a manager)")
+    sp.add_argument("--check", action="store_true",
+                    help="health check: exit 0 when a fresh snapshot is in Redis")
+    sp.set_defaults(func=cmd_swarmwatch)
+
+    sp = sub.add_parser("token", help="print a new random camera token (URL-safe)")
+    sp.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    sp.set_defaults(func=cmd_token)
 
     sp = sub.add_parser("local", help="run everything on this machine with a demo camera")
     sp.add_argument("--clip", help="video file the demo camera streams "

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cctv.core.tokens import new_token
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -117,7 +119,7 @@ def run_local(args: argparse.Namespace) -> int:
     # with nginx, gunicorn listens on loopback ports of its own and nginx on the user's ports
     ingest_port = _free_port() if nginx_bin else args.ingest_port
     web_port = _free_port() if nginx_bin else args.web_port
-    token = secrets.token_urlsafe(16)
+    token = new_token()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
     env.update({
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "services"), str(REPO / "pi"),

@@ -40,6 +40,9 @@ from support import (
     wait_port,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 SECRET = "test-webhook-secret-0123456789"
 CAM = "cam1"
 # the clip at its real speed: every 2nd frame at 15 fps (frames FIRST .. FIRST + 2 * COUNT)
@@ -87,13 +90,18 @@ def _config(receivers: dict[str, WebhookReceiver]) -> dict:
                  "verify": {"model": str(MODEL_PT), "classes": ["toothbrush"],
                             "threshold": 0.99, "imgsz": 224}},
             ]}},
+        # the receivers listen on loopback, which webhooks may reach only when allowed
         "webhooks": [
-            {"name": "good", "url": r["good"].url, "batch_s": 2, "images": ["crop", "snapshot"]},
-            {"name": "flaky", "url": r["flaky"].url, "batch_s": 1, "max_attempts": 100,
+            {"name": "good", "allow_private": True, "url": r["good"].url, "batch_s": 2,
+             "images": ["crop", "snapshot"]},
+            {"name": "flaky", "allow_private": True, "url": r["flaky"].url, "batch_s": 1,
+             "max_attempts": 100,
              "backoff_s": 0.3, "backoff_max_s": 1.5},
-            {"name": "broken", "url": r["broken"].url, "batch_s": 1, "max_attempts": 2,
+            {"name": "broken", "allow_private": True, "url": r["broken"].url, "batch_s": 1,
+             "max_attempts": 2,
              "backoff_s": 0.2, "backoff_max_s": 0.4},
-            {"name": "captions", "url": r["captions"].url, "batch_s": 1,
+            {"name": "captions", "allow_private": True, "url": r["captions"].url,
+             "batch_s": 1,
              "captions_only": True},
         ],
     }
@@ -110,7 +118,7 @@ def run(redis_server, tmp_path_factory) -> ClipRun:
     (tmp / "events.json").write_text(json.dumps(_config(receivers)))
     jpegs = clip_jpegs(n=FIRST // 2 + COUNT, step=2)[FIRST // 2:]
     ingest_port = free_port()
-    common = {"cameras": f"{CAM}:tok1"}
+    common = {"cameras": f"{CAM}:tok1-16charsfortests"}
     ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
                                              f"{ingest_port}", ingest_workers=1, **common),
                      tmp, "ingest")
@@ -130,7 +138,7 @@ def run(redis_server, tmp_path_factory) -> ClipRun:
         wait_for(lambda: "events service" in events.log() or events.proc.poll() is not None,
                  120, "the events service", [events])
         assert events.proc.poll() is None, events.log()
-        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, "tok1", jpegs, FPS).start()
+        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, TOK1, jpegs, FPS).start()
         started = time.monotonic()
         restarted = False
         while len(sender.accepted) + len(sender.failed) < len(jpegs):

@@ -22,6 +22,9 @@ from support import (
     wait_port,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 CAM = "cam1"
 
 
@@ -33,7 +36,7 @@ def results(rdb, epoch: int) -> list[list[dict]]:
 @pytest.mark.slow
 def test_track_ids_continue_after_a_kill9_takeover(redis_server, rdb, tmp_path,
                                                    artifacts_dir) -> None:
-    common = {"cameras": f"{CAM}:tok1", "tracker": "bytetrack"}
+    common = {"cameras": f"{CAM}:tok1-16charsfortests", "tracker": "bytetrack"}
     ingest_port = free_port()
     ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
                                              f"{ingest_port}", ingest_workers=1, **common),
@@ -57,7 +60,7 @@ def test_track_ids_continue_after_a_kill9_takeover(redis_server, rdb, tmp_path,
                  "b to stand by", [b])
         # the clip at its real speed (every 3rd frame at 10 fps) from the parked cars' frames
         jpegs = clip_jpegs(n=150, step=3)
-        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, "tok1", jpegs, 10).start()
+        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, TOK1, jpegs, 10).start()
         wait_for(lambda: len(results(rdb, 1)) >= 40, 60, "tracked results from a", [a])
         assert rdb.exists(keys.track_state(CAM)), "the leader saves its tracker"
         a.signal(signal.SIGKILL)

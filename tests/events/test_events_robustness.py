@@ -80,7 +80,7 @@ def start_events(redis_url: str, tmp_path: Path, media: Path, webhooks: list[dic
     (tmp_path / "events.json").write_text(json.dumps(config(webhooks)))
     env = service_env(redis_url, events_config=tmp_path / "events.json", events_dir=media,
                       webhook_secret=SECRET, events_http_bind=f"127.0.0.1:{free_port()}",
-                      cameras=f"{CAM}:tok1")
+                      cameras=f"{CAM}:tok1-16charsfortests")
     svc = Service(["events"], env, tmp_path, "events")
     wait_for(lambda: "events service" in svc.log() or svc.proc.poll() is not None, 60,
              "the events service", [svc])
@@ -167,7 +167,9 @@ def test_failing_receivers_a_bad_entry_and_a_crashing_delivery_loop(
     closer = RawReceiver(b"").start()
     garbage = RawReceiver(b"NOT HTTP AT ALL\r\n\r\n").start()
     quick = {"batch_s": 0.3, "max_attempts": 2, "backoff_s": 0.2, "backoff_max_s": 0.4}
-    hooks = [{"name": "good", "url": good.url, "batch_s": 0.3, "images": ["crop"]},
+    quick["allow_private"] = True  # the receivers listen on loopback
+    hooks = [{"name": "good", "url": good.url, "batch_s": 0.3, "images": ["crop"],
+              "allow_private": True},
              {"name": "broken", "url": broken.url, **quick},
              {"name": "closer", "url": closer.url, **quick},
              {"name": "garbage", "url": garbage.url, **quick}]

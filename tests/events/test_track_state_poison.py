@@ -29,6 +29,9 @@ from support import (
     wait_port,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 CAM = "cam1"
 
 
@@ -103,7 +106,8 @@ def max_id(res: list[list[dict]]) -> int:
 def test_a_corrupted_tracker_state_starts_a_fresh_tracker_and_no_replica_dies(
         redis_server, rdb, tmp_path) -> None:
     # the state saved after every processed frame: a loaded machine's leader skips frames
-    common = {"cameras": f"{CAM}:tok1", "tracker": "bytetrack", "lease_ttl_ms": 1000,
+    common = {"cameras": f"{CAM}:tok1-16charsfortests", "tracker": "bytetrack",
+              "lease_ttl_ms": 1000,
               "track_state_every": 1}
     ingest_port = free_port()
     ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
@@ -125,7 +129,7 @@ def test_a_corrupted_tracker_state_starts_a_fresh_tracker_and_no_replica_dies(
     def send(n: int) -> None:
         """``n`` clip frames at 10 fps, then wait until the leader has done them all."""
         nonlocal seq
-        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, "tok1",
+        sender = FrameSender(f"http://127.0.0.1:{ingest_port}", CAM, TOK1,
                              jpegs[seq % 300:seq % 300 + n], 10, first_seq=seq).start()
         try:
             wait_for(lambda: len(sender.accepted) + len(sender.failed) >= n, 60, "frames sent")

@@ -139,7 +139,7 @@ class Ingest:
 
     def __init__(self, redis_url: str, port: int, log_dir: Path, **cctv: object) -> None:
         self.redis_url, self.port, self.log_dir = redis_url, port, log_dir
-        cctv.setdefault("cameras", "cam1:tok1,cam2:tok2")
+        cctv.setdefault("cameras", "cam1:tok1-16charsfortests,cam2:tok2-16charsfortests")
         cctv.setdefault("ingest_workers", 1)
         self.cctv = cctv
         self.svc: Service | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sender_support import CLIP_480, SenderProc, sender_env, stream_seqs, wait_for
 
-ENV = sender_env(CCTV_SENDER_TOKEN="tok1")
+ENV = sender_env(CCTV_SENDER_TOKEN="tok1-16charsfortests")
 
 
 def _args(ingest_url: str, *extra: str, camera: str = "cam1") -> list[str]:

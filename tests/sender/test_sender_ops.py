@@ -33,6 +33,9 @@ from sender_support import (
 )
 from support import ROOT, free_port
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 PI = ROOT / "pi"
 UNIT = PI / "systemd" / "cctv-sender.service"
 
@@ -98,7 +101,7 @@ def test_sender_notifies_ready_watchdog_status_stopping(ingest, rdb, tmp_path: P
     with MjpegServer(jpegs, fps=20) as cam:
         s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source",
                         cam.url + "/video.mjpg"], tmp_path / "state", tmp_path,
-                       env=sender_env(CCTV_SENDER_TOKEN="tok1", NOTIFY_SOCKET=path,
+                       env=sender_env(CCTV_SENDER_TOKEN=TOK1, NOTIFY_SOCKET=path,
                                       WATCHDOG_USEC="900000"))
         # from the moment it streams (start-up on a loaded machine takes a while)
         wait_for(lambda: "streaming" in s.log(), 30, "the sender streaming")
@@ -230,7 +233,7 @@ def test_install_configure_run_uninstall(ingest, rdb, tmp_path: Path,
         # the test ingest is plain HTTP on loopback
         text = text.replace("#CCTV_SENDER_INSECURE=false", "CCTV_SENDER_INSECURE=true")
         text = text.replace("CCTV_SENDER_CAMERA=CHANGE_ME", "CCTV_SENDER_CAMERA=cam2")
-        text = text.replace("CCTV_SENDER_TOKEN=CHANGE_ME", "CCTV_SENDER_TOKEN=tok2")
+        text = text.replace("CCTV_SENDER_TOKEN=CHANGE_ME", "CCTV_SENDER_TOKEN=tok2-16charsfortests")
         envfile.write_text(text + f"CCTV_SENDER_STATE_DIR={tmp_path / 'state'}\n")
         check = subprocess.run([str(exe), "--env-file", str(envfile), "--check"],
                                capture_output=True, text=True, timeout=60, env=env)
@@ -312,7 +315,7 @@ def _check(args: list[str], token: str, tmp_path: Path) -> subprocess.CompletedP
 def test_check_reports_each_problem_in_one_line(ingest, rdb, tmp_path: Path) -> None:
     ing = ingest()
     good = ["--source", str(CLIP_480), "--ingest", ing.url, "--camera", "cam1"]
-    ok = _check(good, "tok1", tmp_path)
+    ok = _check(good, TOK1, tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK   camera: file:intersection_cctv.mp4" in ok.stdout and "640x480" in ok.stdout
     assert "OK   ingest:" in ok.stdout and "token accepted" in ok.stdout
@@ -320,10 +323,10 @@ def test_check_reports_each_problem_in_one_line(ingest, rdb, tmp_path: Path) -> 
 
     cases = [
         (good, "wrong", "FAIL ingest: token refused for camera 'cam1' (HTTP 403)"),
-        (good[:-1] + ["nosuchcam"], "tok1", "camera 'nosuchcam' is not registered"),
-        (good[:3] + [f"http://127.0.0.1:{free_port()}"] + good[4:], "tok1",
+        (good[:-1] + ["nosuchcam"], TOK1, "token refused for camera 'nosuchcam' (HTTP 403)"),
+        (good[:3] + [f"http://127.0.0.1:{free_port()}"] + good[4:], TOK1,
          "unreachable: connection refused"),
-        (["--source", f"http://127.0.0.1:{free_port()}/video.mjpg"] + good[2:], "tok1",
+        (["--source", f"http://127.0.0.1:{free_port()}/video.mjpg"] + good[2:], TOK1,
          "FAIL camera: http://127.0.0.1"),
     ]
     for args, token, message in cases:
@@ -341,7 +344,7 @@ def test_sigterm_during_outage_spools_and_next_run_sends_late(ingest, rdb, tmp_p
     with MjpegServer(jpegs, fps=30) as cam:
         args = ["--ingest", f"http://127.0.0.1:{port}", "--camera", "cam1", "--source",
                 cam.url + "/video.mjpg", "--fps", "10"]
-        s = SenderProc(args, state, tmp_path, env=sender_env(CCTV_SENDER_TOKEN="tok1"))
+        s = SenderProc(args, state, tmp_path, env=sender_env(CCTV_SENDER_TOKEN=TOK1))
         time.sleep(1.5)
         assert s.stop(signal.SIGTERM) == 0
         first = s.stats()
@@ -355,7 +358,7 @@ def test_sigterm_during_outage_spools_and_next_run_sends_late(ingest, rdb, tmp_p
         assert bad.stats()["rejected"] == 3
         assert bad.stats()["spool_frames"] == first["captured"]
         s2 = SenderProc(["--ingest", ing.url, *args[2:], "--max-frames", "3"], state, tmp_path,
-                        name="sender2", env=sender_env(CCTV_SENDER_TOKEN="tok1"))
+                        name="sender2", env=sender_env(CCTV_SENDER_TOKEN=TOK1))
         assert s2.wait(60) == 0, s2.log()
     got = stream_seqs(rdb, "cam1")
     late = sorted(seq for seq, is_late in got if is_late)

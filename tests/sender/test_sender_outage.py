@@ -43,7 +43,7 @@ def test_outage_every_frame_delivered_exactly_once(ingest, rdb, tmp_path: Path) 
     s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source", str(CLIP_480),
                     "--loop", "--fps", "20", "--max-frames", "300", "--spool-rate", "40",
                     "--reconnect-max", "2"], state, tmp_path,
-                   env=sender_env(CCTV_SENDER_TOKEN="tok1"))
+                   env=sender_env(CCTV_SENDER_TOKEN="tok1-16charsfortests"))
     _outage(ing, rdb, s, "cam1")
     assert s.wait(90) == 0, s.log()
     stats = s.stats()
@@ -76,7 +76,7 @@ def test_outage_small_spool_evicts_counted_and_memory_stays_bounded(
                         f"{cam.url}/video.mjpg", "--fps", "20", "--max-frames", "300",
                         "--spool-mb", str(cap_mb), "--spool-rate", "40",
                         "--reconnect-max", "2"], state, tmp_path, camera="cam2",
-                       env=sender_env(CCTV_SENDER_TOKEN="tok2"))
+                       env=sender_env(CCTV_SENDER_TOKEN="tok2-16charsfortests"))
         wait_for(lambda: rdb.xlen("cctv:frames:cam2") >= 20, 30, "frames flowing")
         base_rss = s.rss_kib()
         samples = _outage(ing, rdb, s, "cam2",

@@ -24,6 +24,9 @@ from sender_support import (
     stream_seqs,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 BUS = SHARED / "media" / "bus.jpg"
 
 
@@ -173,7 +176,7 @@ def test_camera_gone_exits_non_zero_and_stops_the_watchdog(tmp_path: Path) -> No
     gone for the stall time, and the process exits 1 after --camera-gone-max."""
     path = str(tmp_path / "notify")
     listener = NotifySocket(path)
-    env = standin_env(tmp_path, CCTV_SENDER_TOKEN="tok1", NOTIFY_SOCKET=path,
+    env = standin_env(tmp_path, CCTV_SENDER_TOKEN=TOK1, NOTIFY_SOCKET=path,
                       WATCHDOG_USEC="300000", STANDIN_PICAMERA2_GONE_AFTER="30")
     started = time.monotonic()
     s = SenderProc(["--ingest", "http://127.0.0.1:9", "--camera", "cam1", "--source",
@@ -220,7 +223,7 @@ def test_capture_time_is_the_sensor_time_on_the_wall_clock(board) -> None:
 def test_sensor_runs_at_the_sender_fps_and_every_frame_is_counted(ingest, rdb,
                                                                   tmp_path: Path) -> None:
     ing = ingest()
-    env = standin_env(tmp_path, CCTV_SENDER_TOKEN="tok1")
+    env = standin_env(tmp_path, CCTV_SENDER_TOKEN=TOK1)
     s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source",
                     "picamera2:?size=640x480&fps=30", "--fps", "10", "--max-frames", "25",
                     "--queue", "1"], tmp_path / "state", tmp_path, env=env)
@@ -284,7 +287,7 @@ def test_bad_mode_and_missing_library(board, monkeypatch: pytest.MonkeyPatch) ->
 def test_stall_reconnects_end_to_end(ingest, rdb, tmp_path: Path) -> None:
     """The stand-in stops after 5 frames per open: the sender notices, reopens, goes on."""
     ing = ingest()
-    env = standin_env(tmp_path, CCTV_SENDER_TOKEN="tok1", STANDIN_PICAMERA2_STALL_AFTER="5")
+    env = standin_env(tmp_path, CCTV_SENDER_TOKEN=TOK1, STANDIN_PICAMERA2_STALL_AFTER="5")
     s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source",
                     "picamera2:?fps=30&size=640x480", "--fps", "0", "--max-frames", "12",
                     "--timeout", "0.5", "--reconnect-max", "0.3"], tmp_path / "state",

@@ -24,6 +24,9 @@ from sender_support import (
     wait_for,
 )
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 
 def _frames(src: Source, n: int) -> list[bytes]:
     out = []
@@ -125,7 +128,7 @@ def test_mjpeg_camera_loss_reconnects_and_keeps_sending(ingest, rdb, tmp_path: P
     with MjpegServer(jpegs, fps=50, short_after=4) as cam:
         s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source", cam.url + "/short",
                         "--fps", "0", "--max-frames", "12", "--reconnect-max", "0.3"],
-                       tmp_path / "state", tmp_path, env=sender_env(CCTV_SENDER_TOKEN="tok1"))
+                       tmp_path / "state", tmp_path, env=sender_env(CCTV_SENDER_TOKEN=TOK1))
         assert s.wait(30) == 0, s.log()
         assert cam.connections >= 3
     stats = s.stats()
@@ -173,7 +176,7 @@ def test_rtsp_camera_reboot_end_to_end(rtsp: RtspRelay, ingest, rdb, tmp_path: P
     ing = ingest()
     s = SenderProc(["--ingest", ing.url, "--camera", "cam1", "--source", rtsp.url, "--fps",
                     "20", "--max-frames", "40", "--reconnect-max", "0.5", "--timeout", "5"],
-                   tmp_path / "state", tmp_path, env=sender_env(CCTV_SENDER_TOKEN="tok1"))
+                   tmp_path / "state", tmp_path, env=sender_env(CCTV_SENDER_TOKEN=TOK1))
     wait_for(lambda: rdb.xlen("cctv:frames:cam1") >= 10, 30, "RTSP frames at ingest")
     rtsp.drop_clients()
     assert s.wait(60) == 0, s.log()

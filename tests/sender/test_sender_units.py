@@ -17,14 +17,17 @@ from cctv_sender.sources import SourceConfigError, parse_source, redact
 from cctv_sender.spool import Spool
 from cctv_sender.state import SequenceCounter, StateDir, StateError
 
+#: camera tokens of the test registry (ingest refuses tokens under 20 characters)
+TOK1 = "tok1-16charsfortests"
+
 BASE = ["--source", "file:/x.mp4", "--ingest", "http://127.0.0.1:8080", "--camera", "cam1"]
-ENV = {"CCTV_SENDER_TOKEN": "tok1", "CCTV_SENDER_INSECURE": "true"}  # plain http:// here
+ENV = {"CCTV_SENDER_TOKEN": TOK1, "CCTV_SENDER_INSECURE": "true"}  # plain http:// here
 
 
 # -- configuration ------------------------------------------------------------------------------
 def test_config_flags_and_env(tmp_path: Path) -> None:
     cfg = load_config(BASE + ["--fps", "5", "--spool-mb", "2"], ENV)
-    assert (cfg.camera, cfg.token, cfg.fps, cfg.spool_bytes) == ("cam1", "tok1", 5.0, 2_000_000)
+    assert (cfg.camera, cfg.token, cfg.fps, cfg.spool_bytes) == ("cam1", TOK1, 5.0, 2_000_000)
     env = {"CCTV_SENDER_SOURCE": "rtsp://u:p@cam/stream", "CCTV_SENDER_INGEST": "http://i:8080/",
            "CCTV_SENDER_CAMERA": "gate", "CCTV_SENDER_TOKEN": "t", "CCTV_SENDER_FPS": "2.5",
            "CCTV_SENDER_LOOP": "yes", "CCTV_SENDER_STATE_DIR": str(tmp_path),

@@ -75,7 +75,8 @@ def test_docker_stack_config_validates(files: list[Path]) -> None:
 
 def test_stack_services_follow_the_rules(stack: dict) -> None:
     services = stack["services"]
-    assert set(services) == {"redis", "ingest", "inference", "web", "events", "proxy"}
+    assert set(services) == {"redis", "ingest", "inference", "web", "events", "proxy",
+                             "swarmwatch"}
     for name, svc in services.items():
         dep = svc["deploy"]
         assert svc.get("init") is True, name
@@ -96,7 +97,8 @@ def test_stack_services_follow_the_rules(stack: dict) -> None:
 def test_stack_topology(stack: dict) -> None:
     s = stack["services"]
     assert s["redis"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
-    assert any(v.startswith("redis-data:/data") for v in s["redis"]["volumes"])
+    assert any(isinstance(v, str) and v.startswith("redis-data:/data")
+               for v in s["redis"]["volumes"])
     assert "--appendonly" in s["redis"]["command"]
     assert s["web"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert s["ingest"]["deploy"]["mode"] == "global"
@@ -112,9 +114,9 @@ def test_stack_topology(stack: dict) -> None:
     assert "{{.Task.ID}}" in inf["environment"]["CCTV_WORKER_ID"]
     assert stack["networks"]["cctv"]["driver"] == "overlay"
     assert "driver_opts" not in stack["networks"]["cctv"], "encryption only in the override"
-    assert {s["source"] for s in s["ingest"]["secrets"]} == {"cctv_cameras"}
+    assert {s["source"] for s in s["ingest"]["secrets"]} == {"cctv_cameras", "cctv_metrics"}
     assert s["ingest"]["environment"]["CCTV_CAMERAS_FILE"] == "/run/secrets/cctv_cameras"
-    assert {s["source"] for s in s["web"]["secrets"]} == {"cctv_viewers"}
+    assert {s["source"] for s in s["web"]["secrets"]} == {"cctv_viewers", "cctv_metrics"}
     # TLS at the proxy: certificate and key from secrets, the session cookie Secure behind it
     assert {s["source"] for s in s["proxy"]["secrets"]} == {"cctv_tls_cert", "cctv_tls_key"}
     assert "https://" in s["proxy"]["healthcheck"]["test"][-1]
@@ -122,6 +124,40 @@ def test_stack_topology(stack: dict) -> None:
     assert stack["secrets"]["cctv_tls_key"]["name"].startswith("cctv_tls_key_")
     for name in ("ingest", "inference", "web", "proxy"):
         assert s[name]["configs"][0]["target"] == "/etc/cctv/cctv.env"
+
+
+def _mounts_socket(svc: dict) -> bool:
+    return any("docker.sock" in (v if isinstance(v, str) else str(v.get("source", "")))
+               for v in svc.get("volumes", []))
+
+
+def test_least_privilege(stack: dict) -> None:
+    """Every container: a non-root user, no capabilities, a read-only root with a tmpfs /tmp;
+    the Docker socket only in swarmwatch (manager, no port); /metrics behind a secret token
+    wherever a cctv service runs; secrets only as files."""
+    s = stack["services"]
+    for name, svc in s.items():
+        user = str(svc.get("user", ""))
+        assert user and not user.startswith(("0", "root")), f"{name}: runs as root"
+        assert svc.get("cap_drop") == ["ALL"], name
+        assert svc.get("read_only") is True, name
+        assert any(isinstance(v, dict) and v.get("type") == "tmpfs" and v["target"] == "/tmp"
+                   for v in svc.get("volumes", [])), f"{name}: no tmpfs /tmp"
+        assert not svc.get("privileged"), name
+        assert not svc.get("cap_add"), name
+        for var in svc.get("environment", {}):
+            assert "TOKEN" not in var or var.endswith("_FILE"), f"{name}: {var} not a file"
+            assert "SECRET" not in var or var.endswith("_FILE"), f"{name}: {var} not a file"
+        if name not in ("redis", "proxy", "swarmwatch"):
+            assert svc["environment"]["CCTV_METRICS_TOKEN_FILE"] == "/run/secrets/cctv_metrics"
+            assert "cctv_metrics" in {x["source"] for x in svc["secrets"]}, name
+    assert [n for n, svc in s.items() if _mounts_socket(svc)] == ["swarmwatch"]
+    watch = s["swarmwatch"]
+    assert watch["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert not watch.get("ports") and watch["command"] == ["swarmwatch"]
+    sock = next(v for v in watch["volumes"] if isinstance(v, dict) and v["type"] == "bind")
+    assert sock["read_only"] is True
+    assert stack["secrets"]["cctv_metrics"]["external"] is True
 
 
 def test_clients_reach_services_only_through_the_proxy(stack: dict) -> None:

@@ -33,7 +33,7 @@ def _routes() -> list[Rule]:
     from cctv.web.app import create_app
 
     s = load_settings({"CCTV_VIEWERS": viewer_account(), "CCTV_REDIS_URL":
-                       "redis://127.0.0.1:1/0", "CCTV_DOCKER_SOCKET": ""})
+                       "redis://127.0.0.1:1/0"})
     return list(create_app(s, background=False).url_map.iter_rules())
 
 

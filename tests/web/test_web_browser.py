@@ -56,11 +56,28 @@ def _pixels(png: bytes) -> np.ndarray:
 def test_viewer_and_dashboard_in_a_browser(browser, cluster: WebStack,
                                            artifacts_dir: Path) -> None:
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    # every Content-Security-Policy violation of every page is reported to the console (the
+    # init script is injected by the browser's debugger, which the CSP does not govern)
+    ctx.add_init_script("""document.addEventListener('securitypolicyviolation', e =>
+        console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));""")
     page = ctx.new_page()
     errors: list[str] = []
+    csp: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: csp.append(msg.text)
+            if "Content Security Policy" in msg.text or "CSP violation" in msg.text else None)
     try:
         _run(page, cluster, artifacts_dir)
+        # the pages not visited above, and a probe that the report works at all
+        for path in ("/events", "/login"):
+            if page.request.get(cluster.url + path).status == 200:
+                page.goto(cluster.url + path)
+        page.wait_for_timeout(300)
+        assert not csp, f"CSP violations: {csp}"
+        page.evaluate("""() => { const s = document.createElement('div');
+            s.setAttribute('style', 'color: red'); document.body.append(s); }""")
+        page.wait_for_timeout(300)
+        assert any("style-src" in m for m in csp), "an inline style must be reported"
     except Exception:
         save_screenshot(page.screenshot(full_page=True), artifacts_dir / "failure.png",
                         docs=False)
@@ -74,8 +91,11 @@ def test_viewer_and_dashboard_in_a_browser(browser, cluster: WebStack,
 def _run(page, cluster: WebStack, artifacts: Path) -> None:
     url = cluster.url
     # anonymous: every page sends the browser to the login form
-    page.goto(url + "/cluster")
+    first = page.goto(url + "/cluster")
     assert "/login" in page.url
+    policy = first.all_headers()["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy, policy
+    assert "object-src 'none'" in policy and "frame-ancestors 'none'" in policy
     page.fill("#user", "viewer")
     page.fill("#password", "not the password")
     page.click("button[type=submit]")

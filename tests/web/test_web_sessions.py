@@ -25,7 +25,7 @@ def app(redis_server, rdb):
     from cctv.web.app import create_app
 
     settings = load_settings({"CCTV_VIEWERS": viewer_account(), "CCTV_REDIS_URL": redis_server.url,
-                              "CCTV_DOCKER_SOCKET": "", "CCTV_WEB_SECRET_KEY": SECRET,
+                              "CCTV_WEB_SECRET_KEY": SECRET,
                               "CCTV_WEB_HASH_CONCURRENCY": "1",
                               "CCTV_WEB_USER_FAILURES_PER_MINUTE": "5"})
     return create_app(settings, background=False)

@@ -15,9 +15,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from cctv.core.entries import EntryError, encode_result
 from cctv.core.settings import SettingsError, load_settings
+from cctv.swarmwatch.docker_api import summarize_swarm
 from cctv.web.auth import _safe_next
 from cctv.web.cluster import alerts, failover_history
-from cctv.web.docker_view import summarize_swarm
 from cctv.web.results import result_json
 from cctv.web.sse import format_event
 
@@ -87,7 +87,7 @@ def test_openapi_documents_every_api_route() -> None:
 
     s = load_settings({"CCTV_VIEWERS": "u:" + generate_password_hash("x" * 8,
                                                                     "pbkdf2:sha256:1000"),
-                       "CCTV_REDIS_URL": "redis://127.0.0.1:1/0", "CCTV_DOCKER_SOCKET": ""})
+                       "CCTV_REDIS_URL": "redis://127.0.0.1:1/0"})
     app = create_app(s, background=False)  # as `cctv web`: with the events blueprint
     spec = yaml.safe_load(SPEC.read_text())
     documented = {(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())

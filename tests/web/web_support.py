@@ -25,7 +25,7 @@ from support import (
     wait_port,
 )
 
-CAMERAS = "cam1:tok1,cam2:tok2"
+CAMERAS = "cam1:tok1-16charsfortests,cam2:tok2-16charsfortests"
 AUTH = (VIEWER_USER, VIEWER_PASSWORD)
 
 

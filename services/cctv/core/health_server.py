@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from cctv.core.metrics import metrics_authorized, render_metrics
 
 JSON = "application/json"
+#: every path the health server answers (the access matrix test walks them all)
+ROUTES = ("/healthz", "/readyz", "/metrics")
 
 
 def start_health_server(bind: str, ready: Callable[[], tuple[bool, dict]],

@@ -10,6 +10,7 @@ import logging
 import redis
 
 from cctv.core.health_server import start_health_server
+from cctv.core.httpops import NOT_READY, redis_ready
 
 log = logging.getLogger("cctv.health")
 
@@ -21,10 +22,8 @@ def start_health_thread(bind: str, client: redis.Redis, metrics_token: str) -> N
         return
 
     def ready() -> tuple[bool, dict]:
-        try:
-            client.ping()
-        except (redis.RedisError, OSError) as exc:
-            return False, {"status": "not ready", "redis": str(exc)}
+        if not redis_ready(client):
+            return False, NOT_READY
         return True, {"status": "ready"}
 
     try:

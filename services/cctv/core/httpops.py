@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Flask, Response, jsonify, request
 
+from cctv.core.logthrottle import LogThrottle
 from cctv.core.metrics import metrics_authorized, render_metrics
+
+log = logging.getLogger("cctv.health")
+_warn = LogThrottle(log, period_s=30.0)
+
+#: the body of /readyz while Redis does not answer: a fixed word, the error only in the log
+NOT_READY = {"status": "not ready", "reason": "redis_unavailable"}
+
+
+def redis_ready(client: redis.Redis) -> bool:
+    """True when Redis answers PING; the error of a failure is logged (throttled), never
+    returned, so a probe's reply says nothing about the inside."""
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        _warn.warning("readyz", "not ready: redis: %s", exc)
+        return False
+    return True
 
 
 def add_ops_routes(app: Flask, client: redis.Redis, metrics_token: str = "") -> None:
@@ -21,10 +41,8 @@ def add_ops_routes(app: Flask, client: redis.Redis, metrics_token: str = "") -> 
 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
-        try:
-            client.ping()
-        except (redis.RedisError, OSError) as exc:
-            return jsonify({"status": "not ready", "redis": str(exc)}), 503
+        if not redis_ready(client):
+            return jsonify(NOT_READY), 503
         return jsonify({"status": "ready"}), 200
 
     @app.get("/metrics")

@@ -163,3 +163,8 @@ def web_session(session_id: str) -> str:
     """STRING with the user name of one viewer login (TTL = the session lifetime); the session
     cookie carries only its id, so logout (DEL) ends every copy of the cookie."""
     return f"{PREFIX}:web:session:{session_id}"
+
+
+# --- the swarm snapshot (nodes, services, tasks), published by `cctv swarmwatch` ---
+#: STRING (JSON, core/swarmsnap.py) with a TTL; web reads it instead of the Docker socket
+SWARM_SNAPSHOT = f"{PREFIX}:swarm:snapshot"

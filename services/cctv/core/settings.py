@@ -111,8 +111,6 @@ class Settings:
     web_cookie_secure: bool = False
     # when set, /metrics of every service needs "Authorization: Bearer <token>"
     metrics_token: str = ""
-    # Docker Engine API socket of the manager (mounted read-only); missing = nodes from heartbeats
-    docker_socket: str = "/var/run/docker.sock"
     # a camera with no frame for this long is shown as silent
     camera_silent_s: float = 5.0
     # an SSE connection is closed after this long (the browser reconnects by itself)
@@ -180,6 +178,12 @@ class Settings:
     redis_min_replicas_ack: int = 0
     # how long a write waits for that (WAIT's timeout); past it ingest answers 503
     redis_wait_timeout_ms: int = 200
+
+    # --- swarmwatch: the only holder of the Docker socket ---
+    # the manager's Docker Engine API socket, read by `cctv swarmwatch` (never by web)
+    swarmwatch_socket: str = "/var/run/docker.sock"
+    # how often the swarm snapshot is read and published to Redis
+    swarmwatch_interval_s: float = 1.0
 
     @property
     def frame_limits(self) -> FrameLimits:
@@ -429,6 +433,9 @@ def _validate_untrusted_input(s: Settings, bad) -> None:
         raise bad("max_frame_pixels", "must be 1..1073741823")
     if s.pending_claim_idle_s <= 0:
         raise bad("pending_claim_idle_s", "must be > 0")
+    # --- swarmwatch ---
+    if s.swarmwatch_interval_s <= 0:
+        raise bad("swarmwatch_interval_s", "must be > 0")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -30,9 +30,11 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from cctv.core.settings import CAMERA_NAME_RE
+from cctv.events.outbound import literal_refusal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RULE_TYPES = ("dwell", "line", "count")
@@ -266,6 +268,18 @@ class Webhook(_Doc):
     timeout_s: Positive = 5.0
     captions_only: StrictBool = False
     images: list[Literal["crop", "snapshot"]] = ["crop"]
+    # loopback, private, link-local... destinations are refused unless this is true
+    # (events/outbound.py checks the resolved address at every connection)
+    allow_private: StrictBool = False
+
+    @model_validator(mode="after")
+    def _public_unless_allowed(self) -> Webhook:
+        why = literal_refusal(self.url)
+        if why and not self.allow_private:
+            raise ValueError(f"url: {self.url!r} is a {why.replace('_', '-')} address; a "
+                             "webhook reaches only public addresses unless it sets "
+                             "allow_private: true")
+        return self
 
 
 class Mqtt(_Doc):
@@ -283,6 +297,16 @@ class Mqtt(_Doc):
     backoff_max_s: Positive = 60.0
     batch_s: NonNegative = 1.0
     max_batch: Count = 100
+    # MQTT over TLS (port 8883 by convention): the broker's certificate is verified against
+    # ca_file (a PEM bundle), or the system's CAs when empty, and its name against host
+    tls: StrictBool = False
+    ca_file: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _ca_needs_tls(self) -> Mqtt:
+        if self.ca_file and not self.tls:
+            raise ValueError("ca_file is set but tls is false: set tls: true")
+        return self
 
     @property
     def name(self) -> str:

@@ -49,6 +49,7 @@ from cctv.core import keys
 from cctv.core.entries import EntryError, decode_event
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, is_redis_down
 from cctv.events.config import Mqtt, Webhook
+from cctv.events.outbound import DestinationRefused, opener
 from cctv.events.storage import EventStore
 
 log = logging.getLogger("cctv.events.delivery")
@@ -58,6 +59,9 @@ FAILED = Counter("cctv_events_delivery_failures_total", "Failed delivery attempt
                  ["receiver"])
 DEADLETTERED = Counter("cctv_events_deadlettered_total", "Events given up after the last attempt",
                        ["receiver"])
+REFUSED = Counter("cctv_events_delivery_refused_total",
+                  "Webhook deliveries refused because the destination resolved to a loopback, "
+                  "private, link-local or other non-public address", ["receiver"])
 RESTARTS = Counter("cctv_events_delivery_restarts_total",
                    "Delivery loops restarted after an unexpected error", ["receiver"])
 #: the longest pause before a crashed delivery loop starts again
@@ -108,7 +112,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect is an answer to check, not to follow with our signed body
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class Receiver:
@@ -134,6 +137,7 @@ class WebhookReceiver(Receiver):
         self.name, self.batch_s, self.max_batch = cfg.name, cfg.batch_s, cfg.max_batch
         self.max_attempts, self.backoff_s = cfg.max_attempts, cfg.backoff_s
         self.backoff_max_s, self.captions_only = cfg.backoff_max_s, cfg.captions_only
+        self._opener = opener(cfg.allow_private, _NoRedirect())
 
     def send(self, events: list[dict]) -> None:
         body = json.dumps({"receiver": self.name, "batch": uuid.uuid4().hex,
@@ -144,7 +148,7 @@ class WebhookReceiver(Receiver):
             "Content-Type": "application/json", "User-Agent": USER_AGENT,
             "X-CCTV-Timestamp": ts, "X-CCTV-Signature": sign(self.secret, ts, body)})
         try:
-            with _OPENER.open(req, timeout=self.cfg.timeout_s) as resp:
+            with self._opener.open(req, timeout=self.cfg.timeout_s) as resp:
                 resp.read(65536)
                 status = resp.status
         except urllib.error.HTTPError as exc:
@@ -154,8 +158,14 @@ class WebhookReceiver(Receiver):
             final = 300 <= status < 500 and status not in (408, 425, 429)
             raise DeliveryError(f"HTTP {status}", final=final,
                                 retry_after_s=retry_after) from None
-        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException,
-                ValueError) as exc:
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, DestinationRefused):
+                REFUSED.labels(self.name).inc()
+                log.error("receiver %s: %s; not sent", self.name, exc.reason,
+                          extra={"receiver": self.name, "reason": exc.reason.reason})
+                raise DeliveryError(str(exc.reason), final=True) from None
+            raise DeliveryError(f"URLError: {str(exc.reason)[:200]}") from None
+        except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
             # HTTPException: a receiver that closes the connection mid-answer or answers
             # something that is not HTTP
             reason = str(getattr(exc, "reason", exc))[:200]
@@ -189,6 +199,11 @@ class MqttReceiver(Receiver):
         self._mqtt = mqtt
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"cctv-events-{uuid.uuid4().hex[:8]}")
+        if cfg.tls:
+            try:  # certificate and host name verified (paho's defaults with tls_set)
+                self.client.tls_set(ca_certs=cfg.ca_file or None)
+            except (OSError, ValueError) as exc:
+                raise RuntimeError(f"mqtt: ca_file {cfg.ca_file!r}: {exc}") from exc
         if cfg.username:
             self.client.username_pw_set(cfg.username, os.environ.get(cfg.password_env, "")
                                         if cfg.password_env else None)
@@ -199,7 +214,7 @@ class MqttReceiver(Receiver):
             return
         try:
             self.client.connect(self.cfg.host, self.cfg.port, keepalive=30)
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError (a certificate refused) is an OSError
             raise DeliveryError(f"mqtt connect {self.cfg.host}:{self.cfg.port}: {exc}") from None
         self.client.loop_start()
         self._connected = True

@@ -12,7 +12,9 @@
 The names are in ``core/wire.py``, which the sender's copy must match.
 
 Replies: 202 ``{"id": ...}`` for a new frame, 200 with ``"duplicate": true`` for a repeated
-(camera, seq), and a JSON error with 400/401/403/404/413/415/429 otherwise; 429 also when the
+(camera, seq), and a JSON error with 400/401/403/413/415/429 otherwise; an unknown camera and
+a wrong token get the same 403, byte for byte (no oracle of which cameras exist; the two are
+counted apart in ``cctv_ingest_refused_total{reason}`` and told apart in the log); 429 also when the
 client address sent too many bad tokens, 503 + Retry-After when the frame store is unreachable
 or full (Redis at its ``maxmemory``). The body is never decoded: the JPEG markers and the frame
 header give validity and size, and a frame over CCTV_MAX_FRAME_WIDTH/HEIGHT/PIXELS (413) or of
@@ -25,6 +27,7 @@ import hashlib
 import hmac
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import Counter as Tally
@@ -51,6 +54,7 @@ from cctv.core.redisconn import (
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings, trusted_networks
 from cctv.core.throttle import FailureThrottle
+from cctv.core.tokens import check_token_lengths
 
 log = logging.getLogger("cctv.ingest")
 
@@ -65,6 +69,11 @@ LATENCY = Histogram(
 AUTH_THROTTLED = Counter("cctv_ingest_auth_throttled_total",
                          "Frame POSTs refused because their address sent too many bad tokens")
 AUTH_FAILED = Counter("cctv_ingest_auth_failed_total", "Frame POSTs with a missing or bad token")
+REFUSED = Counter("cctv_ingest_refused_total",
+                  "Frame POSTs refused by the token check, by reason (the reply is the same "
+                  "403 for unknown_camera and bad_token)", ["reason"])
+for _reason in ("no_token", "unknown_camera", "bad_token"):
+    REFUSED.labels(_reason)
 UNSYNCED = Counter("cctv_ingest_frames_clock_unsynced_total",
                    "Frames whose sender said its clock was not yet synchronised at capture")
 STORE_FULL = Counter("cctv_ingest_store_full_total",
@@ -85,9 +94,16 @@ STORE_FULL_LOG_EVERY_S = 10.0
 class Rejection(Exception):
     """A request that gets a JSON error reply."""
 
-    def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, log_detail: str = "",
+                 **headers: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+        #: what the log says beyond the reply (the reply itself must not tell it)
+        self.log_detail = log_detail
+
+
+#: the one reply to a token that does not open the camera, whether the camera exists or not
+FORBIDDEN_MESSAGE = "token not valid for this camera"
 
 
 class ReplyCounts:
@@ -179,8 +195,11 @@ class Ingest:
         self.settings = settings
         self.redis = connect_settings(settings, name="cctv-ingest")
         self.scripts = Scripts(self.redis)
+        check_token_lengths(settings)
         self.tokens = {cam: _token_digest(tok) for cam, tok in settings.camera_tokens.items()}
         self.default_token = _token_digest(settings.ingest_token) if settings.ingest_token else None
+        # compared against when the camera is unknown, so both refusals cost the same work
+        self._no_camera = _token_digest(secrets.token_urlsafe(32))
         self.trusted = trusted_networks(settings.trusted_proxies)
         self.auth_failures = FailureThrottle(settings.ingest_auth_fail_limit,
                                              settings.ingest_auth_fail_window_s)
@@ -192,7 +211,7 @@ class Ingest:
         return client_address(request.remote_addr, request.headers.get("X-Real-IP"), self.trusted)
 
     def authorize(self, camera: str) -> None:
-        """Raise a 400/401/403/404/429 :class:`Rejection` unless the request may post for
+        """Raise a 400/401/403/429 :class:`Rejection` unless the request may post for
         camera. Failed tokens count against the client address; an address over
         CCTV_INGEST_AUTH_FAIL_LIMIT within the window gets 429 before its token is looked at."""
         if not CAMERA_NAME_RE.fullmatch(camera):
@@ -228,15 +247,20 @@ class Ingest:
         auth = request.headers.get(wire.HEADER_AUTH, "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            REFUSED.labels("no_token").inc()
             raise Rejection(401, "unauthorized", "send Authorization: Bearer <camera token>",
                             **{"WWW-Authenticate": 'Bearer realm="cctv-ingest"'})
         expected = self.tokens.get(camera)
+        known = True
         if expected is None:
             if self.settings.cameras_strict or self.default_token is None:
-                raise Rejection(404, "unknown_camera", f"camera {camera!r} is not registered")
-            expected = self.default_token
-        if not hmac.compare_digest(_token_digest(token.strip()), expected):
-            raise Rejection(403, "forbidden", f"token not valid for camera {camera!r}")
+                expected, known = self._no_camera, False
+            else:
+                expected = self.default_token
+        if not hmac.compare_digest(_token_digest(token.strip()), expected) or not known:
+            reason = "bad_token" if known else "unknown_camera"
+            REFUSED.labels(reason).inc()
+            raise Rejection(403, "forbidden", FORBIDDEN_MESSAGE, log_detail=reason)
 
     def read_body(self) -> bytes:
         """The request body, refusing (413) before reading when it is over the limit."""
@@ -311,7 +335,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     replies = ReplyCounts()
     heartbeat = Heartbeat(ingest.redis, "ingest", settings.node, settings.heartbeat_s,
                           fields=replies.rates, on_beat=replies.flush_into).start()
-    app = Flask("cctv.ingest")
+    app = Flask("cctv.ingest", static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = None  # we enforce the limit ourselves, with a JSON reply
     app.extensions["cctv_ingest"] = ingest
     app.extensions["cctv_heartbeat"] = heartbeat
@@ -324,8 +348,10 @@ def create_app(settings: Settings | None = None) -> Flask:
             resp = jsonify(body)
             resp.status_code = status
         except Rejection as rej:
-            log.warning("rejected frame for %s: %s %s", camera[:64], rej.status, rej.message,
-                        extra={"camera": camera[:64], "status": rej.status, "code": rej.code})
+            log.warning("rejected frame for %s: %s %s%s", camera[:64], rej.status, rej.message,
+                        f" ({rej.log_detail})" if rej.log_detail else "",
+                        extra={"camera": camera[:64], "status": rej.status, "code": rej.code,
+                               "reason": rej.log_detail or rej.code})
             resp = jsonify({"error": rej.code, "message": rej.message})
             resp.status_code = rej.status
             for name, value in rej.headers.items():

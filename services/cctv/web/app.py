@@ -32,7 +32,6 @@ from cctv.web.auth import install_auth, load_accounts
 from cctv.web.broadcast import Feeds
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor
-from cctv.web.docker_view import DockerView
 from cctv.web.events import create_blueprint as create_events_blueprint
 from cctv.web.limits import Slots
 from cctv.web.pages import create_pages
@@ -79,13 +78,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                   settings.frame_limits, settings.max_frame_bytes,
                   settings.web_detection_paused_s)
     stats = CameraStats(client, settings.camera_silent_s)
-    docker = DockerView(settings.docker_socket)
-    monitor = ClusterMonitor(client, stats, docker, settings.lease_ttl_ms)
+    monitor = ClusterMonitor(client, stats, settings.lease_ttl_ms)
     app = Flask("cctv.web", template_folder="templates", static_folder=str(STATIC))
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = STATIC_MAX_AGE_S
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # forms only
     app.extensions.update(cctv_feeds=feeds, cctv_stats=stats, cctv_monitor=monitor,
-                          cctv_docker=docker, cctv_accounts=accounts)
+                          cctv_accounts=accounts)
     install_auth(app, settings, accounts, client)
     # HTTPS at the proxy (X-Forwarded-Proto from CCTV_TRUSTED_PROXIES only) is HTTPS here
     app.wsgi_app = TrustedProxyScheme(app.wsgi_app,  # type: ignore[method-assign]
@@ -130,6 +128,5 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         start_health_thread(settings.web_health_bind, client, settings.metrics_token)
         stats.start()
         Heartbeat(client, "web", settings.node, settings.heartbeat_s, fields=lambda: {
-            "viewers": feeds.viewer_count(), "sse_clients": OPEN_STREAMS.value,
-            "docker": "yes" if docker.configured() else "no"}).start()
+            "viewers": feeds.viewer_count(), "sse_clients": OPEN_STREAMS.value}).start()
     return app

@@ -3,7 +3,8 @@
 One :class:`ClusterMonitor` per web process builds the snapshot at most once a second (while
 somebody looks: a page, an API client or an event stream) and shares it with every reader:
 the inference leader and standbys (lease, epoch, heartbeats), the failover history with the
-measured gaps, nodes/services/tasks (Docker API when available, else heartbeats), per-camera
+measured gaps, nodes/services/tasks (the snapshot `cctv swarmwatch` publishes from the Docker
+API when there is a fresh one, else heartbeats), per-camera
 figures, Redis memory and clients, ingest rates and replies by status, and the alerts.
 """
 
@@ -15,13 +16,20 @@ import time
 from collections.abc import Iterator
 
 import redis
+from prometheus_client import Counter
 
 from cctv.core import keys
+from cctv.core.entries import EntryError
+from cctv.core.logthrottle import LogThrottle
 from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.core.swarmsnap import SwarmSnapshot, decode_snapshot
 from cctv.web.camera_stats import CameraStats
-from cctv.web.docker_view import DockerUnavailable, DockerView
 
 log = logging.getLogger("cctv.web.cluster")
+_warn = LogThrottle(log)
+
+BAD_SWARM = Counter("cctv_web_bad_swarm_snapshots_total",
+                    "Swarm snapshots read from Redis that failed validation (ignored)")
 
 #: the monitor keeps refreshing this long after the last reader
 IDLE_AFTER_S = 30.0
@@ -82,9 +90,8 @@ def failover_history(entries: list[tuple[bytes, dict]], limit: int = FAILOVER_HI
 class ClusterMonitor:
     """Builds and shares the snapshot; see the module doc."""
 
-    def __init__(self, client: redis.Redis, cameras: CameraStats, docker: DockerView,
-                 lease_ttl_ms: int) -> None:
-        self.redis, self.cameras, self.docker = client, cameras, docker
+    def __init__(self, client: redis.Redis, cameras: CameraStats, lease_ttl_ms: int) -> None:
+        self.redis, self.cameras = client, cameras
         self.lease_ttl_ms = lease_ttl_ms
         self._cond = threading.Condition()
         self._snapshot: dict | None = None
@@ -173,10 +180,12 @@ class ClusterMonitor:
         pipe.hgetall(keys.INGEST_RESPONSES)
         pipe.hgetall(keys.ingest_responses_minute(minute - 1))
         pipe.hgetall(keys.ingest_responses_minute(minute))
+        pipe.get(keys.SWARM_SNAPSHOT)
         for k in hb_keys:
             pipe.hgetall(k)
         (lease, epoch, pttl, failovers, info, replies_total, replies_prev,
-         replies_now, *beats) = pipe.execute()
+         replies_now, swarm_raw, *beats) = pipe.execute()
+        snap["_swarm_raw"] = swarm_raw
         heartbeats: dict[str, list[dict]] = {}
         for k, fields in zip(hb_keys, beats, strict=True):
             if not fields:
@@ -253,23 +262,15 @@ class ClusterMonitor:
                     {"service": service, "id": h.get("id"), "pid": h.get("pid"),
                      "role": h.get("role"), "version": h.get("version"),
                      "age_s": h.get("age_s"), "uptime_s": h.get("uptime_s")})
-        docker_error = None
-        swarm = None
-        if self.docker.configured():
-            try:
-                swarm = self.docker.read()
-            except DockerUnavailable as exc:
-                docker_error = str(exc)
-        else:
-            docker_error = f"no Docker socket at {self.docker.socket_path or '(disabled)'}"
+        swarm, docker_error = self._swarm(snap.pop("_swarm_raw", None))
         if swarm is not None:
-            nodes = swarm["nodes"]
+            nodes = swarm.nodes
             for n in nodes:
                 n["instances"] = by_node.pop(n["name"], [])
             for name, inst in sorted(by_node.items()):  # beats from nodes Docker does not know
                 nodes.append({"name": name, "role": "?", "state": "unknown (not in swarm)",
                               "availability": "?", "address": "", "instances": inst})
-            snap["nodes"], snap["services"] = nodes, swarm["services"]
+            snap["nodes"], snap["services"] = nodes, swarm.services
             snap["nodes_source"] = "docker"
         else:
             snap["nodes"] = [
@@ -288,7 +289,26 @@ class ClusterMonitor:
                               for h in items]}
             snap["services"] = list(services.values())
             snap["nodes_source"] = "heartbeats"
-        snap["docker"] = {"available": swarm is not None, "error": docker_error}
+        snap["docker"] = {"available": swarm is not None, "error": docker_error,
+                          "source": "swarmwatch",
+                          "node": swarm.node if swarm is not None else None}
+
+    @staticmethod
+    def _swarm(raw: bytes | None) -> tuple[SwarmSnapshot | None, str | None]:
+        """The swarmwatch snapshot, or None and why not (a bad value is counted, logged at
+        most once a minute and ignored)."""
+        if raw is None:
+            return None, "no swarm snapshot (is cctv swarmwatch running on a manager?)"
+        try:
+            swarm = decode_snapshot(raw)
+        except EntryError as exc:
+            BAD_SWARM.inc()
+            _warn.warning("swarm", "ignoring a bad swarm snapshot in %s: %s",
+                          keys.SWARM_SNAPSHOT, exc)
+            return None, "bad swarm snapshot (ignored)"
+        if not swarm.ok:
+            return None, f"swarmwatch on {swarm.node}: Docker API unavailable ({swarm.error})"
+        return swarm, None
 
 
 def alerts(snap: dict) -> list[dict]:

@@ -73,7 +73,7 @@
       {v: f.gap_ms === null || f.gap_ms === undefined ? (f.reason === "initial" ? "–" : "waiting…") : `${f.gap_ms} ms`, cls: "num"},
     ]), "no leadership change recorded");
 
-    $("nodes-source").textContent = s.nodes_source === "docker" ? "Docker API" : "from heartbeats";
+    $("nodes-source").textContent = s.nodes_source === "docker" ? "Docker API (swarmwatch)" : "from heartbeats";
     $("nodes-source").title = s.docker && s.docker.error ? s.docker.error : "";
     const nodes = s.nodes || [];
     fillTable($("nodes"), nodes.map(n => [

@@ -1,0 +1,28 @@
+"""Camera tokens: how long they must be, and how to make one (`cctv token`)."""
+
+from __future__ import annotations
+
+import secrets
+
+from cctv.core.settings import Settings, SettingsError
+
+#: the shortest camera token ingest accepts at start (a `cctv token` is 43 characters)
+MIN_TOKEN_LENGTH = 20
+
+
+def new_token() -> str:
+    """A new camera token: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def check_token_lengths(settings: Settings) -> None:
+    """Refuse to start with a camera token shorter than MIN_TOKEN_LENGTH: the message names
+    the camera, never the token."""
+    short = sorted(cam for cam, tok in settings.camera_tokens.items()
+                   if len(tok) < MIN_TOKEN_LENGTH)
+    if short:
+        raise SettingsError(f"CCTV_CAMERAS: the token of camera(s) {', '.join(short)} is shorter "
+                            f"than {MIN_TOKEN_LENGTH} characters; make one with `cctv token`")
+    if settings.ingest_token and len(settings.ingest_token) < MIN_TOKEN_LENGTH:
+        raise SettingsError(f"CCTV_INGEST_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; "
+                            "make one with `cctv token`")
