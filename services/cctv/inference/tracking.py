@@ -35,6 +35,7 @@ import redis
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
+from cctv.core.scripts import SAVE_TRACK_STATE
 from cctv.core.settings import Settings
 from cctv.inference import trackstate
 from cctv.inference.bytetrack import ByteTracker
@@ -56,16 +57,6 @@ for _reason in ("too_large", "format", "version", "kind", "values"):
 STATE_TTL_MS = 3600 * 1000
 #: most prediction steps a gap is bridged with (a longer gap coasts this many)
 MAX_COAST_STEPS = 60
-
-# KEYS: lease, epoch, track_state   ARGV: worker, epoch, ttl_ms, blob
-# Writes the tracker state only while this worker holds the lease with this epoch.
-SAVE_TRACK_STATE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  return redis.error_reply('STALE fenced: not the current leader/epoch')
-end
-redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[3]))
-return 1
-"""
 
 
 class TrackingUnavailable(RuntimeError):
