@@ -35,11 +35,11 @@ import redis
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
-from cctv.core.scripts import SAVE_TRACK_STATE
 from cctv.core.settings import Settings
 from cctv.inference import trackstate
 from cctv.inference.bytetrack import ByteTracker
 from cctv.inference.detector import Detection
+from cctv.inference.records import TrackState
 
 log = logging.getLogger("cctv.inference.tracking")
 
@@ -190,14 +190,14 @@ def _last_track_id(client: redis.Redis, camera: str, count: int = 1) -> int:
 
 
 class Tracking:
-    """Every camera's tracker in one leadership; created by the leader loop."""
+    """Every camera's tracker in one leadership; created by the leader loop, its states saved
+    by the fenced publisher (:meth:`due_states`)."""
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.kind = resolve_tracker(settings.tracker)
         self.buffer, self.every = settings.track_buffer, settings.track_state_every
         self.redis = client
         self.cameras: dict[str, CameraTracker] = {}
-        self._save = client.register_script(SAVE_TRACK_STATE)
         self._dirty: set[str] = set()
 
     @property
@@ -255,14 +255,10 @@ class Tracking:
             self._dirty.add(camera)
         return out
 
-    def queue_saves(self, pipe: redis.client.Pipeline, worker: str, epoch: int) -> int:
-        """Add a fenced state write per camera due for one to ``pipe``; returns how many."""
-        n = 0
-        for camera in sorted(self._dirty):
-            ct = self.cameras[camera]
-            self._save(keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE,
-                             keys.track_state(camera)],
-                       args=[worker, epoch, STATE_TTL_MS, ct.dumps()], client=pipe)
-            n += 1
+    def due_states(self) -> list[TrackState]:
+        """The state of every camera due for a save, by camera name, each once (the fenced
+        publisher writes them with the results)."""
+        due = [TrackState(camera, self.cameras[camera].dumps(), STATE_TTL_MS)
+               for camera in sorted(self._dirty)]
         self._dirty.clear()
-        return n
+        return due
