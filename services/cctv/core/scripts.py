@@ -2,9 +2,12 @@
 
 * ``INGEST``: dedupe on (camera, seq), per-camera token bucket, exact stream cap with counted
   eviction of frames no consumer has read, then XADD.
-* ``PUBLISH_RESULT`` / ``DROP_FRAMES``: the only ways inference writes; both are fenced by
-  the lease owner and epoch so a deposed leader cannot publish or ack anything.
+* ``PUBLISH_RESULT`` / ``DROP_FRAMES`` / ``SKIP_BACKLOG`` / ``SAVE_TRACK_STATE``: the only ways
+  inference writes; each is built by :func:`fenced` from the one :data:`FENCE` (lease owner and
+  epoch), so a deposed leader cannot publish, ack or save anything.
 * ``LEASE_*``: acquire (SET NX PX + INCR epoch), compare-and-extend, compare-and-delete.
+* ``EMIT_EVENT``: the events service's record, indexes and stream entry in one step.
+* ``SET_CLIP``: an event's clip file, recorded only while the event is still stored.
 """
 
 from __future__ import annotations
@@ -122,20 +125,29 @@ if ARGV[3] == '1' then redis.call('HINCRBY', stats, 'accepted_late', 1) end
 return {'ok', id}
 """
 
-_FENCE = """
-local function fenced(lease, epoch_key, worker, epoch)
-  return redis.call('GET', lease) == worker and redis.call('GET', epoch_key) == epoch
+# The fence every write of the inference leader starts with, written only here: KEYS[1] is the
+# lease, KEYS[2] the epoch counter, ARGV[1] the replica's id, ARGV[2] its epoch. Unless the
+# lease holds this replica's id and the epoch is its epoch, the script writes nothing and
+# replies the error STALE (is_stale_error), on which the replica steps down.
+FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return redis.error_reply('STALE fenced: not the current leader/epoch')
 end
 """
+
+
+def fenced(body: str, *helpers: str) -> str:
+    """A fenced script: the ``helpers`` (Lua function definitions), :data:`FENCE`, ``body``.
+
+    ``body`` runs only past the fence, with the fence's KEYS[1..2] and ARGV[1..2]."""
+    return "".join(helpers) + FENCE + body
+
 
 # KEYS: lease, epoch, frames, det, stats, leader_last, failovers
 # ARGV: worker, epoch, frame_id, det_maxlen, group, field1, value1, ...
 # Returns the det entry id, 0 when the frame was no longer pending (already handled),
-# or the error STALE when this worker is not the current leader/epoch.
-PUBLISH_RESULT = _FENCE + """
-if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
-  return redis.error_reply('STALE fenced: not the current leader/epoch')
-end
+# or the error STALE (the fence).
+PUBLISH_RESULT = fenced("""
 if redis.call('XACK', KEYS[3], ARGV[5], ARGV[3]) == 0 then return 0 end
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -152,15 +164,12 @@ if prev[1] and prev[1] ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[6], 'epoch', ARGV[2], 'worker', ARGV[1], 'ms', tostring(now_ms))
 return id
-"""
+""")
 
 # KEYS: lease, epoch, frames, stats, drops
 # ARGV: worker, epoch, reason, group, n, id1..idn, seq1..seqn
 # Acks the ids that are still pending, counts them as dropped_<reason>, records them.
-DROP_FRAMES = _FENCE + """
-if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
-  return redis.error_reply('STALE fenced: not the current leader/epoch')
-end
+DROP_FRAMES = fenced("""
 local n = tonumber(ARGV[5])
 local ids, seqs = {}, {}
 for i = 1, n do
@@ -176,7 +185,7 @@ if #ids > 0 then
     'worker', ARGV[1])
 end
 return #ids
-"""
+""")
 
 # KEYS: lease, epoch, frames, stats, drops, frame_index
 # ARGV: worker, epoch, group
@@ -185,10 +194,7 @@ return #ids
 # Ids and seqs come from the index list ingest keeps beside the stream: no JPEG payload is
 # copied into the script. (Entries written around ingest are not in the index; they are read
 # normally when newer than the newest indexed frame, else passed over with the skipped ones.)
-SKIP_BACKLOG = _ID_GT + _FENCE + """
-if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then
-  return redis.error_reply('STALE fenced: not the current leader/epoch')
-end
+SKIP_BACKLOG = fenced("""
 local last = group_last_delivered(KEYS[3], ARGV[3])
 if not last then return 0 end
 local ids, seqs = {}, {}
@@ -212,7 +218,14 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'reason', 'behind',
   'ids', table.concat(skip_ids, ','), 'seqs', table.concat(skip_seqs, ','), 'epoch', ARGV[2],
   'worker', ARGV[1])
 return #skip_ids
-"""
+""", _ID_GT)
+
+# KEYS: lease, epoch, track_state   ARGV: worker, epoch, ttl_ms, blob
+# Writes the leader's tracker state of one camera (cctv.inference.trackstate); returns 1.
+SAVE_TRACK_STATE = fenced("""
+redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[3]))
+return 1
+""")
 
 # KEYS: lease, epoch, holder_info
 # ARGV: worker, ttl_ms
@@ -250,6 +263,46 @@ return 0
 """
 
 
+# KEYS: event hash, events stream, stats, index-keys set, index zsets...
+# ARGV: kind (start|end|instant), id, score, maxlen, camera, rule, record json, snapshot, crop
+# Returns 1 when written, 0 when it was already (a replay).
+EMIT_EVENT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+local kind = ARGV[1]
+if kind == 'end' then
+  if status ~= 'open' then return 0 end
+elseif status then
+  return 0
+end
+local idx = {}
+local known = {}
+local prev = redis.call('HGET', KEYS[1], 'idx')
+if prev then
+  for k in string.gmatch(prev, '[^\\n]+') do idx[#idx + 1] = k; known[k] = true end
+end
+for i = 5, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  redis.call('SADD', KEYS[4], KEYS[i])
+  if not known[KEYS[i]] then idx[#idx + 1] = KEYS[i]; known[KEYS[i]] = true end
+end
+local new_status = 'closed'
+if kind == 'start' then new_status = 'open' end
+redis.call('HSET', KEYS[1], 'json', ARGV[7], 'status', new_status, 'camera', ARGV[5],
+  'snapshot', ARGV[8], 'crop', ARGV[9], 'idx', table.concat(idx, '\\n'))
+local type = 'event.start'
+if kind == 'end' then type = 'event.end' elseif kind == 'instant' then type = 'event' end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[4]), '*', 'type', type, 'id', ARGV[2],
+  'camera', ARGV[5], 'rule', ARGV[6], 'event', ARGV[7])
+if kind == 'end' then
+  redis.call('HINCRBY', KEYS[3], 'ended', 1)
+else
+  redis.call('HINCRBY', KEYS[3], 'emitted', 1)
+  redis.call('HINCRBY', KEYS[3], 'emitted:' .. ARGV[5] .. ':' .. ARGV[6], 1)
+end
+return 1
+"""
+
+
 class Scripts:
     """The scripts registered on one Redis client (EVALSHA with automatic reload)."""
 
@@ -258,12 +311,19 @@ class Scripts:
         self.publish_result = client.register_script(PUBLISH_RESULT)
         self.drop_frames = client.register_script(DROP_FRAMES)
         self.skip_backlog = client.register_script(SKIP_BACKLOG)
+        self.save_track_state = client.register_script(SAVE_TRACK_STATE)
         self.lease_acquire = client.register_script(LEASE_ACQUIRE)
         self.lease_renew = client.register_script(LEASE_RENEW)
         self.lease_release = client.register_script(LEASE_RELEASE)
 
 
 def is_stale_error(exc: BaseException) -> bool:
-    """True when ``exc`` is the fencing refusal raised by the result/drop scripts."""
+    """True when ``exc`` is the refusal of :data:`FENCE` (any fenced script)."""
     return isinstance(exc, redis.ResponseError) and "STALE" in str(exc)
 
+# KEYS: event hash; ARGV: clip path. Returns 1 when set, 0 when the event is gone.
+SET_CLIP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'clip', ARGV[1])
+return 1
+"""

@@ -36,6 +36,7 @@ from prometheus_client import Counter
 
 from cctv.core import keys
 from cctv.core.redisconn import durable
+from cctv.core.scripts import EMIT_EVENT, SET_CLIP
 from cctv.events.captions import words
 
 FAILURES = Counter("cctv_events_failures_total",
@@ -49,52 +50,6 @@ log = logging.getLogger("cctv.events.storage")
 
 EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 FACETS = ("camera", "class", "zone", "line", "rule", "word")
-
-# KEYS: event hash, events stream, stats, index-keys set, index zsets...
-# ARGV: kind (start|end|instant), id, score, maxlen, camera, rule, record json, snapshot, crop
-# KEYS: event hash; ARGV: clip path. Returns 1 when set, 0 when the event is gone.
-SET_CLIP = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'clip', ARGV[1])
-return 1
-"""
-
-# Returns 1 when written, 0 when it was already (a replay).
-EMIT_EVENT = """
-local status = redis.call('HGET', KEYS[1], 'status')
-local kind = ARGV[1]
-if kind == 'end' then
-  if status ~= 'open' then return 0 end
-elseif status then
-  return 0
-end
-local idx = {}
-local known = {}
-local prev = redis.call('HGET', KEYS[1], 'idx')
-if prev then
-  for k in string.gmatch(prev, '[^\\n]+') do idx[#idx + 1] = k; known[k] = true end
-end
-for i = 5, #KEYS do
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
-  redis.call('SADD', KEYS[4], KEYS[i])
-  if not known[KEYS[i]] then idx[#idx + 1] = KEYS[i]; known[KEYS[i]] = true end
-end
-local new_status = 'closed'
-if kind == 'start' then new_status = 'open' end
-redis.call('HSET', KEYS[1], 'json', ARGV[7], 'status', new_status, 'camera', ARGV[5],
-  'snapshot', ARGV[8], 'crop', ARGV[9], 'idx', table.concat(idx, '\\n'))
-local type = 'event.start'
-if kind == 'end' then type = 'event.end' elseif kind == 'instant' then type = 'event' end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[4]), '*', 'type', type, 'id', ARGV[2],
-  'camera', ARGV[5], 'rule', ARGV[6], 'event', ARGV[7])
-if kind == 'end' then
-  redis.call('HINCRBY', KEYS[3], 'ended', 1)
-else
-  redis.call('HINCRBY', KEYS[3], 'emitted', 1)
-  redis.call('HINCRBY', KEYS[3], 'emitted:' .. ARGV[5] .. ':' .. ARGV[6], 1)
-end
-return 1
-"""
 
 
 def _with_clip(raw: bytes | None, clip: bytes | None) -> dict | None:

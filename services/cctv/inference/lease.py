@@ -40,11 +40,11 @@ class Acquired:
 
 
 class Lease:
-    """One worker's view of the inference lease."""
+    """One replica's view of the inference lease."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, worker_id: str, ttl_ms: int, *,
+    def __init__(self, client: redis.Redis, scripts: Scripts, replica_id: str, ttl_ms: int, *,
                  replicas: int = 0, wait_timeout_ms: int = 200) -> None:
-        self.redis, self.scripts, self.worker_id, self.ttl_ms = client, scripts, worker_id, ttl_ms
+        self.redis, self.scripts, self.replica_id, self.ttl_ms = client, scripts, replica_id, ttl_ms
         self.replicas, self.wait_timeout_ms = replicas, wait_timeout_ms
         self.epoch = 0
         self._lost = threading.Event()
@@ -64,7 +64,7 @@ class Lease:
                            self.scripts.lease_acquire(
                                keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE,
                                      keys.LEASE_HOLDER],
-                               args=[self.worker_id, self.ttl_ms], client=pipe))
+                               args=[self.replica_id, self.ttl_ms], client=pipe))
         except NotReplicated as exc:
             if exc.replies and not exc.replies[0]:
                 return None  # not acquired: nothing to make durable
@@ -94,7 +94,7 @@ class Lease:
             sent = time.monotonic()
             try:
                 ok = self.scripts.lease_renew(keys=[keys.LEASE_INFERENCE],
-                                              args=[self.worker_id, self.ttl_ms])
+                                              args=[self.replica_id, self.ttl_ms])
             except REDIS_DOWN_ERRORS as exc:
                 log.warning("lease renewal failed, redis unreachable: %s", exc)
                 if not self.held():
@@ -116,7 +116,7 @@ class Lease:
         try:
             return bool(self.scripts.lease_release(
                 keys=[keys.LEASE_INFERENCE, keys.LEASE_HOLDER, keys.LEASE_RELEASED_CHANNEL],
-                args=[self.worker_id]))
+                args=[self.replica_id]))
         except REDIS_DOWN_ERRORS as exc:
             log.warning("lease release failed (it will expire): %s", exc)
             return False

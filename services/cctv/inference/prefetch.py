@@ -9,8 +9,11 @@ already decoded and, when the detector can (``prepare``), letterboxed into the m
 A newer frame for the same camera replaces the held one, which is acked as dropped
 (``behind``) through the same fenced script as every other drop, so the live policy and the
 accounting are unchanged: every frame read is processed or counted. A frame that does not decode
-or letterbox is acked as ``corrupt`` (LeaderLoop.decode) and the thread goes on. Frames still
-held when leadership ends stay pending in the consumer group, where the next leader claims them.
+or letterbox is acked as ``corrupt`` (by ``decode``) and the thread goes on. Frames still held
+when leadership ends stay pending in the consumer group, where the next leader claims them.
+
+The prefetcher knows nothing of the leader: it is given plain callables (read, decode, drop,
+held), so it imports only the frame record.
 """
 
 from __future__ import annotations
@@ -18,19 +21,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cctv.inference.worker import Frame, LeaderLoop
+from cctv.inference.records import Frame
 
 log = logging.getLogger("cctv.inference.prefetch")
 
 
 class Prefetcher:
-    """Background reader for a :class:`LeaderLoop`; :meth:`take` hands over decoded frames."""
+    """Background reader; :meth:`take` hands over decoded frames.
 
-    def __init__(self, loop: LeaderLoop, held: Callable[[], bool]) -> None:
-        self.loop, self.held = loop, held
+    ``read`` returns new frames per camera (oldest first), ``decode`` decodes one in place
+    (False: it was dropped as corrupt), ``drop`` acks frames as dropped for a reason, ``held``
+    says whether the lease is still held.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, list[Frame]]],
+                 decode: Callable[[Frame], bool], drop: Callable[[list[Frame], str], int],
+                 held: Callable[[], bool]) -> None:
+        self.read, self.decode, self.drop, self.held = read, decode, drop, held
         self._slots: dict[str, Frame] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -65,7 +73,7 @@ class Prefetcher:
         try:
             # held(): a replica that lost the lease must not read (and so hold pending) any more
             while not self._stop.is_set() and self.held():
-                batch = self.loop.read()
+                batch = self.read()
                 for frames in batch.values():
                     if frames:
                         self._hold(frames)
@@ -77,7 +85,7 @@ class Prefetcher:
     def _hold(self, frames: list[Frame]) -> None:
         newest = frames[-1]
         behind = frames[:-1]
-        if not self.loop.decode(newest):
+        if not self.decode(newest):
             # dropped as corrupt (counted, logged): the next newest takes its place, and the
             # frame held already stays held
             if behind:
@@ -89,4 +97,4 @@ class Prefetcher:
             self._cond.notify_all()
         if replaced is not None:
             behind.insert(0, replaced)
-        self.loop.drop(behind, "behind")
+        self.drop(behind, "behind")

@@ -39,6 +39,7 @@ from cctv.core.settings import Settings
 from cctv.inference import trackstate
 from cctv.inference.bytetrack import ByteTracker
 from cctv.inference.detector import Detection
+from cctv.inference.records import TrackState
 
 log = logging.getLogger("cctv.inference.tracking")
 
@@ -56,16 +57,6 @@ for _reason in ("too_large", "format", "version", "kind", "values"):
 STATE_TTL_MS = 3600 * 1000
 #: most prediction steps a gap is bridged with (a longer gap coasts this many)
 MAX_COAST_STEPS = 60
-
-# KEYS: lease, epoch, track_state   ARGV: worker, epoch, ttl_ms, blob
-# Writes the tracker state only while this worker holds the lease with this epoch.
-SAVE_TRACK_STATE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  return redis.error_reply('STALE fenced: not the current leader/epoch')
-end
-redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[3]))
-return 1
-"""
 
 
 class TrackingUnavailable(RuntimeError):
@@ -199,14 +190,14 @@ def _last_track_id(client: redis.Redis, camera: str, count: int = 1) -> int:
 
 
 class Tracking:
-    """Every camera's tracker in one leadership; created by the leader loop."""
+    """Every camera's tracker in one leadership; created by the leader loop, its states saved
+    by the fenced publisher (:meth:`due_states`)."""
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.kind = resolve_tracker(settings.tracker)
         self.buffer, self.every = settings.track_buffer, settings.track_state_every
         self.redis = client
         self.cameras: dict[str, CameraTracker] = {}
-        self._save = client.register_script(SAVE_TRACK_STATE)
         self._dirty: set[str] = set()
 
     @property
@@ -264,14 +255,10 @@ class Tracking:
             self._dirty.add(camera)
         return out
 
-    def queue_saves(self, pipe: redis.client.Pipeline, worker: str, epoch: int) -> int:
-        """Add a fenced state write per camera due for one to ``pipe``; returns how many."""
-        n = 0
-        for camera in sorted(self._dirty):
-            ct = self.cameras[camera]
-            self._save(keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE,
-                             keys.track_state(camera)],
-                       args=[worker, epoch, STATE_TTL_MS, ct.dumps()], client=pipe)
-            n += 1
+    def due_states(self) -> list[TrackState]:
+        """The state of every camera due for a save, by camera name, each once (the fenced
+        publisher writes them with the results)."""
+        due = [TrackState(camera, self.cameras[camera].dumps(), STATE_TTL_MS)
+               for camera in sorted(self._dirty)]
         self._dirty.clear()
-        return n
+        return due

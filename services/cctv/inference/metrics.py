@@ -1,0 +1,50 @@
+"""What a replica reports: its Prometheus metrics, and the recent throughput and lag its
+heartbeat carries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PROCESSED = Counter("cctv_inference_frames_processed_total", "Frames detected", ["camera"])
+DROPPED = Counter("cctv_inference_frames_dropped_total", "Frames dropped by the live policy",
+                  ["camera", "reason"])
+INFER_SECONDS = Histogram("cctv_inference_seconds", "Model time per frame",
+                          buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0))
+LAG_SECONDS = Gauge("cctv_inference_stream_lag_seconds", "Age of the last processed frame",
+                    ["camera"])
+
+IS_LEADER = Gauge("cctv_inference_is_leader", "1 while this replica holds the lease")
+EPOCH = Gauge("cctv_inference_leader_epoch", "Epoch of this replica's current/last leadership")
+ACQUISITIONS = Counter("cctv_inference_failovers_total",
+                       "Lease acquisitions by this replica, by reason: initial (first leader), "
+                       "expired (took over from a dead leader), released (planned hand-over)",
+                       ["reason"])
+for _reason in ("initial", "expired", "released"):
+    ACQUISITIONS.labels(_reason)  # export zeros, so rate() sees the first failover
+
+
+class ReplicaStats:
+    """Recent throughput and lag, for heartbeats and logs."""
+
+    def __init__(self) -> None:
+        self._done: deque[float] = deque(maxlen=512)
+        self.lag_ms = 0.0
+        self.lock = threading.Lock()
+
+    def processed(self, n: int, lag_ms: float) -> None:
+        """Count ``n`` frames processed now, the oldest ``lag_ms`` old."""
+        now = time.monotonic()
+        with self.lock:
+            self._done.extend([now] * n)
+            self.lag_ms = lag_ms
+
+    def fps(self) -> float:
+        """Frames processed per second over the last 5 s."""
+        now = time.monotonic()
+        with self.lock:
+            recent = [t for t in self._done if now - t < 5.0]
+        return len(recent) / 5.0

@@ -1,0 +1,93 @@
+"""Decode, detect, track and publish frames; a frame that fails any step costs one counted
+``corrupt`` drop, never the leader."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from cctv.core.jpeg import JpegError
+from cctv.core.jpeg_decode import decode_jpeg
+from cctv.core.settings import Settings
+from cctv.inference.clock import RedisClock
+from cctv.inference.detector import Detection, Detector
+from cctv.inference.metrics import INFER_SECONDS, LAG_SECONDS, ReplicaStats
+from cctv.inference.publisher import NotLeader, Publisher
+from cctv.inference.records import Frame, Result
+from cctv.inference.tracking import Tracking
+
+
+class FrameProcessor:
+    """Turns frames into published results for one leadership."""
+
+    def __init__(self, settings: Settings, detector: Detector, tracking: Tracking,
+                 publisher: Publisher, clock: RedisClock, stats: ReplicaStats) -> None:
+        self.s, self.detector, self.tracking = settings, detector, tracking
+        self.publisher, self.clock, self.stats = publisher, clock, stats
+
+    def decode(self, frame: Frame) -> bool:
+        """Decode (and letterbox, when the detector can) ``frame`` in place; a frame that
+        fails is dropped as corrupt and False returned."""
+        try:
+            if frame.image is None:
+                frame.image = decode_jpeg(frame.jpeg, self.s.frame_limits)
+            prepare = getattr(self.detector, "prepare", None)
+            if prepare is not None and frame.prepared is None:
+                frame.prepared = prepare(frame.image)
+            return True
+        except JpegError as exc:
+            why = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any letterbox failure is this frame's
+            why = f"letterbox failed: {type(exc).__name__}: {exc}"
+        frame.image = frame.prepared = None
+        self.publisher.drop_corrupt(frame, why)
+        return False
+
+    def _detect(self, frames: list[Frame]) -> list[tuple[Frame, list[Detection]]]:
+        """Detections of each frame; when the model fails on the batch, each frame alone, and
+        a frame it fails on alone is dropped as corrupt."""
+        inputs = [f.prepared if f.prepared is not None else f.image for f in frames]
+        try:
+            return list(zip(frames, self.detector.detect(inputs), strict=True))
+        except Exception as exc:  # noqa: BLE001 - a model error must not end the loop
+            if len(frames) == 1:
+                self.publisher.drop_corrupt(frames[0], f"detection failed: "
+                                                       f"{type(exc).__name__}: {exc}")
+                return []
+        out = []
+        for f in frames:
+            out += self._detect([f])
+        return out
+
+    def process(self, frames: list[Frame]) -> None:
+        """Decode, detect, track and publish ``frames`` (at most one per camera)."""
+        ok = [f for f in frames if self.decode(f)]
+        if not ok:
+            return
+        started = time.perf_counter()
+        detected = self._detect(ok)
+        if not detected:
+            return
+        infer_ms = (time.perf_counter() - started) * 1000 / len(detected)
+        for _ in detected:
+            INFER_SECONDS.observe(infer_ms / 1000)
+        tracked = []
+        for f, d in detected:
+            try:
+                tracked.append((f, self.tracking.track(f.camera, d, f.ts_us, f.image)))
+            except (redis.RedisError, NotLeader):
+                raise  # not the frame's fault: the loop's own handling applies
+            except Exception as exc:  # noqa: BLE001 - the frame costs a drop, not the leader
+                self.publisher.drop_corrupt(f, f"tracking failed: {type(exc).__name__}: {exc}")
+        if not tracked:
+            return
+        done_us = time.time_ns() // 1000
+        self.publisher.publish([Result(f, d, infer_ms, done_us, f.image.shape[1],
+                                       f.image.shape[0]) for f, d in tracked],
+                               self.tracking.due_states())
+        now_ms = self.clock.now_ms()
+        lag = max(now_ms - f.id_ms for f, _ in tracked)
+        for f, _ in tracked:
+            LAG_SECONDS.labels(f.camera).set((now_ms - f.id_ms) / 1000)
+        self.stats.processed(len(tracked), lag)
