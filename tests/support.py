@@ -401,3 +401,13 @@ class Boxes:
 
     def __getitem__(self, mask) -> Boxes:
         return Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])
+
+
+def until(page, js: str, timeout_s: float) -> None:
+    """Poll ``js`` in a Playwright page until it is true. (Playwright's wait_for_function
+    evaluates its predicate with eval, which the pages' Content-Security-Policy forbids.)"""
+    end = time.monotonic() + timeout_s
+    while not page.evaluate(js):
+        if time.monotonic() > end:
+            raise AssertionError(f"not true after {timeout_s} s: {js}")
+        time.sleep(0.1)

@@ -37,6 +37,7 @@ from support import (
     clip_jpegs,
     free_port,
     service_env,
+    until,
     wait_port,
 )
 
@@ -348,13 +349,6 @@ def test_every_event_keeps_its_clip_as_mp4(run: ClipRun) -> None:
         assert (frames[0].width, frames[0].height) == (ev["width"], ev["height"])
 
 
-def until(page, js: str, timeout_s: float) -> None:
-    """Poll ``js`` in the page until it is true."""
-    end = time.monotonic() + timeout_s
-    while not page.evaluate(js):
-        if time.monotonic() > end:
-            raise AssertionError(f"not true after {timeout_s} s: {js}")
-        time.sleep(0.1)
 
 
 def test_event_clip_plays_in_chromium(run: ClipRun, browser, artifacts_dir: Path) -> None:

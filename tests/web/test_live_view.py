@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import RedisServer
+from support import RedisServer, until
 from web_support import AUTH, WebStack, login, save_screenshot, wait_for
 
 FPS = 8.0
@@ -69,13 +69,6 @@ def result_lag_s(stack: WebStack, n: int = 20) -> float:
     return lags[len(lags) // 2] if lags else 0.0
 
 
-def until(page, js: str, timeout_s: float) -> None:
-    """Poll ``js`` in the page (the pages' CSP forbids Playwright's eval-based waits)."""
-    end = time.monotonic() + timeout_s
-    while not page.evaluate(js):
-        if time.monotonic() > end:
-            raise AssertionError(f"not true after {timeout_s} s: {js}")
-        time.sleep(0.1)
 
 
 def test_live_view_through_a_take_over_and_without_detection(browser, stack: WebStack,

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from support import RedisServer
+from support import RedisServer, until
 from web_support import WebStack, login, save_screenshot, wait_for
 
 
@@ -39,14 +39,6 @@ def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         s.close()
 
 
-def until(page, js: str, timeout_s: float) -> None:
-    """Poll ``js`` in the page until it is true. (Playwright's wait_for_function evaluates its
-    predicate with eval, which the pages' Content-Security-Policy forbids: it stays on.)"""
-    end = time.monotonic() + timeout_s
-    while not page.evaluate(js):
-        if time.monotonic() > end:
-            raise AssertionError(f"not true after {timeout_s} s: {js}")
-        time.sleep(0.1)
 
 
 def _pixels(png: bytes) -> np.ndarray:
