@@ -337,9 +337,14 @@ def max_size_jpeg(limit: int) -> bytes:
     return bytes(out)
 
 
+def memory_token(i: int) -> str:
+    """The token of the memory scenario's camera ``m{i}`` (ingest wants 20 characters)."""
+    return f"mtok{i:02d}-for-the-memory-test"
+
+
 def memory_settings(cameras: int, frame_bytes: int, fps: float, frames_maxlen: int) -> dict:
     """CCTV_* settings (lower-case names) of the memory scenario."""
-    return {"cameras": ",".join(f"m{i}:mtok{i}" for i in range(cameras)),
+    return {"cameras": ",".join(f"m{i}:{memory_token(i)}" for i in range(cameras)),
             "max_frame_bytes": frame_bytes, "camera_fps_limit": fps,
             "frames_maxlen": frames_maxlen, "det_maxlen": 100, "events_maxlen": 100,
             "events_max_count": 100, "dedup_ttl_s": 60}
@@ -364,7 +369,7 @@ def memory_scenario(redis_server, log_dir, *, seconds: float, cameras: int = 16,
     peak = 0
     cams = cfg.pop("cameras")
     with proxied_services(redis_server.url, log_dir, cameras=cams, web=False, **cfg) as stack:
-        senders = [StatusSender(stack.ingest, f"m{i}", f"mtok{i}", jpeg, fps).start()
+        senders = [StatusSender(stack.ingest, f"m{i}", memory_token(i), jpeg, fps).start()
                    for i in range(cameras)]
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -383,11 +388,11 @@ def memory_scenario(redis_server, log_dir, *, seconds: float, cameras: int = 16,
         failed = sum(n for code, n in statuses.items() if code not in (200, 202, 429))
         # Redis full: maxmemory well below what it holds; every write is refused from now on
         r.config_set("maxmemory", max(1024 * 1024, int(info["used_memory"]) // 2))
-        full = [_post_like_sender(stack.ingest, f"m{i}", f"mtok{i}", jpeg, 10**9 + i)
+        full = [_post_like_sender(stack.ingest, f"m{i}", memory_token(i), jpeg, 10**9 + i)
                 for i in range(cameras)]
         metrics = requests_get(stack.ingest_direct + "/metrics")
         r.config_set("maxmemory", maxmemory)
-        after = _post_like_sender(stack.ingest, "m0", "mtok0", jpeg, 2 * 10**9)
+        after = _post_like_sender(stack.ingest, "m0", memory_token(0), jpeg, 2 * 10**9)
         logs = stack.logs()
         alive = all(s.proc.poll() is None for s in stack.services) and \
             redis_server.proc.poll() is None

@@ -31,7 +31,8 @@ from support import (
     wait_for,
 )
 
-CAMERAS = "cam1:tok1,cam2:tok2"
+TOK1, TOK2 = "tok1-16charsfortests", "tok2-16charsfortests"
+CAMERAS = f"cam1:{TOK1},cam2:{TOK2}"
 WAIT_MS = 200
 
 
@@ -120,14 +121,14 @@ def test_isolated_primary_refuses_frames(ha, tmp_path) -> None:
     url = f"http://127.0.0.1:{port}"
     with running([ingest]):
         s = requests.Session()
-        assert post_frame(s, url, "cam1", "tok1", jpeg, 1).status_code == 202
+        assert post_frame(s, url, "cam1", TOK1, jpeg, 1).status_code == 202
         replicas = [n for n in ha.servers if n is not ha.current_primary()]
         for n in replicas:
             n.signal(signal.SIGSTOP)
         try:
             answers = {}
             for seq in range(2, 40):
-                r = post_frame(s, url, "cam1", "tok1", jpeg, seq)
+                r = post_frame(s, url, "cam1", TOK1, jpeg, seq)
                 answers[seq] = (r.status_code, r.json().get("error"), r.headers.get("Retry-After"))
                 time.sleep(0.05)
         finally:
@@ -143,7 +144,7 @@ def test_isolated_primary_refuses_frames(ha, tmp_path) -> None:
         wait_for(lambda: _writable(admin), 15, "the primary to accept writes again")
         # the sender resends every refused frame: each is stored once
         for seq in answers:
-            r = post_frame(s, url, "cam1", "tok1", jpeg, seq)
+            r = post_frame(s, url, "cam1", TOK1, jpeg, seq)
             assert r.status_code in (200, 202), (seq, r.status_code, r.text)
         seqs = [int(f[b"seq"]) for _i, f in admin.xrange(keys.frames("cam1"))]
         assert sorted(seqs) == list(range(1, 40)), seqs
@@ -169,7 +170,7 @@ def test_pipeline_follows_a_redis_failover(ha, tmp_path) -> None:
                  replicas)
         url = f"http://127.0.0.1:{port}"
         senders = [FrameSender(url, cam, tok, jpegs, 5).start()
-                   for cam, tok in (("cam1", "tok1"), ("cam2", "tok2"))]
+                   for cam, tok in (("cam1", TOK1), ("cam2", TOK2))]
         try:
             wait_for(lambda: admin.xlen(keys.detections("cam1")) > 5, 60,
                      "results before the failover", [ingest, *replicas])

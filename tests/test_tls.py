@@ -18,7 +18,8 @@ from cctv.core.settings import trusted_networks
 
 from support import VIEWER_PASSWORD, VIEWER_USER
 
-CAMERAS = "cam1:tok1"
+TOKEN = "tok1-16charsfortests"
+CAMERAS = f"cam1:{TOKEN}"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_hsts_secure_cookie_and_plain_http_over_the_tls_ports(redis_server, rdb,
         assert s.get(f"{stack.web}/api/v1/cameras", timeout=10).status_code == 200
         # ingest's replies carry HSTS too, its own errors included
         frame = s.post(f"{stack.ingest}/api/v1/cameras/cam1/frames", data=b"x", timeout=10,
-                       headers={"Authorization": "Bearer tok1", "Content-Type": "image/jpeg",
+                       headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg",
                                 "X-Frame-Seq": "1", "X-Capture-Ts": "1"})
         assert frame.status_code == 400 and "Strict-Transport-Security" in frame.headers
 
@@ -100,7 +101,7 @@ def test_hsts_secure_cookie_and_plain_http_over_the_tls_ports(redis_server, rdb,
         assert moved.headers["Location"] == f"{stack.web}/login?next=/"
         ingest_plain = stack.ingest.replace("https://", "http://")
         refused = requests.post(f"{ingest_plain}/api/v1/cameras/cam1/frames", data=b"x",
-                                headers={"Authorization": "Bearer tok1"}, timeout=10)
+                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
         assert refused.status_code == 400 and refused.json()["error"] == "tls_required"
         assert "Strict-Transport-Security" not in refused.headers  # HSTS only over TLS
 

@@ -122,7 +122,9 @@ def track_stats(results: list[list[dict]], width: int = 640, height: int = 480) 
 
 
 #: what the lean CPU inference image does not have
-NOT_IN_CPU_IMAGE = ("torch", "torchvision", "ultralytics", "scipy")
+#: installed here (the full extra, the dev tools) but not in the lean CPU image; cryptography
+#: comes with the TLS scanner of the tests, and redis-py imports it when it is there
+NOT_IN_CPU_IMAGE = ("torch", "torchvision", "ultralytics", "scipy", "cryptography")
 
 _BLOCKER = f"""
 import sys
@@ -145,9 +147,10 @@ sys.meta_path.insert(0, _NoTorch())
 
 
 def without_torch(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """``env`` for a Python process in which importing torch, torchvision, ultralytics or scipy
-    fails as if they were not installed: a ``sitecustomize`` on PYTHONPATH puts a finder in
-    front of ``sys.meta_path`` before anything else is imported."""
+    """``env`` for a Python process in which importing what the lean CPU image lacks
+    (:data:`NOT_IN_CPU_IMAGE`: torch, ultralytics, ...) fails as if it were not installed: a
+    ``sitecustomize`` on PYTHONPATH puts a finder in front of ``sys.meta_path`` before anything
+    else is imported."""
     folder = tmp_path / "no-torch"
     folder.mkdir(exist_ok=True)
     (folder / "sitecustomize.py").write_text(_BLOCKER)

@@ -343,9 +343,11 @@ def test_every_event_keeps_its_clip_as_mp4(run: ClipRun) -> None:
             assert video.codec_context.name == "h264"
             frames = list(box.decode(video))
             seconds = float(box.duration or 0) / av.time_base
-        # the margin (2 s) on each side of the event, at the camera's 15 fps
-        assert len(frames) >= 2 * 2 * FPS * 0.8, (ev["id"], len(frames))
+        # the margin (2 s) on each side of the event (the last events' post-margin may be cut
+        # short where the camera stopped sending) ...
         assert seconds >= 3.0, (ev["id"], seconds)
+        # ... with every frame the camera sent in that time (15 fps), none skipped
+        assert len(frames) >= 0.8 * FPS * seconds, (ev["id"], len(frames), seconds)
         assert (frames[0].width, frames[0].height) == (ev["width"], ev["height"])
 
 

@@ -82,8 +82,9 @@ def start_events(redis_url: str, tmp_path: Path, media: Path, webhooks: list[dic
                       webhook_secret=SECRET, events_http_bind=f"127.0.0.1:{free_port()}",
                       cameras=f"{CAM}:tok1-16charsfortests")
     svc = Service(["events"], env, tmp_path, "events")
-    wait_for(lambda: "events service" in svc.log() or svc.proc.poll() is not None, 60,
-             "the events service", [svc])
+    # the camera's line comes once its consumer group exists: results from then on are read
+    wait_for(lambda: f"camera {CAM}: " in svc.log() and "open events" in svc.log()
+             or svc.proc.poll() is not None, 60, "the events service", [svc])
     assert svc.proc.poll() is None, svc.log()
     return svc
 

@@ -14,12 +14,12 @@ from tlsfiles import make_tls
 
 from sender_support import CLIP_480, SenderProc, sender_env, stream_seqs
 
-CAMERAS = "cam1:tok1"
+CAMERAS = "cam1:tok1-16charsfortests"
 
 
 def _env(**extra: str) -> dict[str, str]:
     """The sender's environment without the test suite's --insecure default."""
-    env = sender_env(CCTV_SENDER_TOKEN="tok1", **extra)
+    env = sender_env(CCTV_SENDER_TOKEN="tok1-16charsfortests", **extra)
     env.pop("CCTV_SENDER_INSECURE")
     return env
 
