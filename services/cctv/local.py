@@ -3,7 +3,12 @@
 Starts a real redis-server (bounded: maxmemory, noeviction), ingest, inference (plus an optional
 warm standby), web, nginx in front of ingest and web (as in the stack; skipped with a warning
 when nginx is not installed) and a demo camera (the Pi sender streaming a sample clip, through
-the proxy), prints the viewer URL, and on Ctrl-C stops everything in reverse order.
+the proxy), prints the viewer URL, and on Ctrl-C stops everything in reverse order. A child that
+exits or is killed is restarted (supervise.py): killing the inference leader shows the standby
+taking over, and the run goes on.
+
+The user's ``CCTV_*`` settings are passed to every service (a typo is refused at start), except
+the addresses and Redis credentials that local mode chooses itself.
 
 nginx listens on loopback with plain HTTP; with ``--bind-lan`` on every interface with TLS (a
 self-signed certificate in the data dir; its fingerprint is printed for the senders' pin).
@@ -25,8 +30,28 @@ import time
 from pathlib import Path
 
 from cctv.core.tokens import new_token
+from cctv.supervise import Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
+#: settings local mode chooses itself (ports, Redis and its credentials): a user's value is
+#: ignored, with a note
+OWNED = ("CCTV_REDIS_URL", "CCTV_REDIS_USERNAME", "CCTV_REDIS_PASSWORD", "CCTV_REDIS_SENTINELS",
+         "CCTV_INGEST_BIND", "CCTV_WEB_BIND", "CCTV_EVENTS_HTTP_BIND",
+         "CCTV_INFERENCE_HTTP_BIND", "CCTV_CAMERAS_FILE")
+
+
+def user_settings(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The user's ``CCTV_*`` variables that local mode passes on, and the names it ignores."""
+    keep, ignored = {}, []
+    for name, value in environ.items():
+        if not name.startswith("CCTV_") or name == "CCTV_SHARED" \
+                or name.startswith("CCTV_SENDER_"):  # the demo camera is set up below
+            continue
+        if name in OWNED or name.removesuffix("_FILE") in OWNED:
+            ignored.append(name)
+        else:
+            keep[name] = value
+    return keep, sorted(ignored)
 
 
 def _shared_dir() -> Path:
@@ -120,25 +145,37 @@ def run_local(args: argparse.Namespace) -> int:
     ingest_port = _free_port() if nginx_bin else args.ingest_port
     web_port = _free_port() if nginx_bin else args.web_port
     token = new_token()
+    passed, ignored = user_settings(dict(os.environ))
+    if ignored:
+        print(f"cctv local: not using {', '.join(ignored)}: local mode sets the addresses, "
+              "Redis and its credentials itself", file=sys.stderr)
+    own_viewers = any(k in passed for k in ("CCTV_VIEWERS", "CCTV_VIEWERS_FILE"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
     env.update({
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "services"), str(REPO / "pi"),
                                                     env.get("PYTHONPATH", "")])),
         "PYTHONUNBUFFERED": "1",
-        "CCTV_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "CCTV_CAMERAS": f"demo:{token}",
-        "CCTV_MODEL": model,
         "CCTV_LOG_JSON": "false",
-        "CCTV_INGEST_BIND": f"127.0.0.1:{ingest_port}",
-        "CCTV_WEB_BIND": f"127.0.0.1:{web_port}",
         # one viewer account for this run (the viewer and the API require a login)
         "CCTV_VIEWERS": make_account_line(user, password),
         # behind TLS (--bind-lan) the session cookie is Secure
         "CCTV_WEB_COOKIE_SECURE": "true" if lan else "false",
+        # events: the demo camera's zones and rules; web serves the snapshots too
+        "CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
+        "CCTV_EVENTS_DIR": str(workdir / "events"),
     })
-    # --- events: the demo camera's zones and rules; web serves the snapshots too ---
-    env.update({"CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
-                "CCTV_EVENTS_DIR": str(workdir / "events")})
+    if own_viewers:
+        del env["CCTV_VIEWERS"]
+    env.update(passed)  # the user's settings win over these defaults ...
+    env.update({  # ... but not over what this run has chosen
+        "CCTV_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "CCTV_MODEL": model,
+        "CCTV_INGEST_BIND": f"127.0.0.1:{ingest_port}",
+        "CCTV_WEB_BIND": f"127.0.0.1:{web_port}",
+        # the demo camera beside the user's own
+        "CCTV_CAMERAS": ",".join(filter(None, [passed.get("CCTV_CAMERAS", ""),
+                                               f"demo:{token}"])),
+    })
     try:
         settings = load_settings({k: v for k, v in env.items() if k.startswith("CCTV_")})
     except SettingsError as exc:
@@ -159,15 +196,14 @@ def run_local(args: argparse.Namespace) -> int:
 
     # Redis bounded like in the stack: the worst case of these settings plus room to spare
     maxmemory_mib = worst_case(settings).total // MIB + 64
-    procs: list[tuple[str, subprocess.Popen]] = []
+    supervisor = Supervisor()
     proxy: Nginx | None = None
 
     def start(name: str, cmd: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the child
-        proc = subprocess.Popen(cmd, env={**env, **(extra or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append((name, proc))
-        return proc
+        child = supervisor.command(name, cmd, {**env, **(extra or {})},
+                                   workdir / f"{name}.log")
+        assert child.proc is not None
+        return child.proc
 
     stopping = False
 
@@ -198,7 +234,6 @@ def run_local(args: argparse.Namespace) -> int:
         _wait_port(ingest_port, ip, "ingest")
         _wait_port(web_port, wp, "web")
         if nginx_bin:
-            proxy_log = open(workdir / "nginx.log", "wb")  # noqa: SIM115 - lives with nginx
             proxy = Nginx(ProxyConfig(
                 ingest_listen=f"{listen_host}:{args.ingest_port}",
                 ingest_upstream=f"127.0.0.1:{ingest_port}",
@@ -207,8 +242,15 @@ def run_local(args: argparse.Namespace) -> int:
                 max_body_bytes=settings.max_frame_bytes,
                 client_timeout_s=settings.proxy_client_timeout_s, workers="1",
                 tls_cert=tls_cert, tls_key=tls_key),
-                workdir=workdir / "nginx").start(stdout=proxy_log, stderr=subprocess.STDOUT)
-            procs.append(("nginx", proxy.proc))
+                workdir=workdir / "nginx")
+
+            def start_nginx(nginx: Nginx = proxy) -> subprocess.Popen:
+                with open(workdir / "nginx.log", "ab") as log:
+                    nginx.start(stdout=log, stderr=subprocess.STDOUT)
+                assert nginx.proc is not None
+                return nginx.proc
+
+            supervisor.add("nginx", start_nginx, workdir / "nginx.log")
         else:
             print("cctv local: WARNING: nginx is not installed (apt-get install nginx): ingest "
                   "and web face clients directly, and slow clients can stall them",
@@ -230,10 +272,14 @@ def run_local(args: argparse.Namespace) -> int:
             from cctv.localtls import lan_address
 
             host = lan_address() or socket.gethostname()
+        login = ("log in with your CCTV_VIEWERS account" if own_viewers else
+                 f"log in as {user!r} with password {password!r}")
         print(f"cctv local: viewer at {scheme}://{host}:{args.web_port}/  "
               f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)\n"
-              f"cctv local: log in as {user!r} with password {password!r}  "
-              f"(cluster dashboard: {scheme}://{host}:{args.web_port}/cluster)",
+              f"cctv local: {login}  "
+              f"(cluster dashboard: {scheme}://{host}:{args.web_port}/cluster)\n"
+              f"cctv local: the leader and its standbys: "
+              f"CCTV_REDIS_URL={env['CCTV_REDIS_URL']} cctv status",
               flush=True)
         if lan:
             print(f"cctv local: ingest for cameras on the LAN: https://{host}:{args.ingest_port}"
@@ -241,12 +287,8 @@ def run_local(args: argparse.Namespace) -> int:
                   f"cctv local: TLS certificate SHA-256 fingerprint: {fingerprint}", flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    print(f"cctv local: {name} exited with code {proc.returncode}; "
-                          f"see {workdir / (name + '.log')}", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+            supervisor.check()  # a child that exited is logged and started again
+            time.sleep(0.2)
         return 0
     except (RuntimeError, ProxyError) as exc:
         print(f"cctv local: {exc}; logs in {workdir}", file=sys.stderr)
@@ -255,15 +297,5 @@ def run_local(args: argparse.Namespace) -> int:
         print("cctv local: stopping", flush=True)
         if proxy is not None:
             proxy.stop()
-        for _name, proc in reversed(procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        supervisor.stop()
         print("cctv local: stopped", flush=True)

@@ -1,0 +1,162 @@
+"""``cctv local`` as the README runs it: real redis-server, ingest, inference with a warm standby,
+web, events, nginx and the demo camera, all real processes.
+
+The README's failover demo: kill -9 the leader that ``cctv status`` names, and the standby takes
+over while local mode keeps running (the killed replica is started again). Then kill -9 ingest:
+it is restarted, the demo camera's spool drains, and no frame is missing from the stream. The
+user's own ``CCTV_*`` settings reach the services, and a typo is refused at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from cctv.core import keys
+
+from support import ROOT, SHARED, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def local_env(**cctv: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
+    env["CCTV_SHARED"] = str(SHARED)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "services"), str(ROOT / "pi")])
+    env.update(cctv)
+    return env
+
+
+def children(pid: int) -> dict[int, str]:
+    """The processes ``pid`` started itself: pid -> command line."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                cmd = (stat.parent / "cmdline").read_bytes()
+                out[int(stat.parent.name)] = cmd.replace(b"\0", b" ").decode(
+                    errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return out
+
+
+def service_pid(local: subprocess.Popen, needle: str) -> int:
+    """The pid of the service ``local`` started whose command line ends with ``needle`` (its
+    gunicorn workers, children of that service, are not counted)."""
+    found = [p for p, cmd in children(local.pid).items() if cmd.endswith(needle)]
+    assert len(found) == 1, (needle, children(local.pid))
+    return found[0]
+
+
+class LocalRun:
+    """``cctv local`` in the background, its output collected in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str, **cctv: str) -> None:
+        self.out_path = tmp_path / "local.out"
+        self.ingest_port, self.web_port = free_port(), free_port()
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cctv", "local", "--ingest-port", str(self.ingest_port),
+                 "--web-port", str(self.web_port), "--fps", "5", *args],
+                env=local_env(**cctv), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def wait(self, cond, timeout_s: float, what: str) -> None:
+        """Poll ``cond`` until true; else fail naming ``what``, with local mode's output."""
+        end = time.monotonic() + timeout_s
+        while not cond():
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n"
+                                     f"{self.output()[-4000:]}")
+            time.sleep(0.2)
+
+    def redis_url(self, timeout_s: float = 120) -> str:
+        self.wait(lambda: "CCTV_REDIS_URL=" in self.output() or self.proc.poll() is not None,
+                  timeout_s, "cctv local to start")
+        m = re.search(r"CCTV_REDIS_URL=(\S+) cctv status", self.output())
+        assert m, self.output()
+        return m.group(1)
+
+    def status(self, url: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "cctv", "status", "--json"],
+                             env=local_env(CCTV_REDIS_URL=url), capture_output=True, text=True,
+                             timeout=30)
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                return self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait(10)
+
+
+def demo_seqs(r: redis.Redis) -> list[int]:
+    return [int(f[b"seq"]) for _i, f in r.xrange(keys.frames("demo"))]
+
+
+def test_the_readme_failover_demo_and_a_killed_ingest_keep_local_mode_running(tmp_path) -> None:
+    # a setting of the user's own reaches the services: a longer frames stream than the
+    # default, so the whole run stays in it for the check at the end
+    run = LocalRun(tmp_path, "--standby", CCTV_FRAMES_MAXLEN="2000")
+    try:
+        url = run.redis_url()
+        r = redis.Redis.from_url(url)
+        run.wait(lambda: r.xlen(keys.detections("demo")) > 10, 180, "results of the demo camera")
+        run.wait(lambda: [x for x in run.status(url).get("replicas", [])
+                          if x.get("role") == "standby" and x.get("age_s", 99) < 5], 120,
+                 "a warm standby")
+        before = run.status(url)
+        leader = before["leader"]
+        assert leader in ("local-a", "local-b"), before
+
+        # the README's demo: kill the leader that `cctv status` names
+        os.kill(service_pid(run.proc, f"inference --id {leader}"), signal.SIGKILL)
+        run.wait(lambda: (run.status(url).get("leader") or leader) != leader, 30,
+              "the standby to take over")
+        n = r.xlen(keys.detections("demo"))
+        run.wait(lambda: r.xlen(keys.detections("demo")) > n + 5, 60, "results from the new leader")
+        run.wait(lambda: re.search(r"inference(-standby)? restarted", run.output()), 30,
+              "the killed replica to be started again")
+        assert run.proc.poll() is None, run.output()
+
+        # kill -9 ingest: restarted; the camera spools meanwhile and sends it all afterwards
+        os.kill(service_pid(run.proc, "cctv ingest"), signal.SIGKILL)
+        run.wait(lambda: "ingest restarted" in run.output(), 30, "ingest to be started again")
+        seq = max(demo_seqs(r))
+        run.wait(lambda: max(demo_seqs(r)) > seq + 25, 60, "frames through the new ingest")
+        assert run.proc.poll() is None, run.output()
+        seqs = demo_seqs(r)
+        missing = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
+        assert not missing, f"frames lost around the ingest restart: {missing[:20]}"
+        assert len(seqs) == len(set(seqs)), "a frame was stored twice"
+        assert int(r.config_get("maxmemory")["maxmemory"]) > 0
+    finally:
+        code = run.stop()
+    out = run.output()
+    assert code == 0, out
+    assert re.search(r"inference(-standby)? killed by signal 9; restarting", out), out
+    assert "ingest killed by signal 9; restarting" in out, out
+    assert "cctv local: stopped" in out, out
+
+
+def test_a_mistyped_setting_is_refused_at_start(tmp_path) -> None:
+    run = LocalRun(tmp_path, CCTV_FRAMES_MAXLENN="10")
+    assert run.proc.wait(60) == 2, run.output()
+    assert "CCTV_FRAMES_MAXLENN is not a known setting" in run.output(), run.output()
