@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from cctv.core.settings import SettingsError, load_settings
+from cctv.settings import SettingsError, load_settings
 
 from support import ROOT, free_port
 
