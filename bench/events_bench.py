@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench.record import record  # noqa: E402
 from cctv.core import keys  # noqa: E402
 from cctv.core.scripts import SAVE_TRACK_STATE  # noqa: E402
-from cctv.core.settings import load_settings  # noqa: E402
 from cctv.events.config import load_config  # noqa: E402
 from cctv.events.rules import CameraRules, Observation  # noqa: E402
 from cctv.inference.bytetrack import ByteTracker  # noqa: E402
 from cctv.inference.detector import load_detector  # noqa: E402
 from cctv.inference.tracking import CameraTracker  # noqa: E402
+from cctv.settings import load_settings  # noqa: E402
 
 from support import CLIP, MODEL_OPENVINO, Boxes, RedisServer  # noqa: E402
 

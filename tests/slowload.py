@@ -357,7 +357,7 @@ def memory_scenario(redis_server, log_dir, *, seconds: float, cameras: int = 16,
     the proxy into a Redis whose maxmemory is the configuration's worst case (noeviction);
     then Redis is made full and frames are posted once more. Returns the figures."""
     from cctv.core.memory import worst_case
-    from cctv.core.settings import load_settings
+    from cctv.settings import load_settings
 
     cfg = memory_settings(cameras, frame_bytes, fps, frames_maxlen)
     settings = load_settings({f"CCTV_{k.upper()}": str(v) for k, v in cfg.items()})

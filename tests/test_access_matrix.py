@@ -26,7 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from cctv.core.health_server import ROUTES as HEALTH_ROUTES
-from cctv.core.settings import load_settings
+from cctv.settings import load_settings
 
 from support import (
     MODEL_OPENVINO,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cctv.core import settings as settings_mod
+from cctv.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "pi" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -30,7 +31,8 @@ _NOT_IN_REPO = ("build/",)  # written by the tooling at run time
 
 
 def _service_settings() -> set[str]:
-    return {f"CCTV_{f.name.upper()}" for f in dataclasses.fields(settings_mod.Settings)}
+    """Every service setting: the fields of the composite of all sections."""
+    return {f"CCTV_{f.name.upper()}" for f in dataclasses.fields(Settings)}
 
 
 def _sender_variables() -> set[str]:

@@ -7,8 +7,9 @@ import pytest
 
 from cctv.core.clientaddr import client_address
 from cctv.core.memory import ENTRY_OVERHEAD_B, MIB, worst_case
-from cctv.core.settings import SettingsError, load_settings, trusted_networks
+from cctv.core.settings import trusted_networks
 from cctv.core.throttle import FailureThrottle
+from cctv.settings import SettingsError, load_settings
 
 
 def test_throttle_blocks_after_the_limit_until_the_window_has_room() -> None:

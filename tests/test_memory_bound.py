@@ -8,7 +8,7 @@ import pytest
 from slowload import memory_scenario, memory_settings
 
 from cctv.core.memory import worst_case
-from cctv.core.settings import load_settings
+from cctv.settings import load_settings
 
 from support import RedisServer, Service, service_env
 

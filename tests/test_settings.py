@@ -3,7 +3,9 @@ import sys
 
 import pytest
 
-from cctv.core.settings import SettingsError, load_settings
+from cctv.core.settings import load
+from cctv.ingest.settings import IngestSettings
+from cctv.settings import Settings, SettingsError, load_settings
 
 from support import ROOT, free_port
 
@@ -51,3 +53,34 @@ def test_missing_model_is_one_clear_line(redis_server) -> None:
     assert proc.returncode == 2
     assert "CCTV_MODEL=/nonexistent/model.pt: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("var,value", [
+    ("CCTV_FRAMES_MAXLEN", "5"),            # core
+    ("CCTV_INGEST_WORKERS", "0"),           # ingest
+    ("CCTV_TRACKER", "sort"),               # inference
+    ("CCTV_EVENTS_HTTP_BIND", "9200"),      # events
+    ("CCTV_MJPEG_QUALITY", "0"),            # web
+    ("CCTV_SWARMWATCH_INTERVAL_S", "0"),    # swarmwatch
+])
+def test_every_section_is_validated(var: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=var):
+        load_settings({var: value})
+
+
+def test_each_setting_belongs_to_one_section() -> None:
+    # a field declared in two sections would silently take the default of one of them
+    owners: dict[str, list[str]] = {}
+    for klass in Settings.__mro__:
+        for name in vars(klass).get("__annotations__", {}):
+            owners.setdefault(name, []).append(klass.__name__)
+    assert not {name: where for name, where in owners.items() if len(where) > 1}
+
+
+def test_a_section_loads_alone() -> None:
+    s = load(IngestSettings, {"CCTV_INGEST_WORKERS": "3", "CCTV_FRAMES_MAXLEN": "50"})
+    assert (s.ingest_workers, s.frames_maxlen) == (3, 50)
+    with pytest.raises(SettingsError, match="CCTV_INGEST_WORKERS"):
+        load(IngestSettings, {"CCTV_INGEST_WORKERS": "0"})
+    with pytest.raises(SettingsError, match="CCTV_WEB_THREADS is not a known setting"):
+        load(IngestSettings, {"CCTV_WEB_THREADS": "8"})

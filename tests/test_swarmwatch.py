@@ -19,8 +19,8 @@ import requests
 
 from cctv.core import keys
 from cctv.core.entries import EntryError
-from cctv.core.settings import Settings, SettingsError, load_settings
 from cctv.core.swarmsnap import decode_snapshot, encode_snapshot
+from cctv.settings import Settings, SettingsError, load_settings
 
 from support import (
     VIEWER_PASSWORD,

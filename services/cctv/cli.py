@@ -24,7 +24,7 @@ import logging
 import sys
 
 from cctv.core.logs import setup_logging
-from cctv.core.settings import Settings, SettingsError, load_settings
+from cctv.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("cctv")
 

@@ -115,8 +115,8 @@ def run_local(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cctv-local-"))
     redis_port = args.redis_port or _free_port()
     from cctv.core.memory import MIB, worst_case
-    from cctv.core.settings import SettingsError, load_settings
     from cctv.proxy import Nginx, ProxyConfig, ProxyError, find_nginx
+    from cctv.settings import SettingsError, load_settings
 
     nginx_bin = find_nginx()
     # on loopback: plain HTTP. On the LAN (--bind-lan): TLS at nginx with a self-signed

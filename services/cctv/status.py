@@ -7,8 +7,8 @@ import time
 
 from cctv.core import keys
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
-from cctv.core.settings import Settings
 from cctv.inference.lease import current_leader
+from cctv.settings import Settings
 
 
 def cluster_status(client) -> dict:

@@ -24,9 +24,9 @@ from flask import Flask
 from markupsafe import escape as html_escape
 
 from cctv.core import keys
-from cctv.core.settings import load_settings
 from cctv.events.delivery import verify_signature
 from cctv.events.storage import EventStore
+from cctv.settings import load_settings
 
 from support import (
     MODEL_OPENVINO,

@@ -98,7 +98,7 @@ def test_config_file_errors(tmp_path: Path) -> None:
 
 
 def test_events_settings_are_validated() -> None:
-    from cctv.core.settings import SettingsError, load_settings
+    from cctv.settings import SettingsError, load_settings
 
     s = load_settings({"CCTV_TRACKER": "botsort", "CCTV_EVENTS_RETENTION_DAYS": "0.5"})
     assert s.tracker == "botsort" and s.events_retention_days == 0.5

@@ -161,7 +161,7 @@ def test_saved_state_refuses_what_it_did_not_write(case: str) -> None:
 
 
 def test_a_failing_update_costs_one_frame_of_ids_not_the_leader(rdb) -> None:
-    from cctv.core.settings import load_settings
+    from cctv.settings import load_settings
 
     tracking = Tracking(load_settings({"CCTV_TRACKER": "bytetrack"}), rdb)
     for i in range(5):
@@ -231,7 +231,7 @@ def test_same_ids_as_ultralytics_on_the_clip(kind: str, clip_detections) -> None
 _CLIP_RUN = """
 import importlib.metadata, json, sys
 import cv2
-from cctv.core.settings import load_settings
+from cctv.settings import load_settings
 from cctv.inference.detector import load_detector
 det = load_detector(sys.argv[1])
 before = set(sys.modules)  # what the tracker adds to what the detector needs

@@ -228,7 +228,7 @@ def test_gpu_override() -> None:
 
 def test_settings_config_is_valid() -> None:
     """stack/config/cctv.env holds only known, valid CCTV_* settings."""
-    from cctv.core.settings import load_settings
+    from cctv.settings import load_settings
 
     env = {}
     for line in (ROOT / "stack" / "config" / "cctv.env").read_text().splitlines():

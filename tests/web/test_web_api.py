@@ -20,7 +20,7 @@ import requests
 from werkzeug.routing import Rule
 
 from cctv.core import keys
-from cctv.core.settings import load_settings
+from cctv.settings import load_settings
 
 from support import VIEWER_PASSWORD, VIEWER_USER, post_frame, viewer_account
 from web_support import AUTH, WebStack, api, wait_for

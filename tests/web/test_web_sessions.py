@@ -13,7 +13,7 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from cctv.core import keys
-from cctv.core.settings import load_settings
+from cctv.settings import load_settings
 
 from support import VIEWER_PASSWORD, VIEWER_USER, viewer_account
 

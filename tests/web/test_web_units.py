@@ -14,7 +14,7 @@ import yaml
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cctv.core.entries import EntryError, encode_result
-from cctv.core.settings import SettingsError, load_settings
+from cctv.settings import SettingsError, load_settings
 from cctv.swarmwatch.docker_api import summarize_swarm
 from cctv.web.auth import _safe_next
 from cctv.web.cluster import alerts, failover_history

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
-from cctv.core.settings import Settings, SettingsError
+from cctv.core.settings import CoreSettings, SettingsError
 
 log = logging.getLogger("cctv.memory")
 
@@ -62,7 +62,7 @@ class WorstCase:
         data = self.frames + self.results + self.drops + self.dedup + self.events + self.fixed
         return int(data * ALLOCATOR_FACTOR)
 
-    def explain(self, s: Settings) -> str:
+    def explain(self, s: CoreSettings) -> str:
         """The sum in words, naming the variables."""
         src = "CCTV_CAMERAS" if s.cameras_strict else "CCTV_MAX_CAMERAS"
         return (f"{self.cameras} cameras ({src}) x CCTV_FRAMES_MAXLEN={s.frames_maxlen} x "
@@ -76,7 +76,7 @@ class WorstCase:
                 f"{self.total / MIB:.0f} MiB")
 
 
-def worst_case(s: Settings) -> WorstCase:
+def worst_case(s: CoreSettings) -> WorstCase:
     """The most memory the streams and keys of ``s`` can hold in Redis."""
     cams = len(s.camera_tokens) if s.cameras_strict else s.max_cameras
     cams = max(cams, 1)
@@ -94,7 +94,7 @@ def redis_limits(client: redis.Redis) -> tuple[int, str]:
     return int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", ""))
 
 
-def check_memory_bound(s: Settings, client: redis.Redis | None = None) -> WorstCase | None:
+def check_memory_bound(s: CoreSettings, client: redis.Redis | None = None) -> WorstCase | None:
     """Raise :class:`SettingsError` when the worst case of ``s`` cannot fit in Redis, or Redis
     would evict keys when full. Returns the worst case, or None when Redis could not be asked
     (it is then checked by nobody: logged, and the service starts and reconnects as usual)."""

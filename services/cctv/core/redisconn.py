@@ -37,7 +37,7 @@ from redis.sentinel import Sentinel
 from cctv.core.settings import parse_sentinels
 
 if TYPE_CHECKING:
-    from cctv.core.settings import Settings
+    from cctv.core.settings import CoreSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,7 +76,7 @@ class RedisTarget:
     db: int = 0
 
     @classmethod
-    def from_settings(cls, s: Settings) -> RedisTarget:
+    def from_settings(cls, s: CoreSettings) -> RedisTarget:
         """The target the ``CCTV_REDIS_*`` settings describe."""
         return cls(url=s.redis_url, sentinels=parse_sentinels(s.redis_sentinels),
                    master_name=s.redis_master_name, username=s.redis_username or None,
@@ -119,7 +119,7 @@ def connect(target: str | RedisTarget, *, timeout_s: float = 2.0,
     return sentinel.master_for(target.master_name, redis_class=redis.Redis, **opts)
 
 
-def connect_settings(s: Settings, *, timeout_s: float = 2.0, name: str = "cctv") -> redis.Redis:
+def connect_settings(s: CoreSettings, *, timeout_s: float = 2.0, name: str = "cctv") -> redis.Redis:
     """:func:`connect` to the Redis the settings describe (URL or Sentinels, ACL user)."""
     return connect(RedisTarget.from_settings(s), timeout_s=timeout_s, name=name)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from cctv.core.settings import Settings, SettingsError
+from cctv.core.settings import CoreSettings, SettingsError
 
 #: the shortest camera token ingest accepts at start (a `cctv token` is 43 characters)
 MIN_TOKEN_LENGTH = 20
@@ -15,7 +15,7 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def check_token_lengths(settings: Settings) -> None:
+def check_token_lengths(settings: CoreSettings) -> None:
     """Refuse to start with a camera token shorter than MIN_TOKEN_LENGTH: the message names
     the camera, never the token."""
     short = sorted(cam for cam, tok in settings.camera_tokens.items()

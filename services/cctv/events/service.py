@@ -39,13 +39,13 @@ from cctv.core.redisconn import (
     connect_settings,
     is_redis_down,
 )
-from cctv.core.settings import Settings
 from cctv.events import retention
 from cctv.events.captions import caption
 from cctv.events.clips import ClipJobs, ClipWriter, clip_range
 from cctv.events.config import EventsConfig, EventsConfigError, load_config
 from cctv.events.delivery import DeliveryWorker, MqttReceiver, WebhookReceiver
 from cctv.events.rules import CameraRules, Firing, Observation
+from cctv.events.settings import EventsSettings
 from cctv.events.snapshots import FrameSource, SnapshotError, render
 from cctv.events.storage import EventStore
 from cctv.events.verify import Verdict, Verifier, VerifierError, crop_box, load_verifier
@@ -70,7 +70,7 @@ CLIP_SLACK_MS = 1000
 class EventsService:
     """The rules loop of one events service process."""
 
-    def __init__(self, settings: Settings, config: EventsConfig) -> None:
+    def __init__(self, settings: EventsSettings, config: EventsConfig) -> None:
         self.s, self.cfg = settings, config
         self.instance = f"{settings.node}-{os.getpid()}"
         self.redis = connect_settings(settings, name=f"cctv-events-{self.instance}")
@@ -397,7 +397,7 @@ def _health_server(svc: EventsService) -> ThreadingHTTPServer:
     return start_health_server(svc.s.events_http_bind, ready, svc.s.metrics_token)
 
 
-def run_events(settings: Settings) -> int:
+def run_events(settings: EventsSettings) -> int:
     """Run the events service until SIGTERM/SIGINT; returns the process exit code."""
     if not settings.events_config:
         log.error("CCTV_EVENTS_CONFIG is not set: give the zones/rules file (docs/events.md)")

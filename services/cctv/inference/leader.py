@@ -21,7 +21,6 @@ from collections.abc import Callable
 import redis
 
 from cctv.core.scripts import Scripts
-from cctv.core.settings import Settings
 from cctv.inference.clock import RedisClock
 from cctv.inference.detector import Detector
 from cctv.inference.metrics import ReplicaStats
@@ -30,6 +29,7 @@ from cctv.inference.processor import FrameProcessor
 from cctv.inference.publisher import NotLeader, Publisher
 from cctv.inference.reader import StreamReader
 from cctv.inference.records import Frame
+from cctv.inference.settings import InferenceSettings
 from cctv.inference.tracking import Tracking
 
 log = logging.getLogger("cctv.inference.leader")
@@ -38,7 +38,7 @@ log = logging.getLogger("cctv.inference.leader")
 class LeaderLoop:
     """Runs while this replica holds the lease; all writes are fenced by its epoch."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, scripts: Scripts,
+    def __init__(self, settings: InferenceSettings, client: redis.Redis, scripts: Scripts,
                  detector: Detector, replica_id: str, stats: ReplicaStats | None = None) -> None:
         self.s = settings
         self.clock = RedisClock(client)

@@ -9,19 +9,19 @@ import redis
 
 from cctv.core.jpeg import JpegError
 from cctv.core.jpeg_decode import decode_jpeg
-from cctv.core.settings import Settings
 from cctv.inference.clock import RedisClock
 from cctv.inference.detector import Detection, Detector
 from cctv.inference.metrics import INFER_SECONDS, LAG_SECONDS, ReplicaStats
 from cctv.inference.publisher import NotLeader, Publisher
 from cctv.inference.records import Frame, Result
+from cctv.inference.settings import InferenceSettings
 from cctv.inference.tracking import Tracking
 
 
 class FrameProcessor:
     """Turns frames into published results for one leadership."""
 
-    def __init__(self, settings: Settings, detector: Detector, tracking: Tracking,
+    def __init__(self, settings: InferenceSettings, detector: Detector, tracking: Tracking,
                  publisher: Publisher, clock: RedisClock, stats: ReplicaStats) -> None:
         self.s, self.detector, self.tracking = settings, detector, tracking
         self.publisher, self.clock, self.stats = publisher, clock, stats

@@ -20,10 +20,10 @@ from cctv.core import keys
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect_settings, is_redis_down
 from cctv.core.scripts import Scripts
-from cctv.core.settings import Settings
 from cctv.inference.leader import LeaderLoop
 from cctv.inference.lease import Acquired, Lease
 from cctv.inference.metrics import ACQUISITIONS, EPOCH, IS_LEADER, ReplicaStats
+from cctv.inference.settings import InferenceSettings
 
 log = logging.getLogger("cctv.inference")
 
@@ -32,7 +32,7 @@ class Replica:
     """One replica: its role loop, and the state the heartbeat thread and the health
     endpoint read (``role`` is starting, standby or leader)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: InferenceSettings) -> None:
         self.s = settings
         self.replica_id = settings.worker_id or f"{settings.node}-{os.getpid()}"
         self.stop = threading.Event()

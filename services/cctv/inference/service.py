@@ -10,9 +10,9 @@ import time
 from http.server import ThreadingHTTPServer
 
 from cctv.core.health_server import start_health_server
-from cctv.core.settings import Settings
 from cctv.inference.detector import ModelLoadError, load_detector
 from cctv.inference.replica import Replica
+from cctv.inference.settings import InferenceSettings
 from cctv.inference.tracking import TrackingUnavailable, warm_tracker
 
 log = logging.getLogger("cctv.inference")
@@ -28,7 +28,7 @@ def _health_server(replica: Replica) -> ThreadingHTTPServer:
     return start_health_server(replica.s.inference_http_bind, ready, replica.s.metrics_token)
 
 
-def run_inference(settings: Settings) -> int:
+def run_inference(settings: InferenceSettings) -> int:
     """Run one replica until SIGTERM/SIGINT; returns the process exit code."""
     replica = Replica(settings)
 

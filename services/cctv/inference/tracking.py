@@ -35,11 +35,11 @@ import redis
 from prometheus_client import Counter, Histogram
 
 from cctv.core import keys
-from cctv.core.settings import Settings
 from cctv.inference import trackstate
 from cctv.inference.bytetrack import ByteTracker
 from cctv.inference.detector import Detection
 from cctv.inference.records import TrackState
+from cctv.inference.settings import InferenceSettings
 
 log = logging.getLogger("cctv.inference.tracking")
 
@@ -88,7 +88,7 @@ def resolve_tracker(name: str) -> str:
                               "installed here; install it or set CCTV_TRACKER=none")
 
 
-def warm_tracker(settings: Settings) -> str:
+def warm_tracker(settings: InferenceSettings) -> str:
     """Resolve ``CCTV_TRACKER`` at replica start and, when tracking, run the tracker once with
     a state round trip, so that a take-over finds everything imported. Raises
     :class:`TrackingUnavailable`."""
@@ -193,7 +193,7 @@ class Tracking:
     """Every camera's tracker in one leadership; created by the leader loop, its states saved
     by the fenced publisher (:meth:`due_states`)."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: InferenceSettings, client: redis.Redis) -> None:
         self.kind = resolve_tracker(settings.tracker)
         self.buffer, self.every = settings.track_buffer, settings.track_state_every
         self.redis = client

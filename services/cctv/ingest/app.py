@@ -52,9 +52,10 @@ from cctv.core.redisconn import (
     is_noreplicas_error,
 )
 from cctv.core.scripts import Scripts
-from cctv.core.settings import CAMERA_NAME_RE, Settings, load_settings, trusted_networks
+from cctv.core.settings import CAMERA_NAME_RE, trusted_networks
 from cctv.core.throttle import FailureThrottle
 from cctv.core.tokens import check_token_lengths
+from cctv.ingest.settings import IngestSettings
 
 log = logging.getLogger("cctv.ingest")
 
@@ -191,7 +192,7 @@ _JPEG_REPLIES = {"malformed": (400, "bad_jpeg"), "unsupported": (415, "unsupport
 class Ingest:
     """The request handling of one ingest process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.redis = connect_settings(settings, name="cctv-ingest")
         self.scripts = Scripts(self.redis)
@@ -328,9 +329,8 @@ class Ingest:
                 "width": width, "height": height}, 202
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """The ingest Flask application (gunicorn: ``cctv.ingest.app:create_app()``)."""
-    settings = settings or load_settings()
+def create_app(settings: IngestSettings) -> Flask:
+    """The ingest Flask application (``cctv ingest`` serves it with the loaded settings)."""
     ingest = Ingest(settings)
     replies = ReplyCounts()
     heartbeat = Heartbeat(ingest.redis, "ingest", settings.node, settings.heartbeat_s,

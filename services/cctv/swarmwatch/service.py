@@ -21,9 +21,9 @@ from cctv.core import keys
 from cctv.core.entries import EntryError
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect
-from cctv.core.settings import Settings
 from cctv.core.swarmsnap import decode_snapshot, encode_snapshot
 from cctv.swarmwatch.docker_api import DockerAPI, DockerUnavailable
+from cctv.swarmwatch.settings import SwarmwatchSettings
 
 log = logging.getLogger("cctv.swarmwatch")
 
@@ -31,7 +31,7 @@ log = logging.getLogger("cctv.swarmwatch")
 TTL_PERIODS = 5
 
 
-def snapshot_ttl_s(settings: Settings) -> int:
+def snapshot_ttl_s(settings: SwarmwatchSettings) -> int:
     """The TTL of the published snapshot, in whole seconds."""
     return max(2, int(round(TTL_PERIODS * settings.swarmwatch_interval_s)))
 
@@ -39,7 +39,7 @@ def snapshot_ttl_s(settings: Settings) -> int:
 class SwarmWatch:
     """Reads the Docker API and publishes snapshots; see the module doc."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SwarmwatchSettings) -> None:
         self.s = settings
         self.api = DockerAPI(settings.swarmwatch_socket)
         self.redis = connect(settings.redis_url, name="cctv-swarmwatch")
@@ -88,7 +88,7 @@ class SwarmWatch:
         return 0
 
 
-def run_swarmwatch(settings: Settings) -> int:
+def run_swarmwatch(settings: SwarmwatchSettings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     watch = SwarmWatch(settings)
 
@@ -102,7 +102,7 @@ def run_swarmwatch(settings: Settings) -> int:
     return watch.run()
 
 
-def check(settings: Settings) -> int:
+def check(settings: SwarmwatchSettings) -> int:
     """The container health check: 0 when a valid snapshot younger than its TTL is in Redis."""
     client = connect(settings.redis_url, name="cctv-swarmwatch-check")
     try:

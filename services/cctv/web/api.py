@@ -16,11 +16,12 @@ import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, session
 
 from cctv.core import keys
-from cctv.core.settings import CAMERA_NAME_RE, Settings
+from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.broadcast import CameraFeed, Feeds
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor, failover_history
 from cctv.web.results import recent_results
+from cctv.web.settings import WebSettings
 from cctv.web.sse import Event, sse_response
 
 if TYPE_CHECKING:  # limits imports this module's error reply
@@ -70,7 +71,7 @@ def bool_param(name: str) -> bool:
     raise ApiError(400, "bad_parameter", f"{name} must be true or false")
 
 
-def create_api(client: redis.Redis, settings: Settings, feeds: Feeds, stats: CameraStats,
+def create_api(client: redis.Redis, settings: WebSettings, feeds: Feeds, stats: CameraStats,
                monitor: ClusterMonitor, sse_slots: Slots) -> Blueprint:
     """The /api/v1 blueprint; event streams take a slot of ``sse_slots`` (503 when full)."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")

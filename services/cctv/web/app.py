@@ -25,7 +25,7 @@ from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.mjpeg import BOUNDARY
 from cctv.core.redisconn import connect_settings
-from cctv.core.settings import Settings, load_settings, trusted_networks
+from cctv.core.settings import trusted_networks
 from cctv.web import metrics as web_metrics
 from cctv.web.api import camera_names, create_api, error_response
 from cctv.web.auth import install_auth, load_accounts
@@ -36,6 +36,7 @@ from cctv.web.events import create_blueprint as create_events_blueprint
 from cctv.web.limits import Slots
 from cctv.web.pages import create_pages
 from cctv.web.results import recent_results
+from cctv.web.settings import WebSettings
 from cctv.web.sse import OPEN_STREAMS
 
 log = logging.getLogger("cctv.web")
@@ -61,17 +62,16 @@ def _static_version() -> str:
     return digest.hexdigest()[:10]
 
 
-def register_blueprints(app: Flask, client: redis.Redis, settings: Settings) -> None:
+def register_blueprints(app: Flask, client: redis.Redis, settings: WebSettings) -> None:
     """The blueprints beside the viewer's own pages: the events pages and API
     (``cctv.web.events``, reading what the events service stores). They are protected by the
     global login check like every route."""
     app.register_blueprint(create_events_blueprint(client, settings))
 
 
-def create_app(settings: Settings | None = None, *, background: bool = True) -> Flask:
+def create_app(settings: WebSettings, *, background: bool = True) -> Flask:
     """The web Flask application. ``background=False`` starts no sampler or heartbeat thread
     (for inspecting the routes)."""
-    settings = settings or load_settings()
     accounts = load_accounts(settings)
     client = connect_settings(settings, name="cctv-web")
     feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s,

@@ -50,7 +50,8 @@ from prometheus_client import Counter
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from cctv.core import keys
-from cctv.core.settings import Settings, SettingsError
+from cctv.core.settings import SettingsError
+from cctv.web.settings import WebSettings
 
 log = logging.getLogger("cctv.web.auth")
 
@@ -161,7 +162,7 @@ class Accounts:
                 failures.setdefault(key, deque(maxlen=allowed * 2)).append(now)
 
 
-def load_accounts(settings: Settings) -> Accounts:
+def load_accounts(settings: WebSettings) -> Accounts:
     """The accounts of ``CCTV_VIEWERS``; refuses to run the viewer without one."""
     hashes = settings.viewer_hashes
     if not hashes:
@@ -205,7 +206,7 @@ def _wants_page() -> bool:
     return request.method == "GET" and not request.path.startswith(("/api/", "/video/"))
 
 
-def install_auth(app: Flask, settings: Settings, accounts: Accounts, client: redis.Redis
+def install_auth(app: Flask, settings: WebSettings, accounts: Accounts, client: redis.Redis
                  ) -> None:
     """Session settings, the global login check, security headers and /login, /logout.
     Server-side sessions live in Redis (``client``)."""

@@ -32,9 +32,10 @@ from flask import (
 from cctv.core import keys
 from cctv.core.annotate import annotate_jpeg
 from cctv.core.mjpeg import MIMETYPE, mjpeg_part
-from cctv.core.settings import CAMERA_NAME_RE, Settings
+from cctv.core.settings import CAMERA_NAME_RE
 from cctv.events.clips import clip_detections, clip_frames, clip_range, has_frames
 from cctv.events.config import NAME_RE, EventsConfigError, load_config
+from cctv.events.settings import EventsSettings
 from cctv.events.storage import EVENT_ID_RE, EventStore
 from cctv.web.api import error_response
 
@@ -100,7 +101,7 @@ def _public(record: dict) -> dict:
     return out
 
 
-def create_blueprint(client: redis.Redis, settings: Settings) -> Blueprint:
+def create_blueprint(client: redis.Redis, settings: EventsSettings) -> Blueprint:
     """The events pages and API on ``client`` (files under ``CCTV_EVENTS_DIR``)."""
     bp = Blueprint("events", __name__, template_folder="templates")
     store = EventStore(client, settings.events_dir, settings.events_maxlen)

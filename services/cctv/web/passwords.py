@@ -7,7 +7,7 @@ import sys
 
 from werkzeug.security import generate_password_hash
 
-from cctv.core.settings import VIEWER_NAME_RE
+from cctv.web.settings import VIEWER_NAME_RE
 
 MIN_LENGTH = 8
 

@@ -1,0 +1,56 @@
+"""The inference replicas' settings section: the model, the leadership role, the tracker."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cctv.core.settings import Bad, CoreSettings, require_bind, require_positive
+
+
+@dataclass(frozen=True)
+class InferenceSettings(CoreSettings):
+    """What ``cctv inference`` reads besides :class:`CoreSettings`. Field ``x`` is read from
+    ``CCTV_X``."""
+
+    model: str = ""
+    device: str = "auto"
+    imgsz: int = 640
+    conf: float = 0.25
+    iou: float = 0.7
+    classes: tuple[int, ...] = ()
+    max_frame_age_s: float = 2.0
+    worker_id: str = ""
+    role: str = "auto"
+    # /healthz, /readyz and /metrics of an inference replica
+    inference_http_bind: str = "0.0.0.0:9100"
+    # the leader claims frames pending (read, not acked) longer than this, on a timer: frames
+    # read by a replica that had already lost the lease are processed or counted, not stranded
+    pending_claim_idle_s: float = 5.0
+
+    # --- tracking, in the leader ---
+    # auto (= bytetrack), bytetrack, botsort (BoT-SORT's motion model) or none; numpy + lap, no
+    # torch (every inference image has them)
+    tracker: str = "auto"
+    # processed frames a lost track is kept for (ByteTrack's track_buffer)
+    track_buffer: int = 30
+    # tracker state saved to Redis every N processed frames (ids survive a failover)
+    track_state_every: int = 3
+
+    def _validate_section(self, bad: Bad) -> None:
+        """Check the fields of this section."""
+        require_positive(self, bad, "imgsz", "max_frame_age_s", "pending_claim_idle_s",
+                         "track_buffer", "track_state_every")
+        if not 0.0 < self.conf < 1.0:
+            raise bad("conf", "must be between 0 and 1")
+        if not 0.0 < self.iou < 1.0:
+            raise bad("iou", "must be between 0 and 1")
+        if self.imgsz % 32:
+            raise bad("imgsz", "must be a multiple of 32")
+        if self.role not in {"auto", "standby"}:
+            raise bad("role", "use auto (lead when the lease is free) or standby (never lead)")
+        if not (self.device in {"auto", "cpu"} or re.fullmatch(r"(cuda:)?\d+", self.device)):
+            raise bad("device", "use auto, cpu, 0 or cuda:0")
+        require_bind(self, bad, "inference_http_bind")
+        if self.tracker not in {"auto", "bytetrack", "botsort", "none"}:
+            raise bad("tracker", "use auto, bytetrack, botsort or none")
