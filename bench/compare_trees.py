@@ -54,7 +54,8 @@ from support import (  # noqa: E402
 )
 from test_failover import Cluster, leader, role_of, take_over_rounds  # noqa: E402
 
-CAMS = "cam1:tok1,cam2:tok2"
+TOKENS = [("cam1", "tok1-compare-16chars"), ("cam2", "tok2-compare-16chars")]
+CAMS = ",".join(f"{c}:{t}" for c, t in TOKENS)
 
 
 def tree_env(services: Path, redis_url: str, **cctv: object) -> dict[str, str]:
@@ -118,7 +119,7 @@ def pipeline_ratio(services: Path, det, decoded: list[np.ndarray], jpegs: list[b
         wait_for(lambda: rdb.get(keys.LEASE_INFERENCE) is not None, 120, "a leader", [infer])
         bare_before, _ = model_fps(det, decoded)
         fps = pipeline_fps(rdb, f"http://127.0.0.1:{ingest_port}",
-                           [("cam1", "tok1"), ("cam2", "tok2")], jpegs, bare_before * 1.2,
+                           TOKENS, jpegs, bare_before * 1.2,
                            dur_s)
         bare_after, _ = model_fps(det, decoded)
     finally:

@@ -33,7 +33,7 @@ from support import SHARED, Service, admin_url, free_port, service_env, wait_por
 QUICK = bool(os.environ.get("CCTV_BENCH_QUICK"))
 ROUNDS = 3 if QUICK else 4
 DURATION_S = 4 if QUICK else 8
-CAMERAS = [(f"c{i}", f"t{i}") for i in range(16)]
+CAMERAS = [(f"c{i}", f"t{i}-bench-token-16chars") for i in range(16)]
 WAIT_TIMEOUT_MS = 200
 
 WRK_SCRIPT = """
@@ -52,7 +52,7 @@ function request()
   conn = conn + 1
   seq = seq + 1
   return wrk.format("POST", "/api/v1/cameras/c" .. cam .. "/frames", {
-    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam,
+    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. cam .. "-bench-token-16chars",
     ["X-Frame-Seq"] = tostring(seq), ["X-Capture-Ts"] = "1"}, body)
 end
 done = function(summary, latency, requests)

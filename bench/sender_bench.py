@@ -40,6 +40,8 @@ CLIP_720 = SHARED / "media" / "highway_traffic.mp4"
 CLIP_480 = SHARED / "media" / "intersection_cctv.mp4"
 COMMAND = ".venv/bin/python -m bench.sender_bench"
 SENDER_CORE = 0
+#: the camera token of the runs (ingest wants at least 20 characters)
+TOKEN = "bench-sender-token-16chars"
 
 
 def sender_env(token: str) -> dict[str, str]:
@@ -49,7 +51,7 @@ def sender_env(token: str) -> dict[str, str]:
 
 
 def start_ingest(redis_url: str, workdir: Path, port: int, name: str) -> Service:
-    env = service_env(redis_url, ingest_bind=f"127.0.0.1:{port}", cameras="bench:tok",
+    env = service_env(redis_url, ingest_bind=f"127.0.0.1:{port}", cameras=f"bench:{TOKEN}",
                       ingest_workers=1, camera_fps_limit=100000, frames_maxlen=2000)
     svc = Service(["ingest"], env, workdir, name)
     wait_port(port, 30, svc.proc)
@@ -74,7 +76,7 @@ def run_sender(ingest_url: str, frames: int, state: Path) -> tuple[float, float,
             "--queue", "8"]
     before = os.times()
     started = time.perf_counter()
-    proc = subprocess.Popen(args, env=sender_env("tok"),
+    proc = subprocess.Popen(args, env=sender_env(TOKEN),
                             preexec_fn=lambda: os.sched_setaffinity(0, {SENDER_CORE}))
     assert proc.wait(600) == 0
     wall = time.perf_counter() - started
@@ -138,7 +140,7 @@ def bench_spool(ingest_url: str, work: Path, jpeg_frames: list[bytes]) -> dict[s
         spool.add(f)
     write_s = time.perf_counter() - t
     mb = sum(len(f.jpeg) for f in frames) / 1e6
-    client = IngestClient(ingest_url, "bench", "tok")
+    client = IngestClient(ingest_url, "bench", TOKEN)
     t = time.perf_counter()
     sent = 0
     while (f := spool.peek()) is not None:
@@ -163,7 +165,7 @@ def bench_outage(redis: RedisServer, work: Path) -> dict[str, float]:
         [sys.executable, "-m", "cctv_sender", "--source", str(CLIP_480), "--loop", "--fps", "20",
          "--max-frames", "400", "--ingest", f"http://127.0.0.1:{port}", "--camera", "bench",
          "--state-dir", str(state), "--spool-rate", "40", "--reconnect-max", "2",
-         "--log-level", "WARNING"], env=sender_env("tok"))
+         "--log-level", "WARNING"], env=sender_env(TOKEN))
     end = time.monotonic() + 30
     while client.xlen("cctv:frames:bench") < 20 and time.monotonic() < end:
         time.sleep(0.05)
@@ -234,7 +236,7 @@ def bench_accounting(work: Path) -> dict[str, int]:
     port = free_port()
     svc = start_ingest(redis.url, work, port, "ingest-accounting")
     log = work / "accounting.jsonl"
-    env = sender_env("tok")
+    env = sender_env(TOKEN)
     env.update(PYTHONPATH=os.pathsep.join([*_standin(work), str(ROOT / "pi")]),
                STANDIN_PICAMERA2_JPEG=str(SHARED / "media" / "bus.jpg"),
                STANDIN_PICAMERA2_LOG=str(log))
@@ -310,7 +312,7 @@ def bench_h264(work: Path, seconds: float = 10.0, rounds: int = 5) -> dict[str, 
     # end to end: the sender serves, a real RTSP client pulls and decodes
     port = free_port()
     log = work / "h264.jsonl"
-    env = sender_env("tok")
+    env = sender_env(TOKEN)
     env.update(PYTHONPATH=os.pathsep.join([*_standin(work), str(ROOT / "pi")]),
                STANDIN_PICAMERA2_JPEG=str(SHARED / "media" / "bus.jpg"),
                STANDIN_PICAMERA2_LOG=str(log), STANDIN_PICAMERA2_H264=str(h264))

@@ -41,7 +41,8 @@ QUICK = os.environ.get("CCTV_BENCH_QUICK") == "1"
 ROUNDS = 5
 ROUND_S = 4 if QUICK else 8
 CONNECTIONS = 8  # cameras, one keep-alive connection each
-CAMERAS = ",".join(f"c{i}:t{i}" for i in range(CONNECTIONS))
+#: camera c{i} has token t{i}-bench-token-16chars (ingest wants 20 characters)
+CAMERAS = ",".join(f"c{i}:t{i}-bench-token-16chars" for i in range(CONNECTIONS))
 
 # What a scan must see and may not see (Mozilla "intermediate", 5.7; no DHE here)
 WEAK_PROTOCOLS = ("ssl_2_0_cipher_suites", "ssl_3_0_cipher_suites", "tls_1_0_cipher_suites",
@@ -145,7 +146,7 @@ end
 function request()
   seq = seq + 1
   return wrk.format("POST", "/api/v1/cameras/c" .. first .. "/frames", {
-    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. first,
+    ["Content-Type"] = "image/jpeg", ["Authorization"] = "Bearer t" .. first .. "-bench-token-16chars",
     ["X-Frame-Seq"] = tostring(seq), ["X-Capture-Ts"] = "1"}, body)
 end
 done = function(summary, latency, requests)
