@@ -13,6 +13,7 @@ import numpy as np
 from cctv.inference.backends import Backend
 from cctv.inference.detector import Detection, ModelLoadError, Prepared, clip_box
 
+
 class OpenVinoDetector:
     """An ultralytics-exported OpenVINO IR run on the OpenVINO runtime (no torch)."""
 
