@@ -1,4 +1,5 @@
-"""Delivery of events to external receivers: webhooks (signed batches) and MQTT (optional).
+"""Delivery of events to external receivers (the sinks in events/sinks/: webhooks with signed
+batches, MQTT, ...).
 
 Each receiver reads the ``cctv:events`` stream through its own consumer group, so receivers
 are independent of each other and of the rules, and nothing is lost over a restart: entries
