@@ -17,8 +17,8 @@ import pytest
 from events_support import wait_for
 
 from cctv.core import keys
-from cctv.events.config import Mqtt
-from cctv.events.delivery import DeliveryWorker, MqttReceiver
+from cctv.events.delivery import DeliveryWorker
+from cctv.events.sinks.mqtt import Mqtt, MqttReceiver
 from cctv.events.storage import EventStore
 
 from support import free_port, wait_port

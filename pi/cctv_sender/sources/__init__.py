@@ -1,22 +1,29 @@
-"""Camera sources chosen by a URL-like string; see :func:`parse_source` for the forms."""
+"""Camera sources chosen by a URL-like string; see :func:`parse_source` for the forms.
+
+Each kind of source is a plugin: a module of this package that defines module-level
+:class:`SourceKind` values (the prefixes it takes, how it parses the rest of the string and how
+it builds the :class:`Source`). Every module of the package is imported on first use and its
+kinds registered; a new kind is one new file here (see docs/extending.md). :func:`register` is
+the same call the scan makes.
+"""
 
 from __future__ import annotations
 
-import os
+import importlib
+import pkgutil
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from cctv_sender.sources.base import Source, SourceEnded, SourceError
 
-__all__ = ["Source", "SourceEnded", "SourceError", "SourceSpec", "parse_source", "build_source"]
+__all__ = ["Source", "SourceEnded", "SourceError", "SourceSpec", "SourceKind", "BuildOptions",
+           "parse_source", "build_source", "register", "kinds"]
 
 
 class SourceConfigError(ValueError):
     """The source string cannot be understood; the message says why."""
-
-
-KINDS = ("file", "v4l2", "rtsp", "http", "picamera2")
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,75 @@ def redact(url: str) -> str:
                        parts.query, parts.fragment))
 
 
-def _split_options(rest: str) -> tuple[str, dict[str, str]]:
+def split_options(rest: str) -> tuple[str, dict[str, str]]:
+    """``"path?a=1&b=2"`` -> ``("path", {"a": "1", "b": "2"})``."""
     path, _, query = rest.partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     return path, options
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The sender's defaults for a source: JPEG quality (already checked), loop, output size
+    (the URL's ``size`` already applied), open/read timeout and the sender's fps limit."""
+
+    quality: int = 80
+    loop: bool = False
+    size: tuple[int, int] | None = None
+    timeout_s: float = 10.0
+    fps: float = 0.0
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of camera source.
+
+    ``prefixes``: lower-case string starts it takes (``"rtsp://"``, ``"v4l2:"``); ``parse(raw)``
+    turns the whole (stripped) source string into a :class:`SourceSpec` whose ``kind`` is
+    ``kind``; ``build(spec, options)`` returns the :class:`Source`, importing its camera library
+    only then. ``claims(raw)`` takes strings without a known prefix (a bare ``/dev/video0``);
+    the one ``fallback`` kind takes what nothing else does (a bare file path). ``hint`` is how
+    the error for an unknown scheme names it (``rtsp://``); ``order`` sorts those hints.
+    """
+
+    kind: str
+    prefixes: tuple[str, ...]
+    parse: Callable[[str], SourceSpec]
+    build: Callable[[SourceSpec, BuildOptions], Source]
+    claims: Callable[[str], bool] | None = None
+    fallback: bool = False
+    hint: str = ""
+    order: int = 100
+
+
+_registry: dict[str, SourceKind] = {}
+_imported: set[str] = set()
+
+
+def register(kind: SourceKind) -> SourceKind:
+    """Register ``kind`` under its name (a later one with the same name replaces it)."""
+    _registry[kind.kind] = kind
+    return kind
+
+
+def kinds() -> dict[str, SourceKind]:
+    """Every registered source kind by name. Imports the modules of this package not imported
+    yet (a folder added to ``__path__`` is seen on the next call)."""
+    for info in pkgutil.iter_modules(__path__, __name__ + "."):
+        if info.name in _imported:
+            continue
+        _imported.add(info.name)
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, SourceKind):
+                register(value)
+    return dict(_registry)
+
+
+def __getattr__(name: str) -> object:
+    if name == "KINDS":  # the registered kind names, for status and error texts
+        return tuple(k.kind for k in sorted(kinds().values(), key=lambda k: k.order))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_source(raw: str) -> SourceSpec:
@@ -111,6 +183,7 @@ def parse_source(raw: str) -> SourceSpec:
       JPEG snapshot URL polled at the fps limit (and ``https://``)
     * ``file:/path/clip.mp4?fps=10&loop=1`` or a bare path (``fps``: pace in frames/s,
       default the file's own rate, ``fps=0``/``realtime=0`` as fast as possible)
+    * any other kind registered by a module of this package
 
     HTTP and RTSP URLs are used as they are (their query belongs to the camera).
     """
@@ -118,45 +191,20 @@ def parse_source(raw: str) -> SourceSpec:
     if not raw:
         raise SourceConfigError("no camera source given (--source or CCTV_SENDER_SOURCE)")
     low = raw.lower()
-    if low.startswith(("rtsp://", "rtsps://")):
-        if not urlsplit(raw).hostname:
-            raise SourceConfigError(f"source {redact(raw)!r}: RTSP URL has no host")
-        return SourceSpec("rtsp", raw, {}, redact(raw))
-    if low.startswith(("http://", "https://")):
-        if not urlsplit(raw).hostname:
-            raise SourceConfigError(f"source {redact(raw)!r}: HTTP URL has no host")
-        return SourceSpec("http", raw, {}, redact(raw))
-    if low.startswith("picamera2:") or low == "picamera2":
-        path, options = _split_options(raw.partition(":")[2])
-        path = path.strip("/")
-        if path and not (path.isascii() and path.isdigit()):
-            raise SourceConfigError(f"source {raw!r}: picamera2 camera number must be an index")
-        return SourceSpec("picamera2", int(path or 0), options, f"picamera2:{path or 0}")
-    if low.startswith("v4l2:"):
-        path, options = _split_options(raw[5:])
-        if not path:
-            raise SourceConfigError(f"source {raw!r}: give a device, e.g. v4l2:/dev/video0")
-        target: str | int = int(path) if path.isascii() and path.isdigit() else path
-        return SourceSpec("v4l2", target, options, f"v4l2:{path}")
-    if raw.isascii() and raw.isdigit():
-        return SourceSpec("v4l2", int(raw), {}, f"v4l2:{raw}")
-    if low.startswith("/dev/video"):
-        return SourceSpec("v4l2", raw, {}, f"v4l2:{raw}")
-    if low.startswith("file:"):
-        rest = raw[5:]
-        if rest.startswith("//"):
-            rest = rest[2:]
-        path, options = _split_options(rest)
-    elif re.match(r"^[a-z][a-z0-9+.-]*://", low):
+    known = list(kinds().values())
+    for kind in known:
+        if low.startswith(kind.prefixes):
+            return kind.parse(raw)
+    for kind in known:
+        if kind.claims is not None and kind.claims(raw):
+            return kind.parse(raw)
+    fallback = next((k for k in known if k.fallback), None)
+    if fallback is None or re.match(r"^[a-z][a-z0-9+.-]*://", low):
+        hints = [k.hint for k in sorted(known, key=lambda k: k.order) if k.hint]
         raise SourceConfigError(
-            f"source {redact(raw)!r}: unknown scheme; use picamera2:, v4l2:, rtsp://, "
-            "http:// or file:")
-    else:
-        path, options = _split_options(raw)
-    if not path:
-        raise SourceConfigError(f"source {raw!r}: no file path")
-    path = os.path.expanduser(path)
-    return SourceSpec("file", path, options, f"file:{os.path.basename(path)}")
+            f"source {redact(raw)!r}: unknown scheme; use {', '.join(hints[:-1])} "
+            f"or {hints[-1]}")
+    return fallback.parse(raw)
 
 
 def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
@@ -171,32 +219,8 @@ def build_source(spec: SourceSpec, *, quality: int = 80, loop: bool = False,
     quality = spec.opt_int("quality", quality) or quality
     if not 1 <= quality <= 100:
         raise SourceConfigError(f"JPEG quality {quality} must be between 1 and 100")
-    if spec.kind == "file":
-        from cctv_sender.sources.opencv import OpenCVSource
-        pace = spec.opt_float("fps", 0.0)
-        realtime = spec.opt_bool("realtime", True) and spec.options.get("fps") != "0"
-        return OpenCVSource("file", spec.target, name=spec.display, quality=quality, size=size,
-                            fps=pace, loop=spec.opt_bool("loop", loop), paced=realtime)
-    if spec.kind in ("v4l2", "rtsp"):
-        from cctv_sender.sources.opencv import OpenCVSource
-        return OpenCVSource(spec.kind, spec.target, name=spec.display, quality=quality,
-                            size=size, fps=spec.opt_float("fps", fps if spec.kind == "v4l2"
-                                                          else 0.0),
-                            fourcc=spec.options.get("fourcc", "MJPG" if spec.kind == "v4l2"
-                                                    else ""),
-                            passthrough=spec.opt_bool("passthrough"), timeout_s=timeout_s)
-    if spec.kind == "http":
-        from cctv_sender.sources.mjpeg import MjpegSource
-        return MjpegSource(str(spec.target), name=spec.display, timeout_s=timeout_s)
-    if spec.kind == "picamera2":
-        from cctv_sender.sources.picam import PicameraSource
-        # the sensor runs at the sender's fps: frames above it would be encoded to be
-        # thrown away
-        sensor_fps = spec.opt_float("fps", fps)
-        if fps and (not sensor_fps or sensor_fps > fps):
-            sensor_fps = fps
-        return PicameraSource(int(spec.target), name=spec.display, size=size or (1280, 720),
-                              fps=sensor_fps, mode=spec.opt_int("mode"),
-                              encoder=spec.options.get("encoder", "auto"), quality=quality,
-                              timeout_s=timeout_s)
-    raise SourceConfigError(f"unknown source kind {spec.kind!r}")
+    kind = kinds().get(spec.kind)
+    if kind is None:
+        raise SourceConfigError(f"unknown source kind {spec.kind!r}")
+    return kind.build(spec, BuildOptions(quality=quality, loop=loop, size=size,
+                                         timeout_s=timeout_s, fps=fps))

@@ -17,6 +17,13 @@ from urllib.parse import unquote, urlsplit
 
 from cctv_sender import __version__
 from cctv_sender.neterrors import describe_error
+from cctv_sender.sources import (
+    BuildOptions,
+    SourceConfigError,
+    SourceKind,
+    SourceSpec,
+    redact,
+)
 from cctv_sender.sources.base import Source, SourceError
 
 MAX_PART = 16 * 1024 * 1024
@@ -217,3 +224,20 @@ class MjpegSource(Source):
     def retrieve(self) -> bytes:
         return self._current
 
+
+
+# --- the kind this module runs: http ---
+
+
+def _parse_http(raw: str) -> SourceSpec:
+    if not urlsplit(raw).hostname:
+        raise SourceConfigError(f"source {redact(raw)!r}: HTTP URL has no host")
+    return SourceSpec("http", raw, {}, redact(raw))
+
+
+def _build_http(spec: SourceSpec, o: BuildOptions) -> Source:
+    return MjpegSource(str(spec.target), name=spec.display, timeout_s=o.timeout_s)
+
+
+HTTP = SourceKind("http", ("http://", "https://"), _parse_http, _build_http, hint="http://",
+                  order=40)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
+from cctv_sender.sources import (
+    BuildOptions,
+    SourceConfigError,
+    SourceKind,
+    SourceSpec,
+    redact,
+    split_options,
+)
 from cctv_sender.sources.base import Source, SourceEnded, SourceError
 
 
@@ -129,3 +138,63 @@ class OpenCVSource(Source):
         if not ok:
             raise SourceError(f"{self.name}: JPEG encoding failed")
         return buf.tobytes()
+
+
+# --- the kinds this module runs: file, v4l2, rtsp ---
+
+
+def _parse_rtsp(raw: str) -> SourceSpec:
+    if not urlsplit(raw).hostname:
+        raise SourceConfigError(f"source {redact(raw)!r}: RTSP URL has no host")
+    return SourceSpec("rtsp", raw, {}, redact(raw))
+
+
+def _parse_v4l2(raw: str) -> SourceSpec:
+    if raw.isascii() and raw.isdigit():
+        return SourceSpec("v4l2", int(raw), {}, f"v4l2:{raw}")
+    if raw.lower().startswith("/dev/video"):
+        return SourceSpec("v4l2", raw, {}, f"v4l2:{raw}")
+    path, options = split_options(raw[5:])
+    if not path:
+        raise SourceConfigError(f"source {raw!r}: give a device, e.g. v4l2:/dev/video0")
+    target: str | int = int(path) if path.isascii() and path.isdigit() else path
+    return SourceSpec("v4l2", target, options, f"v4l2:{path}")
+
+
+def _parse_file(raw: str) -> SourceSpec:
+    if raw.lower().startswith("file:"):
+        rest = raw[5:]
+        if rest.startswith("//"):
+            rest = rest[2:]
+        path, options = split_options(rest)
+    else:
+        path, options = split_options(raw)
+    if not path:
+        raise SourceConfigError(f"source {raw!r}: no file path")
+    path = os.path.expanduser(path)
+    return SourceSpec("file", path, options, f"file:{os.path.basename(path)}")
+
+
+def _build_file(spec: SourceSpec, o: BuildOptions) -> Source:
+    pace = spec.opt_float("fps", 0.0)
+    realtime = spec.opt_bool("realtime", True) and spec.options.get("fps") != "0"
+    return OpenCVSource("file", spec.target, name=spec.display, quality=o.quality, size=o.size,
+                        fps=pace, loop=spec.opt_bool("loop", o.loop), paced=realtime)
+
+
+def _build_device(spec: SourceSpec, o: BuildOptions) -> Source:
+    return OpenCVSource(spec.kind, spec.target, name=spec.display, quality=o.quality,
+                        size=o.size, fps=spec.opt_float("fps", o.fps if spec.kind == "v4l2"
+                                                        else 0.0),
+                        fourcc=spec.options.get("fourcc", "MJPG" if spec.kind == "v4l2"
+                                                else ""),
+                        passthrough=spec.opt_bool("passthrough"), timeout_s=o.timeout_s)
+
+
+RTSP = SourceKind("rtsp", ("rtsp://", "rtsps://"), _parse_rtsp, _build_device, hint="rtsp://",
+                  order=30)
+V4L2 = SourceKind("v4l2", ("v4l2:",), _parse_v4l2, _build_device, hint="v4l2:", order=20,
+                  claims=lambda raw: (raw.isascii() and raw.isdigit())
+                  or raw.lower().startswith("/dev/video"))
+FILE = SourceKind("file", ("file:",), _parse_file, _build_file, fallback=True, hint="file:",
+                  order=50)

@@ -33,6 +33,13 @@ import time
 from importlib import metadata
 from typing import Any
 
+from cctv_sender.sources import (
+    BuildOptions,
+    SourceConfigError,
+    SourceKind,
+    SourceSpec,
+    split_options,
+)
 from cctv_sender.sources.base import Source, SourceError
 
 log = logging.getLogger("cctv_sender.picam")
@@ -130,7 +137,6 @@ class PicameraSource(Source):
                  size: tuple[int, int] = (1280, 720), fps: float = 0.0, mode: int | None = None,
                  encoder: str = "auto", quality: int = 80, timeout_s: float = 10.0) -> None:
         if encoder not in ("auto", "hw", "sw"):
-            from cctv_sender.sources import SourceConfigError
             raise SourceConfigError(f"picamera2 option encoder={encoder!r}: use auto, hw or sw")
         self.camera_num, self.name, self.size, self.fps = camera_num, name, size, fps
         self.mode, self.encoder_kind, self.quality = mode, encoder, quality
@@ -339,3 +345,30 @@ class PicameraSource(Source):
 
     def capture_ts_us(self) -> int | None:
         return self._current_ts
+
+
+# --- the kind this module runs: picamera2 (the library itself is imported only by open) ---
+
+
+def _parse_picamera2(raw: str) -> SourceSpec:
+    path, options = split_options(raw.partition(":")[2])
+    path = path.strip("/")
+    if path and not (path.isascii() and path.isdigit()):
+        raise SourceConfigError(f"source {raw!r}: picamera2 camera number must be an index")
+    return SourceSpec("picamera2", int(path or 0), options, f"picamera2:{path or 0}")
+
+
+def _build_picamera2(spec: SourceSpec, o: BuildOptions) -> Source:
+    # the sensor runs at the sender's fps: frames above it would be encoded to be thrown away
+    sensor_fps = spec.opt_float("fps", o.fps)
+    if o.fps and (not sensor_fps or sensor_fps > o.fps):
+        sensor_fps = o.fps
+    return PicameraSource(int(spec.target), name=spec.display, size=o.size or (1280, 720),
+                          fps=sensor_fps, mode=spec.opt_int("mode"),
+                          encoder=spec.options.get("encoder", "auto"), quality=o.quality,
+                          timeout_s=o.timeout_s)
+
+
+PICAMERA2 = SourceKind("picamera2", ("picamera2:",), _parse_picamera2, _build_picamera2,
+                       claims=lambda raw: raw.lower() == "picamera2", hint="picamera2:",
+                       order=10)

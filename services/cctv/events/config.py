@@ -26,15 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
-    StrictBool,
-    StrictStr,
     ValidationError,
+    create_model,
     field_validator,
-    model_validator,
 )
 
 from cctv.core.settings import CAMERA_NAME_RE
-from cctv.events.outbound import literal_refusal
+from cctv.events import sinks
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RULE_TYPES = ("dwell", "line", "count")
@@ -107,12 +105,18 @@ class EventsConfig:
 
     path: str
     cameras: dict[str, CameraConfig] = field(default_factory=dict)
-    webhooks: tuple[Webhook, ...] = ()
-    mqtt: Mqtt | None = None
+    #: each registered sink's checked section by its key (also readable as ``cfg.<key>``)
+    sinks: dict[str, Any] = field(default_factory=dict)
     timezone: str = "UTC"
     track_timeout_s: float = 2.0
     exit_grace_s: float = 0.5
     clip_margin_s: float = 2.0
+
+    def __getattr__(self, name: str) -> Any:
+        found = self.__dict__.get("sinks", {})
+        if name in found:
+            return found[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -124,7 +128,7 @@ class EventsConfig:
 # more than one field (a rule's zone must exist on its camera, names unique, a verifier model
 # on disk) is checked after the schema, in :func:`parse_config`, with the same path notation.
 
-def _or_default(default: Any) -> BeforeValidator:
+def or_default(default: Any) -> BeforeValidator:
     """YAML writes an empty section as ``key:`` (None): read it as the empty default."""
     return BeforeValidator(lambda v: default if v is None else v)
 
@@ -150,7 +154,7 @@ def _class_ref(v: Any) -> str | int:
 
 
 ClassRef = Annotated[str | int, PlainValidator(_class_ref)]
-Classes = Annotated[list[ClassRef], BeforeValidator(_as_list), _or_default([])]
+Classes = Annotated[list[ClassRef], BeforeValidator(_as_list), or_default([])]
 
 
 def _point(v: Any) -> Any:
@@ -162,7 +166,10 @@ def _point(v: Any) -> Any:
 PointDoc = Annotated[list[NonNegative], BeforeValidator(_point)]
 
 
-class _Doc(BaseModel):
+class ConfigModel(BaseModel):
+    """A section of the rules file: unknown keys are refused, the parsed value is frozen (sinks
+    write their own sections with it)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -171,7 +178,7 @@ def _points_form(v: Any) -> Any:
     return {"points": v} if isinstance(v, list | tuple) else v
 
 
-class _ShapeDoc(_Doc):
+class _ShapeDoc(ConfigModel):
     points: list[PointDoc]
     anchor: Literal["bottom", "center"] = "bottom"
 
@@ -200,7 +207,7 @@ class LineDoc(_ShapeDoc):
         return points
 
 
-class Verify(_Doc):
+class Verify(ConfigModel):
     """Second-stage check of a rule's crops by another ultralytics model (``model``: its path,
     resolved against the rules file's folder)."""
 
@@ -211,7 +218,7 @@ class Verify(_Doc):
     padding: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] = 0.1
 
 
-class _RuleDoc(_Doc):
+class _RuleDoc(ConfigModel):
     name: ItemName
     classes: Classes = []
     cooldown_s: NonNegative = 0.0
@@ -241,77 +248,12 @@ class LineRuleDoc(_RuleDoc):
 RuleDoc = Annotated[DwellRuleDoc | CountRuleDoc | LineRuleDoc, Field(discriminator="type")]
 
 
-class CameraDoc(_Doc):
+class CameraDoc(ConfigModel):
     zones: Annotated[dict[ItemName, Annotated[ZoneDoc, BeforeValidator(_points_form)]],
-                     _or_default({})] = {}
+                     or_default({})] = {}
     lines: Annotated[dict[ItemName, Annotated[LineDoc, BeforeValidator(_points_form)]],
-                     _or_default({})] = {}
-    rules: Annotated[list[RuleDoc], _or_default([])] = []
-
-
-def _http_url(url: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", url):
-        raise ValueError(f"{url!r} is not an http(s) URL")
-    return url
-
-
-class Webhook(_Doc):
-    """An HTTP receiver of signed event batches."""
-
-    name: ItemName
-    url: Annotated[Text, AfterValidator(_http_url)]
-    batch_s: NonNegative = 10.0
-    max_batch: Count = 100
-    max_attempts: Count = 8
-    backoff_s: Positive = 1.0
-    backoff_max_s: Positive = 60.0
-    timeout_s: Positive = 5.0
-    captions_only: StrictBool = False
-    images: list[Literal["crop", "snapshot"]] = ["crop"]
-    # loopback, private, link-local... destinations are refused unless this is true
-    # (events/outbound.py checks the resolved address at every connection)
-    allow_private: StrictBool = False
-
-    @model_validator(mode="after")
-    def _public_unless_allowed(self) -> Webhook:
-        why = literal_refusal(self.url)
-        if why and not self.allow_private:
-            raise ValueError(f"url: {self.url!r} is a {why.replace('_', '-')} address; a "
-                             "webhook reaches only public addresses unless it sets "
-                             "allow_private: true")
-        return self
-
-
-class Mqtt(_Doc):
-    """An MQTT broker events are published to (optional; needs paho-mqtt)."""
-
-    host: Text
-    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 1883
-    topic: Annotated[str, Field(strict=True, pattern=r"^[^#+\s]+$")] = "cctv/events"
-    qos: Annotated[int, Field(strict=True, ge=0, le=2)] = 1
-    captions_only: StrictBool = True
-    username: StrictStr = ""
-    password_env: StrictStr = ""
-    max_attempts: Count = 8
-    backoff_s: Positive = 1.0
-    backoff_max_s: Positive = 60.0
-    batch_s: NonNegative = 1.0
-    max_batch: Count = 100
-    # MQTT over TLS (port 8883 by convention): the broker's certificate is verified against
-    # ca_file (a PEM bundle), or the system's CAs when empty, and its name against host
-    tls: StrictBool = False
-    ca_file: StrictStr = ""
-
-    @model_validator(mode="after")
-    def _ca_needs_tls(self) -> Mqtt:
-        if self.ca_file and not self.tls:
-            raise ValueError("ca_file is set but tls is false: set tls: true")
-        return self
-
-    @property
-    def name(self) -> str:
-        """The receiver's name (its consumer group and metrics label)."""
-        return "mqtt"
+                     or_default({})] = {}
+    rules: Annotated[list[RuleDoc], or_default([])] = []
 
 
 def _timezone(tz: str) -> str:
@@ -327,16 +269,29 @@ def _camera_names(v: Any) -> Any:
     return {str(k): c for k, c in v.items()} if isinstance(v, dict) else v
 
 
-class EventsDoc(_Doc):
+class _EventsBase(ConfigModel):
+    """The file's own sections; each sink (events/sinks/) adds its section to it."""
+
     cameras: Annotated[dict[Annotated[str, Field(pattern=f"^{CAMERA_NAME_RE.pattern}$")],
                             CameraDoc],
-                       BeforeValidator(_camera_names), _or_default({})] = {}
-    webhooks: Annotated[list[Webhook], _or_default([])] = []
-    mqtt: Mqtt | None = None
+                       BeforeValidator(_camera_names), or_default({})] = {}
     timezone: Annotated[Text, AfterValidator(_timezone)] = "UTC"
     track_timeout_s: Positive = 2.0
     exit_grace_s: NonNegative = 0.5
     clip_margin_s: NonNegative = 2.0
+
+
+_docs: dict[tuple[tuple[str, Any], ...], type[BaseModel]] = {}
+
+
+def events_doc() -> type[BaseModel]:
+    """The file's schema: its own sections and one per registered sink."""
+    fields = tuple((s.key, s.schema) for s in sinks.sinks())
+    if fields not in _docs:
+        by_key = {s.key: s for s in sinks.sinks()}
+        _docs[fields] = create_model("EventsDoc", __base__=_EventsBase,
+                                     **{k: (a, by_key[k].default) for k, a in fields})
+    return _docs[fields]
 
 
 # ---- errors: "file: path.to[3].field: what was expected" ------------------------------------
@@ -364,7 +319,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
     """The keys the file may have where ``loc`` (the unknown key's path) points."""
-    models: list[type[BaseModel]] = [EventsDoc]
+    models: list[type[BaseModel]] = [events_doc()]
     for i, part in enumerate(loc[:-1]):
         if i and isinstance(loc[i - 1], int) and part in RULE_TYPES:
             models = [m for m in models if "type" in m.model_fields
@@ -476,23 +431,34 @@ def parse_config(doc: Any, path: str = "<config>", base: Path | None = None) -> 
     """Validate a parsed document (the file's YAML/JSON) into :class:`EventsConfig`."""
     base = base or Path.cwd()
     try:
-        checked = EventsDoc.model_validate({} if doc is None else doc)
+        checked = events_doc().model_validate({} if doc is None else doc)
     except ValidationError as exc:
         raise _errors(path, exc) from None
-    hooks = tuple(checked.webhooks)
-    names = [h.name for h in hooks]
-    if len(set(names)) != len(names):
-        raise EventsConfigError(f"{path}: webhooks: two webhooks have the same name")
-    mqtt = checked.mqtt
-    if mqtt is not None and mqtt.name in names:
-        raise EventsConfigError(f"{path}: webhooks: the name 'mqtt' is taken by the MQTT "
-                                "receiver")
+    sections = _sink_sections(path, checked)
     return EventsConfig(
         path=path,
         cameras={n: _camera(path, n, c, base) for n, c in checked.cameras.items()},
-        webhooks=hooks, mqtt=mqtt, timezone=checked.timezone,
+        sinks=sections, timezone=checked.timezone,
         track_timeout_s=checked.track_timeout_s, exit_grace_s=checked.exit_grace_s,
         clip_margin_s=checked.clip_margin_s)
+
+
+def _sink_sections(path: str, checked: BaseModel) -> dict[str, Any]:
+    """Each sink's checked section (lists as tuples); receiver names unique across sinks."""
+    sections: dict[str, Any] = {}
+    owner: dict[str, sinks.Sink] = {}
+    for sink in sinks.sinks():
+        section = getattr(checked, sink.key)
+        section = tuple(section) if isinstance(section, list) else section
+        if sink.check is not None:
+            sink.check(section, path)
+        for name in sink.names(section):
+            if name in owner:
+                raise EventsConfigError(f"{path}: {owner[name].key}: the name {name!r} is "
+                                        f"taken by the {sink.title or sink.key} receiver")
+            owner[name] = sink
+        sections[sink.key] = section
+    return sections
 
 
 def load_config(path: str | Path) -> EventsConfig:

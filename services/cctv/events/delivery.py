@@ -1,4 +1,5 @@
-"""Delivery of events to external receivers: webhooks (signed batches) and MQTT (optional).
+"""Delivery of events to external receivers (the sinks in events/sinks/: webhooks with signed
+batches, MQTT, ...).
 
 Each receiver reads the ``cctv:events`` stream through its own consumer group, so receivers
 are independent of each other and of the rules, and nothing is lost over a restart: entries
@@ -29,16 +30,11 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import http.client
 import json
 import logging
-import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,8 +44,6 @@ from prometheus_client import Counter
 from cctv.core import keys
 from cctv.core.entries import EntryError, decode_event
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, is_redis_down
-from cctv.events.config import Mqtt, Webhook
-from cctv.events.outbound import DestinationRefused, opener
 from cctv.events.storage import EventStore
 
 log = logging.getLogger("cctv.events.delivery")
@@ -101,17 +95,10 @@ def caption_only(event: dict) -> dict:
                                        "end", "caption")}
 
 
-def _iso(ms: float | None) -> str | None:
+def iso_time(ms: float | None) -> str | None:
     if not ms:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *_args: object, **_kw: object) -> None:
-        return None  # a redirect is an answer to check, not to follow with our signed body
-
-
 
 
 class Receiver:
@@ -127,120 +114,6 @@ class Receiver:
 
     def send(self, events: list[dict]) -> None:
         raise NotImplementedError
-
-
-class WebhookReceiver(Receiver):
-    """POSTs JSON batches to a URL, signed with the shared secret."""
-
-    def __init__(self, cfg: Webhook, secret: str) -> None:
-        self.cfg, self.secret = cfg, secret
-        self.name, self.batch_s, self.max_batch = cfg.name, cfg.batch_s, cfg.max_batch
-        self.max_attempts, self.backoff_s = cfg.max_attempts, cfg.backoff_s
-        self.backoff_max_s, self.captions_only = cfg.backoff_max_s, cfg.captions_only
-        self._opener = opener(cfg.allow_private, _NoRedirect())
-
-    def send(self, events: list[dict]) -> None:
-        body = json.dumps({"receiver": self.name, "batch": uuid.uuid4().hex,
-                           "sent_at": _iso(time.time() * 1000), "count": len(events),
-                           "events": events}, separators=(",", ":")).encode()
-        ts = str(int(time.time()))
-        req = urllib.request.Request(self.cfg.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": USER_AGENT,
-            "X-CCTV-Timestamp": ts, "X-CCTV-Signature": sign(self.secret, ts, body)})
-        try:
-            with self._opener.open(req, timeout=self.cfg.timeout_s) as resp:
-                resp.read(65536)
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            retry_after = _retry_after(exc.headers.get("Retry-After"))
-            exc.close()
-            final = 300 <= status < 500 and status not in (408, 425, 429)
-            raise DeliveryError(f"HTTP {status}", final=final,
-                                retry_after_s=retry_after) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, DestinationRefused):
-                REFUSED.labels(self.name).inc()
-                log.error("receiver %s: %s; not sent", self.name, exc.reason,
-                          extra={"receiver": self.name, "reason": exc.reason.reason})
-                raise DeliveryError(str(exc.reason), final=True) from None
-            raise DeliveryError(f"URLError: {str(exc.reason)[:200]}") from None
-        except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
-            # HTTPException: a receiver that closes the connection mid-answer or answers
-            # something that is not HTTP
-            reason = str(getattr(exc, "reason", exc))[:200]
-            raise DeliveryError(f"{type(exc).__name__}: {reason}") from None
-        if not 200 <= status < 300:
-            raise DeliveryError(f"HTTP {status}", final=300 <= status < 500)
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0
-
-
-class MqttReceiver(Receiver):
-    """Publishes each event as one JSON message to ``<topic>/<camera>/<rule>`` (QoS 1 by
-    default). Needs paho-mqtt; the service only creates it when an ``mqtt`` block is
-    configured."""
-
-    def __init__(self, cfg: Mqtt) -> None:
-        try:
-            import paho.mqtt.client as mqtt
-        except ImportError as exc:
-            raise RuntimeError("mqtt is configured but paho-mqtt is not installed "
-                               "(pip install paho-mqtt)") from exc
-        self.cfg = cfg
-        self.name, self.batch_s, self.max_batch = cfg.name, cfg.batch_s, cfg.max_batch
-        self.max_attempts, self.backoff_s = cfg.max_attempts, cfg.backoff_s
-        self.backoff_max_s, self.captions_only = cfg.backoff_max_s, cfg.captions_only
-        self._mqtt = mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"cctv-events-{uuid.uuid4().hex[:8]}")
-        if cfg.tls:
-            try:  # certificate and host name verified (paho's defaults with tls_set)
-                self.client.tls_set(ca_certs=cfg.ca_file or None)
-            except (OSError, ValueError) as exc:
-                raise RuntimeError(f"mqtt: ca_file {cfg.ca_file!r}: {exc}") from exc
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, os.environ.get(cfg.password_env, "")
-                                        if cfg.password_env else None)
-        self._connected = False
-
-    def _connect(self) -> None:
-        if self._connected and self.client.is_connected():
-            return
-        try:
-            self.client.connect(self.cfg.host, self.cfg.port, keepalive=30)
-        except OSError as exc:  # ssl.SSLError (a certificate refused) is an OSError
-            raise DeliveryError(f"mqtt connect {self.cfg.host}:{self.cfg.port}: {exc}") from None
-        self.client.loop_start()
-        self._connected = True
-
-    def send(self, events: list[dict]) -> None:
-        self._connect()
-        infos = []
-        for ev in events:
-            topic = f"{self.cfg.topic}/{ev.get('camera', '-')}/{ev.get('rule', '-')}"
-            info = self.client.publish(topic, json.dumps(ev, separators=(",", ":")),
-                                       qos=self.cfg.qos)
-            if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
-                raise DeliveryError(f"mqtt publish: {self._mqtt.error_string(info.rc)}")
-            infos.append(info)
-        for info in infos:
-            try:
-                info.wait_for_publish(timeout=5)
-            except (ValueError, RuntimeError) as exc:
-                raise DeliveryError(f"mqtt publish: {exc}") from None
-            if not info.is_published():
-                raise DeliveryError("mqtt publish: no acknowledgement within 5 s")
-
-    def close(self) -> None:
-        if self._connected:
-            self.client.loop_stop()
-            self.client.disconnect()
 
 
 @dataclass
@@ -278,7 +151,7 @@ class DeliveryWorker:
         ev = entry.record
         # "type" is the entry's (event.start, event.end, event); the rule's is "rule_type"
         out = {**ev, "type": entry.type, "rule_type": ev.get("type"),
-               "start": _iso(ev.get("start_ms")), "end": _iso(ev.get("end_ms"))}
+               "start": iso_time(ev.get("start_ms")), "end": iso_time(ev.get("end_ms"))}
         if self.rx.captions_only:
             return caption_only(out)
         for kind in self.images:

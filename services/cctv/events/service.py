@@ -39,11 +39,11 @@ from cctv.core.redisconn import (
     connect_settings,
     is_redis_down,
 )
-from cctv.events import retention
+from cctv.events import retention, sinks
 from cctv.events.captions import caption
 from cctv.events.clips import ClipJobs, ClipWriter, clip_range
 from cctv.events.config import EventsConfig, EventsConfigError, load_config
-from cctv.events.delivery import DeliveryWorker, MqttReceiver, WebhookReceiver
+from cctv.events.delivery import DeliveryWorker
 from cctv.events.rules import CameraRules, Firing, Observation
 from cctv.events.settings import EventsSettings
 from cctv.events.snapshots import FrameSource, SnapshotError, render
@@ -104,18 +104,13 @@ class EventsService:
                     self.verifiers[(cam.name, rule.name)] = load_verifier(rule.verify)
 
     def receivers(self) -> list[DeliveryWorker]:
-        """One delivery worker per configured webhook and MQTT broker (not started)."""
+        """One delivery worker per receiver a sink (events/sinks/) configures (not started)."""
         out = []
-        if self.cfg.webhooks and not self.s.webhook_secret:
-            raise EventsConfigError(f"{self.cfg.path}: webhooks are configured but "
-                                    "CCTV_WEBHOOK_SECRET (or CCTV_WEBHOOK_SECRET_FILE) is not "
-                                    "set: payloads are always signed")
-        for hook in self.cfg.webhooks:
-            out.append(DeliveryWorker(WebhookReceiver(hook, self.s.webhook_secret), self.redis,
-                                      self.store, self.stop, images=hook.images))
-        if self.cfg.mqtt is not None:
-            out.append(DeliveryWorker(MqttReceiver(self.cfg.mqtt), self.redis, self.store,
-                                      self.stop))
+        for sink in sinks.sinks():
+            section = self.cfg.sinks.get(sink.key, sink.default)
+            for route in sink.receivers(section, self.s, self.cfg.path):
+                out.append(DeliveryWorker(route.receiver, self.redis, self.store, self.stop,
+                                          images=route.images))
         return out
 
     def ensure_groups(self) -> None:

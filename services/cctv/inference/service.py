@@ -49,7 +49,8 @@ def run_inference(settings: InferenceSettings) -> int:
     try:
         replica.detector = load_detector(settings.model, device=settings.device,
                                          imgsz=settings.imgsz, conf=settings.conf,
-                                         iou=settings.iou, classes=settings.classes)
+                                         iou=settings.iou, classes=settings.classes,
+                                         backend=settings.inference_backend)
         warm_tracker(settings)  # load the tracker now, not at the first take-over
     except (ModelLoadError, TrackingUnavailable) as exc:
         log.error("%s", exc)

@@ -15,6 +15,8 @@ class InferenceSettings(CoreSettings):
 
     model: str = ""
     device: str = "auto"
+    # auto or a backend key of inference/backends/ (openvino, ultralytics, ...)
+    inference_backend: str = "auto"
     imgsz: int = 640
     conf: float = 0.25
     iou: float = 0.7
