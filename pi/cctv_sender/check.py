@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import os
 import sys
@@ -65,9 +66,13 @@ def check_camera(cfg: Config) -> bool:
 
 
 def check_ingest(cfg: Config) -> bool:
-    """Ingest answers and accepts the camera's token (without storing a frame)."""
-    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s,
-                          tls=cfg.tls)
+    """Every ingest URL answers and accepts the camera's token (without storing a frame)."""
+    return all([_check_one_ingest(cfg, url) for url in cfg.ingest_urls])
+
+
+def _check_one_ingest(cfg: Config, url: str) -> bool:
+    client = IngestClient(url, cfg.camera, cfg.token, timeout_s=cfg.timeout_s, tls=cfg.tls)
+    cfg = dataclasses.replace(cfg, ingest=url)  # the messages name this URL
     try:
         try:
             status, _body = client.get("/healthz")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from cctv_sender import __version__
 from cctv_sender.client import IngestClient, IngestURLError
 from cctv_sender.config import Config, ConfigError, load_config
+from cctv_sender.failover import FailoverClient
 from cctv_sender.sdnotify import Notifier
 from cctv_sender.sender import Sender
 from cctv_sender.sources import SourceConfigError, build_source
@@ -44,8 +45,14 @@ def run(cfg: Config) -> int:
         raise SourceConfigError(f"source file {cfg.source.target} does not exist")
     source = build_source(cfg.source, quality=cfg.quality, loop=cfg.loop, size=cfg.size,
                           timeout_s=cfg.timeout_s, fps=cfg.fps)
-    client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s,
-                          tls=cfg.tls)
+    client: IngestClient | FailoverClient
+    if len(cfg.ingest_urls) > 1:
+        client = FailoverClient(cfg.ingest_urls, cfg.camera, cfg.token, timeout_s=cfg.timeout_s,
+                                tls=cfg.tls)
+        log.info("%d ingest URLs: when one is down, frames go to the next", len(client.clients))
+    else:
+        client = IngestClient(cfg.ingest, cfg.camera, cfg.token, timeout_s=cfg.timeout_s,
+                              tls=cfg.tls)
     if client.scheme == "http":
         log.warning("--insecure: ingest %s is plain HTTP; the camera token and every frame "
                     "cross the network unencrypted. Use https:// where the network is not "

@@ -32,6 +32,7 @@ class Config:
     """Everything the sender needs to run."""
 
     source: SourceSpec
+    #: ingest's base URL; several, comma-separated, fail over in turn (sender/failover.py)
     ingest: str
     camera: str
     token: str
@@ -57,6 +58,11 @@ class Config:
     insecure: bool = False
 
     @property
+    def ingest_urls(self) -> tuple[str, ...]:
+        """Every ingest base URL, in the order they are tried."""
+        return tuple(u for u in self.ingest.split(",") if u)
+
+    @property
     def tls(self) -> TLSOptions:
         """The certificate checks for an https:// ingest URL."""
         return TLSOptions(self.ca_file, self.pin_sha256)
@@ -66,7 +72,8 @@ class Config:
 _OPTIONS: dict[str, tuple[str, str]] = {
     "source": ("SOURCE", "camera: picamera2:, v4l2:/dev/video0, 0, rtsp://..., http://... "
                "(MJPEG), file:/path.mp4"),
-    "ingest": ("INGEST", "ingest base URL, e.g. https://ingest.local:8080"),
+    "ingest": ("INGEST", "ingest base URL, e.g. https://ingest.local:8080; several, "
+               "comma-separated (one per node), are tried in turn when one is down"),
     "camera": ("CAMERA", "camera name registered at ingest"),
     "token_file": ("TOKEN_FILE", "file holding the camera's bearer token (or set "
                    "CCTV_SENDER_TOKEN)"),
@@ -259,13 +266,21 @@ def load_config(argv: Sequence[str] | None = None,
     if not args.ingest:
         raise ConfigError("no ingest URL given (--ingest or CCTV_SENDER_INGEST), "
                           "e.g. https://ingest.local:8080")
-    parts = urlsplit(args.ingest.strip())
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"ingest URL {args.ingest!r} has a bad port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ConfigError(f"ingest URL {args.ingest!r} must look like https://host:8080")
+    urls = [u.strip().rstrip("/") for u in args.ingest.split(",")]
+    schemes = set()
+    for url in urls:
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ConfigError(f"ingest URL {url!r} has a bad port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ConfigError(f"ingest URL {url!r} must look like https://host:8080")
+        schemes.add(parts.scheme)
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"ingest URLs {args.ingest!r}: one is given twice")
+    if len(schemes) > 1:
+        raise ConfigError(f"ingest URLs {args.ingest!r}: all https:// or all http://, not both")
 
     if not args.camera:
         raise ConfigError("no camera name given (--camera or CCTV_SENDER_CAMERA)")
@@ -289,10 +304,10 @@ def load_config(argv: Sequence[str] | None = None,
     quality = int(_num("quality", args.quality or "80", int, 1))
     if quality > 100:
         raise ConfigError(f"--quality={quality} must be between 1 and 100")
-    ca_file, pin = _tls_options(args, parts.scheme)
+    ca_file, pin = _tls_options(args, schemes.pop())
 
     return Config(
-        source=source, ingest=args.ingest.strip().rstrip("/"), camera=args.camera,
+        source=source, ingest=",".join(urls), camera=args.camera,
         token=token,
         fps=float(_num("fps", args.fps or "10", float)),
         loop=bool(args.loop),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from cctv_sender.backoff import Backoff
 from cctv_sender.client import IngestClient, Outcome, Reply
 from cctv_sender.clock import ClockSync
+from cctv_sender.failover import FailoverClient
 from cctv_sender.frame import Frame, now_us
 from cctv_sender.livequeue import LiveQueue
 from cctv_sender.sdnotify import Notifier
@@ -53,7 +54,7 @@ class RateGate:
 class Sender:
     """Runs one camera until stopped, or until ``max_frames`` were captured and sent."""
 
-    def __init__(self, *, source: Source, client: IngestClient, spool: Spool,
+    def __init__(self, *, source: Source, client: IngestClient | FailoverClient, spool: Spool,
                  seq: SequenceCounter, fps: float = 10.0, queue_size: int = 4,
                  spool_rate: float = 15.0, max_frames: int = 0, flush_timeout_s: float = 30.0,
                  reconnect_max_s: float = 30.0, notifier: Notifier | None = None,
