@@ -9,6 +9,7 @@ import redis
 
 from cctv.core.jpeg import JpegError
 from cctv.core.jpeg_decode import decode_jpeg
+from cctv.inference.classes import class_filter
 from cctv.inference.clock import RedisClock
 from cctv.inference.detector import Detection, Detector
 from cctv.inference.metrics import INFER_SECONDS, LAG_SECONDS, ReplicaStats
@@ -25,6 +26,8 @@ class FrameProcessor:
                  publisher: Publisher, clock: RedisClock, stats: ReplicaStats) -> None:
         self.s, self.detector, self.tracking = settings, detector, tracking
         self.publisher, self.clock, self.stats = publisher, clock, stats
+        # checked at start (inference/service.py): the classes kept, before tracking
+        self.classes = class_filter(settings.classes, getattr(detector, "names", None))
 
     def decode(self, frame: Frame) -> bool:
         """Decode (and letterbox, when the detector can) ``frame`` in place; a frame that
@@ -49,7 +52,9 @@ class FrameProcessor:
         a frame it fails on alone is dropped as corrupt."""
         inputs = [f.prepared if f.prepared is not None else f.image for f in frames]
         try:
-            return list(zip(frames, self.detector.detect(inputs), strict=True))
+            keep = self.classes.keep
+            return [(f, keep(d)) for f, d in zip(frames, self.detector.detect(inputs),
+                                                  strict=True)]
         except Exception as exc:  # noqa: BLE001 - a model error must not end the loop
             if len(frames) == 1:
                 self.publisher.drop_corrupt(frames[0], f"detection failed: "

@@ -10,6 +10,7 @@ import time
 from http.server import ThreadingHTTPServer
 
 from cctv.core.health_server import start_health_server
+from cctv.inference.classes import ClassesError, class_filter
 from cctv.inference.detector import ModelLoadError, load_detector
 from cctv.inference.replica import Replica
 from cctv.inference.settings import InferenceSettings
@@ -49,11 +50,14 @@ def run_inference(settings: InferenceSettings) -> int:
     try:
         replica.detector = load_detector(settings.model, device=settings.device,
                                          imgsz=settings.imgsz, conf=settings.conf,
-                                         iou=settings.iou, classes=settings.classes,
+                                         iou=settings.iou,
                                          backend=settings.inference_backend)
+        kept = class_filter(settings.classes, getattr(replica.detector, "names", None))
+        log.info("classes kept: %s", kept.why)
         warm_tracker(settings)  # load the tracker now, not at the first take-over
-    except (ModelLoadError, TrackingUnavailable) as exc:
-        log.error("%s", exc)
+    except (ModelLoadError, TrackingUnavailable, ClassesError) as exc:
+        log.error("%s%s", f"CCTV_CLASSES={settings.classes}: " if isinstance(
+            exc, ClassesError) else "", exc)
         replica.stop.set()
         replica.heartbeat.stop()
         server.shutdown()

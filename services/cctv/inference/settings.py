@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from cctv.core.settings import Bad, CoreSettings, require_bind, require_positive
+from cctv.inference.classes import ClassesError, parse_classes
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class InferenceSettings(CoreSettings):
     imgsz: int = 640
     conf: float = 0.25
     iou: float = 0.7
-    classes: tuple[int, ...] = ()
+    # the classes kept: cctv (people, vehicles, animals), all, or names/ids (inference/classes.py)
+    classes: str = "cctv"
     max_frame_age_s: float = 2.0
     worker_id: str = ""
     role: str = "auto"
@@ -56,3 +58,7 @@ class InferenceSettings(CoreSettings):
         require_bind(self, bad, "inference_http_bind")
         if self.tracker not in {"auto", "bytetrack", "botsort", "none"}:
             raise bad("tracker", "use auto, bytetrack, botsort or none")
+        try:
+            parse_classes(self.classes)
+        except ClassesError as exc:
+            raise bad("classes", str(exc)) from None

@@ -30,6 +30,8 @@ class OpenVinoDetector:
             raise ModelLoadError(f"CCTV_MODEL={model_dir}: no OpenVINO .xml file in that folder")
         self.model_name = path.name
         self._names = _read_names(path / "metadata.yaml")
+        #: class id -> name, as the model's metadata says
+        self.names: dict[int, str] = dict(self._names)
         core = ov.Core()
         model = core.read_model(str(xmls[0]))
         shape = model.inputs[0].get_partial_shape()

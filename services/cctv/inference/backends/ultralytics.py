@@ -26,6 +26,8 @@ class UltralyticsDetector:
         self.model_name = path.name
         self._yolo = YOLO(model, task="detect")
         self._names: dict[int, str] = dict(self._yolo.names)
+        #: class id -> name, as the model says
+        self.names: dict[int, str] = dict(self._names)
         self._kw = {"imgsz": imgsz, "conf": conf, "iou": iou, "verbose": False,
                     "device": self.device, "classes": list(classes) or None}
         if self.device != "cpu" and path.suffix == ".pt":
