@@ -160,3 +160,34 @@ def test_a_mistyped_setting_is_refused_at_start(tmp_path) -> None:
     run = LocalRun(tmp_path, CCTV_FRAMES_MAXLENN="10")
     assert run.proc.wait(60) == 2, run.output()
     assert "CCTV_FRAMES_MAXLENN is not a known setting" in run.output(), run.output()
+
+
+def test_on_the_lan_it_prints_the_settings_a_pi_sender_works_with(tmp_path) -> None:
+    token = "pi1-token-for-the-lan-test"
+    run = LocalRun(tmp_path, "--bind-lan", "--data-dir", str(tmp_path / "data"),
+                   CCTV_CAMERAS=f"pi1:{token}")
+    try:
+        run.wait(lambda: "CCTV_SENDER_CAMERA=pi1" in run.output() or run.proc.poll() is not None,
+                 120, "the Pi's settings")
+        line = next(x for x in run.output().splitlines() if "CCTV_SENDER_CAMERA=pi1" in x)
+        assert token not in run.output(), "a camera's token was printed"
+        settings = dict(kv.split("=", 1) for kv in line.split() if kv.startswith("CCTV_"))
+        settings["CCTV_SENDER_TOKEN"] = token
+        settings["CCTV_SENDER_SOURCE"] = str(SHARED / "media" / "intersection_cctv.mp4")
+        # the sender, configured as printed, checks the certificate by its pin and the token
+        out = subprocess.run(
+            [sys.executable, "-m", "cctv_sender", "--check", "--state-dir", str(tmp_path / "s")],
+            env={**local_env(), **settings}, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "token accepted for camera 'pi1'" in out.stdout, out.stdout
+    finally:
+        assert run.stop() == 0, run.output()
+
+
+def test_without_cameras_of_its_own_it_says_how_to_add_one() -> None:
+    from cctv.local import pi_instructions
+
+    assert "CCTV_CAMERAS=<name>:<token>" in pi_instructions("https://h:8080", "AB", [])
+    two = pi_instructions("https://h:8080", "AB:CD", ["a", "b"])
+    assert "CCTV_SENDER_INGEST=https://h:8080 CCTV_SENDER_PIN_SHA256=AB:CD " \
+           "CCTV_SENDER_CAMERA=b" in two

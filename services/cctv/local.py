@@ -90,6 +90,19 @@ def default_data_dir() -> Path:
     return Path(base) / "cctv-local"
 
 
+def pi_instructions(ingest_url: str, fingerprint: str, cameras: list[str]) -> str:
+    """How to point a Pi's sender at this run: its settings for each of the user's cameras
+    (their tokens are the user's own: never printed), or how to add a camera."""
+    if not cameras:
+        return ("cctv local: to add a Pi camera, restart with CCTV_CAMERAS=<name>:<token> "
+                "(make the token with `cctv token`); its sender's settings are printed then")
+    lines = ["cctv local: on each Pi, /etc/cctv-sender/cctv-sender.env (pi/README.md):"]
+    for cam in cameras:
+        lines.append(f"  {cam}: CCTV_SENDER_INGEST={ingest_url} CCTV_SENDER_PIN_SHA256="
+                     f"{fingerprint} CCTV_SENDER_CAMERA={cam} CCTV_SENDER_TOKEN=<its token>")
+    return "\n".join(lines)
+
+
 def run_local(args: argparse.Namespace) -> int:
     """Run the local single-machine mode until Ctrl-C (or ``--duration``)."""
     shared = _shared_dir()
@@ -285,6 +298,8 @@ def run_local(args: argparse.Namespace) -> int:
             print(f"cctv local: ingest for cameras on the LAN: https://{host}:{args.ingest_port}"
                   f"  (cctv-sender --pin-sha256 {fingerprint})\n"
                   f"cctv local: TLS certificate SHA-256 fingerprint: {fingerprint}", flush=True)
+            print(pi_instructions(f"https://{host}:{args.ingest_port}", fingerprint,
+                                  sorted(set(settings.camera_tokens) - {"demo"})), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
             supervisor.check()  # a child that exited is logged and started again
