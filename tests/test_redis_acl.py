@@ -120,3 +120,32 @@ def test_acl_file_stores_hashes_not_passwords() -> None:
         acl_lines({"nobody": "x"})
     with pytest.raises(ValueError):
         acl_lines({"web": "has space"})
+
+
+def test_script_writes_survive_a_restart_from_the_append_only_file(tmp_path) -> None:
+    # Redis replays its append-only file as the default user and re-checks that user's
+    # permissions at each MULTI/EXEC (a script's writes): with the default user stripped of
+    # them, a restart silently dropped every scripted write
+    server = RedisServer(dir=tmp_path, extra=("--appendonly", "yes")).start()
+    try:
+        inf = as_user(server, "inference")
+        got = Scripts(inf).lease_acquire(
+            keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.LEASE_HOLDER],
+            args=["w1", 60_000])
+        assert int(got[0]) == 1
+        epoch = int(inf.get(keys.EPOCH_INFERENCE))
+        inf.close()
+        with server.client() as admin:
+            admin.shutdown()  # a clean stop: the file is fsynced
+        server.proc.wait(10)
+        server.start()
+        with server.client() as admin:
+            assert admin.get(keys.EPOCH_INFERENCE) is not None, "the scripted write was lost"
+            assert int(admin.get(keys.EPOCH_INFERENCE)) == epoch
+            assert admin.get(keys.LEASE_INFERENCE) == b"w1"
+        # ... and a client that does not log in still can do nothing
+        anon = redis.Redis(host="127.0.0.1", port=server.port)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anon.get(keys.EPOCH_INFERENCE)
+    finally:
+        server.stop()

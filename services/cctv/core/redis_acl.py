@@ -5,7 +5,8 @@ The rules are here once; ``cctv redis-acl`` writes them as an ACL file (``--aclf
 stack, ``cctv local`` and the test suite's redis-server, so every service runs everywhere with
 the permissions it has in production. Key patterns come from :mod:`cctv.core.keys`.
 
-Users (the ``default`` user is off: a client that does not authenticate can do nothing):
+Users (the ``default`` user is off: a client that does not authenticate can do nothing; see
+:func:`acl_lines` for why it keeps every permission even so):
 
 * ``ingest``, ``inference``, ``web``, ``events``: the services (``CCTV_REDIS_USERNAME``);
 * ``sentinel``: what Redis Sentinel needs on the monitored servers (Redis' Sentinel docs,
@@ -120,7 +121,11 @@ def password_hash(password: str) -> str:
 def acl_lines(passwords: Mapping[str, str]) -> list[str]:
     """ACL file lines: ``default`` off, then each user of ``passwords`` (user -> password) with
     its rules. Raises ValueError for an unknown user or an empty password."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    # off: no client can log in as default. Its permissions are still every command on every
+    # key because Redis replays the append-only file as the default user and re-checks those
+    # permissions at each EXEC: without them every MULTI/EXEC in the file (every script's
+    # writes) would be refused on restart, and those frames and results silently lost
+    lines = ["user default off resetchannels ~* &* +@all"]
     for user, password in passwords.items():
         if user not in ALL_RULES or not _USER_RE.fullmatch(user):
             raise ValueError(f"unknown Redis user {user!r}; the users are {', '.join(USERS)}")
