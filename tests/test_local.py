@@ -62,8 +62,10 @@ def service_pid(local: subprocess.Popen, needle: str) -> int:
 class LocalRun:
     """``cctv local`` in the background, its output collected in a file."""
 
-    def __init__(self, tmp_path: Path, *args: str, **cctv: str) -> None:
-        self.out_path = tmp_path / "local.out"
+    def __init__(self, tmp_path: Path, *args: str, name: str = "local", **cctv: str) -> None:
+        if "--data-dir" not in args:  # never the user's own ~/.local/share/cctv-local
+            args = (*args, "--data-dir", str(tmp_path / "data"))
+        self.out_path = tmp_path / f"{name}.out"
         self.ingest_port, self.web_port = free_port(), free_port()
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
@@ -164,8 +166,7 @@ def test_a_mistyped_setting_is_refused_at_start(tmp_path) -> None:
 
 def test_on_the_lan_it_prints_the_settings_a_pi_sender_works_with(tmp_path) -> None:
     token = "pi1-token-for-the-lan-test"
-    run = LocalRun(tmp_path, "--bind-lan", "--data-dir", str(tmp_path / "data"),
-                   CCTV_CAMERAS=f"pi1:{token}")
+    run = LocalRun(tmp_path, "--bind-lan", CCTV_CAMERAS=f"pi1:{token}")
     try:
         run.wait(lambda: "CCTV_SENDER_CAMERA=pi1" in run.output() or run.proc.poll() is not None,
                  120, "the Pi's settings")
@@ -191,3 +192,27 @@ def test_without_cameras_of_its_own_it_says_how_to_add_one() -> None:
     two = pi_instructions("https://h:8080", "AB:CD", ["a", "b"])
     assert "CCTV_SENDER_INGEST=https://h:8080 CCTV_SENDER_PIN_SHA256=AB:CD " \
            "CCTV_SENDER_CAMERA=b" in two
+
+
+def test_a_second_run_finds_the_first_runs_frames_and_results(tmp_path) -> None:
+    keep = {"CCTV_FRAMES_MAXLEN": "5000"}  # both runs' frames stay in the stream
+    first = LocalRun(tmp_path, name="first", **keep)
+    try:
+        r = redis.Redis.from_url(first.redis_url())
+        first.wait(lambda: r.xlen(keys.detections("demo")) > 5, 180, "results of the first run")
+        seqs, results = demo_seqs(r), r.xlen(keys.detections("demo"))
+        r.close()
+    finally:
+        assert first.stop() == 0, first.output()
+    second = LocalRun(tmp_path, name="second", **keep)
+    try:
+        r = redis.Redis.from_url(second.redis_url())  # a new password, the same data
+        assert r.xlen(keys.detections("demo")) >= results, "the first run's results are gone"
+        assert demo_seqs(r)[:len(seqs)] == seqs, "the first run's frames are gone"
+        second.wait(lambda: r.xlen(keys.detections("demo")) > results + 10, 180,
+                    "results of the second run")
+        both = demo_seqs(r)
+        assert len(both) > len(seqs) + 5
+        assert both == sorted(set(both)), "a sequence number was reused"
+    finally:
+        assert second.stop() == 0, second.output()

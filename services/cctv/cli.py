@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="listen on every interface, with TLS (a self-signed certificate in "
                          "the data dir; its fingerprint is printed for cctv-sender "
                          "--pin-sha256); default: loopback only, plain HTTP")
-    sp.add_argument("--data-dir", help="where the LAN certificate is kept "
-                    "(default ~/.local/share/cctv-local)")
+    sp.add_argument("--data-dir", help="where frames, results, events, the LAN certificate "
+                    "and the logs are kept across runs (default ~/.local/share/cctv-local)")
     sp.add_argument("--viewer-user", default="admin", help="viewer login (default admin)")
     sp.add_argument("--viewer-password",
                     help="viewer password (default: a random one, printed at start)")

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -83,8 +82,9 @@ def _default_model(shared: Path) -> str:
 
 
 def default_data_dir() -> Path:
-    """Where ``cctv local`` keeps what outlives a run (the LAN certificate):
-    $XDG_DATA_HOME/cctv-local, else ~/.local/share/cctv-local."""
+    """Where ``cctv local`` keeps what outlives a run (Redis's append-only file, event
+    snapshots and clips, the demo camera's sequence numbers and spool, the LAN certificate,
+    the logs): $XDG_DATA_HOME/cctv-local, else ~/.local/share/cctv-local."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
                                                            "share")
     return Path(base) / "cctv-local"
@@ -125,7 +125,16 @@ def run_local(args: argparse.Namespace) -> int:
 
     user = getattr(args, "viewer_user", None) or "admin"
     password = getattr(args, "viewer_password", None) or secrets.token_urlsafe(12)
-    workdir = Path(tempfile.mkdtemp(prefix="cctv-local-"))
+    data_dir = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) \
+        else default_data_dir()
+    workdir = data_dir / "logs"  # the logs of this run (each child's log is appended to)
+    try:
+        for sub in ("logs", "redis", "events", "sender"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)  # the Redis ACL file and the certificate's key live here
+    except OSError as exc:
+        print(f"cctv local: data dir {data_dir}: {exc.strerror}", file=sys.stderr)
+        return 2
     redis_port = args.redis_port or _free_port()
     from cctv.core.memory import MIB, worst_case
     from cctv.proxy import Nginx, ProxyConfig, ProxyError, find_nginx
@@ -144,8 +153,6 @@ def run_local(args: argparse.Namespace) -> int:
             return 2
         from cctv.localtls import LocalTLSError, ensure_certificate, fingerprint_sha256
 
-        data_dir = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) \
-            else default_data_dir()
         try:
             cert, key, created = ensure_certificate(data_dir / "tls")
         except LocalTLSError as exc:
@@ -175,7 +182,7 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_WEB_COOKIE_SECURE": "true" if lan else "false",
         # events: the demo camera's zones and rules; web serves the snapshots too
         "CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
-        "CCTV_EVENTS_DIR": str(workdir / "events"),
+        "CCTV_EVENTS_DIR": str(data_dir / "events"),
     })
     if own_viewers:
         del env["CCTV_VIEWERS"]
@@ -198,7 +205,7 @@ def run_local(args: argparse.Namespace) -> int:
     from cctv.core.redis_acl import USERS, write_acl_file
 
     redis_passwords = {u: secrets.token_hex(16) for u in USERS}
-    acl_file = write_acl_file(workdir / "users.acl", redis_passwords)
+    acl_file = write_acl_file(data_dir / "redis" / "users.acl", redis_passwords)
     env["CCTV_REDIS_URL"] = (f"redis://admin:{redis_passwords['admin']}@127.0.0.1:"
                              f"{redis_port}/0")  # for `cctv status` against this run
 
@@ -228,9 +235,12 @@ def run_local(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     py = [sys.executable, "-m", "cctv"]
     try:
-        print(f"cctv local: logs in {workdir}")
+        print(f"cctv local: data in {data_dir} (kept across runs), logs in {workdir}")
         rp = start("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                             # the append-only file keeps frames, results and events
+                             # across runs (fsync every second, as in the stack)
+                             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                             "--dir", str(data_dir / "redis"),
                              "--maxmemory", f"{maxmemory_mib}mb",
                              "--maxmemory-policy", "noeviction", "--aclfile", str(acl_file)])
         _wait_port(redis_port, rp, "redis-server", 15)
@@ -276,9 +286,9 @@ def run_local(args: argparse.Namespace) -> int:
                               "--loop", "--fps", f"{args.fps:g}", "--camera", "demo",
                               "--ingest", f"{scheme}://127.0.0.1:{args.ingest_port}",
                               *tls_args,
-                              # the demo's sequence counter and spool live with its logs, not
-                              # in the system sender's /var/lib/cctv-sender
-                              "--state-dir", str(workdir / "sender")],
+                              # the demo's sequence counter and spool live in the data dir,
+                              # not in the system sender's /var/lib/cctv-sender
+                              "--state-dir", str(data_dir / "sender")],
               {"CCTV_SENDER_TOKEN": token})
         host = "127.0.0.1"
         if lan:
