@@ -216,3 +216,74 @@ def test_a_second_run_finds_the_first_runs_frames_and_results(tmp_path) -> None:
         assert both == sorted(set(both)), "a sequence number was reused"
     finally:
         assert second.stop() == 0, second.output()
+
+
+def test_a_config_file_with_a_pulled_camera_a_pi_camera_viewers_and_rules(tmp_path) -> None:
+    import requests
+    import yaml
+
+    from cctv.web.passwords import make_account_line
+
+    demo = (ROOT / "services" / "cctv" / "events" / "demo.yaml").read_text()
+    (tmp_path / "rules.yaml").write_text(demo.replace("\n  demo:\n", "\n  yard:\n"))
+    pi_token = "garage-token-of-the-pi-sender"
+    config = {
+        "cameras": {"yard": {"source": str(SHARED / "media" / "intersection_cctv.mp4"),
+                             "loop": True, "fps": 5},
+                    "garage": {"token": pi_token}},
+        "viewers": {"alice": make_account_line("alice", "alice-password-1")},
+        "events": "rules.yaml",
+        "settings": {"classes": "car,truck,bus"},  # no people boxed: a setting that shows
+    }
+    (tmp_path / "home.yaml").write_text(yaml.safe_dump(config))
+    run = LocalRun(tmp_path, "--config", str(tmp_path / "home.yaml"))
+    pi = None
+    try:
+        url = run.redis_url()
+        r = redis.Redis.from_url(url)
+        out = run.output()
+        assert "cameras: garage, yard" in out and "CCTV_VIEWERS account" in out, out
+        assert "demo" not in r.smembers(keys.CAMERAS_ACTIVE)
+        # the Pi's camera: a sender posting with the token of the config file
+        pi = subprocess.Popen(
+            [sys.executable, "-m", "cctv_sender", "--source",
+             str(SHARED / "media" / "intersection_cctv.mp4"), "--loop", "--fps", "5",
+             "--camera", "garage", "--ingest", f"http://127.0.0.1:{run.ingest_port}",
+             "--insecure", "--state-dir", str(tmp_path / "pi")],
+            env={**local_env(), "CCTV_SENDER_TOKEN": pi_token},
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for cam in ("yard", "garage"):
+            run.wait(lambda c=cam: r.xlen(keys.detections(c)) > 5, 180, f"results of {cam}")
+        # the config's settings reached the services: not one person in the street's results
+        names = {d["name"] for _i, f in r.xrange(keys.detections("yard"))
+                 for d in json.loads(f[b"dets"])}
+        assert names and names <= {"car", "truck", "bus"}, names
+        # ... its viewer logs in, and the rules run on the pulled camera
+        page = requests.get(f"http://127.0.0.1:{run.web_port}/api/v1/cameras",
+                            auth=("alice", "alice-password-1"), timeout=10)
+        assert page.status_code == 200, page.text
+        assert {c["camera"] for c in page.json()["cameras"]} >= {"yard", "garage"}, page.json()
+        run.wait(lambda: r.xlen(keys.EVENTS) > 0, 120, "an event of the yard's rules")
+    finally:
+        if pi is not None:
+            pi.terminate()
+            pi.wait(10)
+        assert run.stop() == 0, run.output()
+
+
+@pytest.mark.parametrize("config, why", [
+    ({"cameras": {"a b": {"token": "x" * 20}}}, "cameras.a b"),
+    ({"cameras": {"cam": {}}}, "camera cam: give a source"),
+    ({"cameras": {"cam": {"token": "short"}}}, "cameras.cam.token"),
+    ({"cameras": {"cam": {"source": "/x.mp4", "fps": 0}}}, "cameras.cam.fps"),
+    ({"camreas": {}}, "camreas"),
+    ({"events": "missing.yaml"}, "events: no such file"),
+])
+def test_a_config_file_mistake_is_one_line_naming_the_field(tmp_path, config, why) -> None:
+    import yaml
+
+    (tmp_path / "home.yaml").write_text(yaml.safe_dump(config))
+    run = LocalRun(tmp_path, "--config", str(tmp_path / "home.yaml"))
+    assert run.proc.wait(60) == 2, run.output()
+    lines = [x for x in run.output().splitlines() if x.startswith("cctv local: ")]
+    assert len(lines) == 1 and "home.yaml: " in lines[0] and why in lines[0], run.output()

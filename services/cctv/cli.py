@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="listen on every interface, with TLS (a self-signed certificate in "
                          "the data dir; its fingerprint is printed for cctv-sender "
                          "--pin-sha256); default: loopback only, plain HTTP")
+    sp.add_argument("--config", help="a YAML file with the cameras (sources to pull, tokens "
+                    "for Pi senders), viewers, events rules and settings of this install "
+                    "(README, 'One box'); without it, the demo camera")
     sp.add_argument("--data-dir", help="where frames, results, events, the LAN certificate "
                     "and the logs are kept across runs (default ~/.local/share/cctv-local)")
     sp.add_argument("--viewer-user", default="admin", help="viewer login (default admin)")

@@ -109,10 +109,19 @@ def run_local(args: argparse.Namespace) -> int:
     clip = Path(args.clip) if args.clip else shared / "media" / "intersection_cctv.mp4"
     model = args.model or os.environ.get("CCTV_MODEL") or _default_model(shared)
     redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+    from cctv.localconfig import LocalConfig, LocalConfigError, load_local_config, settings_env
+
+    cfg, rules = LocalConfig(), None
+    if getattr(args, "config", None):
+        try:
+            cfg, rules = load_local_config(Path(args.config).expanduser())
+        except LocalConfigError as exc:
+            print(f"cctv local: {exc}", file=sys.stderr)
+            return 2
     problems = []
     if not Path(redis_bin).exists():
         problems.append("redis-server is not installed (apt-get install redis-server)")
-    if not clip.exists():
+    if cfg.with_demo and not clip.exists():
         problems.append(f"demo clip {clip} not found (give --clip or set CCTV_SHARED)")
     if not model or not Path(model).exists():
         problems.append(f"model {model or '(none)'} not found (give --model or set CCTV_MODEL)")
@@ -165,11 +174,27 @@ def run_local(args: argparse.Namespace) -> int:
     ingest_port = _free_port() if nginx_bin else args.ingest_port
     web_port = _free_port() if nginx_bin else args.web_port
     token = new_token()
-    passed, ignored = user_settings(dict(os.environ))
+    # the config file's settings, then the environment's (which win)
+    passed, ignored = user_settings({**settings_env(cfg), **os.environ})
     if ignored:
         print(f"cctv local: not using {', '.join(ignored)}: local mode sets the addresses, "
               "Redis and its credentials itself", file=sys.stderr)
+    if cfg.viewers:
+        # a hash, or the whole line `cctv hash-password` prints (user:hash)
+        passed["CCTV_VIEWERS"] = ",".join(f"{u}:{h.removeprefix(u + ':')}"
+                                          for u, h in cfg.viewers.items())
     own_viewers = any(k in passed for k in ("CCTV_VIEWERS", "CCTV_VIEWERS_FILE"))
+    # the cameras: the user's CCTV_CAMERAS, the config file's (a pulled camera gets a token of
+    # this run) and the demo camera
+    pulled = {name: (cam, cam.token or new_token()) for name, cam in cfg.cameras.items()
+              if cam.source}
+    registry = [passed.get("CCTV_CAMERAS", "")]
+    registry += [f"{name}:{cam.token}" for name, cam in cfg.cameras.items() if not cam.source]
+    registry += [f"{name}:{tok}" for name, (_cam, tok) in pulled.items()]
+    if cfg.with_demo:
+        registry.append(f"demo:{token}")
+    events_rules = str(rules) if rules else (
+        str(Path(__file__).resolve().parent / "events" / "demo.yaml") if cfg.with_demo else "")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCTV_")}
     env.update({
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "services"), str(REPO / "pi"),
@@ -180,8 +205,8 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_VIEWERS": make_account_line(user, password),
         # behind TLS (--bind-lan) the session cookie is Secure
         "CCTV_WEB_COOKIE_SECURE": "true" if lan else "false",
-        # events: the demo camera's zones and rules; web serves the snapshots too
-        "CCTV_EVENTS_CONFIG": str(Path(__file__).resolve().parent / "events" / "demo.yaml"),
+        # events: the config file's rules, else the demo camera's; web serves the snapshots
+        "CCTV_EVENTS_CONFIG": events_rules,
         "CCTV_EVENTS_DIR": str(data_dir / "events"),
     })
     if own_viewers:
@@ -192,9 +217,7 @@ def run_local(args: argparse.Namespace) -> int:
         "CCTV_MODEL": model,
         "CCTV_INGEST_BIND": f"127.0.0.1:{ingest_port}",
         "CCTV_WEB_BIND": f"127.0.0.1:{web_port}",
-        # the demo camera beside the user's own
-        "CCTV_CAMERAS": ",".join(filter(None, [passed.get("CCTV_CAMERAS", ""),
-                                               f"demo:{token}"])),
+        "CCTV_CAMERAS": ",".join(filter(None, registry)),
     })
     try:
         settings = load_settings({k: v for k, v in env.items() if k.startswith("CCTV_")})
@@ -252,8 +275,12 @@ def run_local(args: argparse.Namespace) -> int:
                   {"CCTV_INFERENCE_HTTP_BIND": f"127.0.0.1:{_free_port()}",
                    **as_user("inference")})
         wp = start("web", [*py, "web"], as_user("web"))
-        start("events", [*py, "events"], {"CCTV_EVENTS_HTTP_BIND": f"127.0.0.1:{_free_port()}",
-                                          **as_user("events")})
+        if env["CCTV_EVENTS_CONFIG"]:
+            start("events", [*py, "events"],
+                  {"CCTV_EVENTS_HTTP_BIND": f"127.0.0.1:{_free_port()}", **as_user("events")})
+        else:
+            print("cctv local: no events rules (the config file's `events`): events are off",
+                  file=sys.stderr)
         _wait_port(ingest_port, ip, "ingest")
         _wait_port(web_port, wp, "web")
         if nginx_bin:
@@ -282,14 +309,21 @@ def run_local(args: argparse.Namespace) -> int:
         # the demo camera checks the certificate like a LAN sender would (the pin); on
         # loopback it may use plain HTTP
         tls_args = ["--pin-sha256", fingerprint] if lan else ["--insecure"]
-        start("camera-demo", [sys.executable, "-m", "cctv_sender", "--source", str(clip),
-                              "--loop", "--fps", f"{args.fps:g}", "--camera", "demo",
-                              "--ingest", f"{scheme}://127.0.0.1:{args.ingest_port}",
-                              *tls_args,
-                              # the demo's sequence counter and spool live in the data dir,
-                              # not in the system sender's /var/lib/cctv-sender
-                              "--state-dir", str(data_dir / "sender")],
-              {"CCTV_SENDER_TOKEN": token})
+        ingest_url = f"{scheme}://127.0.0.1:{args.ingest_port}"
+
+        def start_camera(name: str, source: str, fps: float, cam_token: str, *more: str) -> None:
+            start(f"camera-{name}", [sys.executable, "-m", "cctv_sender", "--source", source,
+                                     "--fps", f"{fps:g}", "--camera", name, "--ingest",
+                                     ingest_url, *tls_args, *more,
+                                     # sequence counters and spools live in the data dir, not
+                                     # in the system sender's /var/lib/cctv-sender
+                                     "--state-dir", str(data_dir / "sender")],
+                  {"CCTV_SENDER_TOKEN": cam_token})
+
+        if cfg.with_demo:
+            start_camera("demo", str(clip), args.fps, token, "--loop")
+        for name, (cam, cam_token) in pulled.items():
+            start_camera(name, cam.source, cam.fps, cam_token, *(["--loop"] if cam.loop else []))
         host = "127.0.0.1"
         if lan:
             from cctv.localtls import lan_address
@@ -297,8 +331,10 @@ def run_local(args: argparse.Namespace) -> int:
             host = lan_address() or socket.gethostname()
         login = ("log in with your CCTV_VIEWERS account" if own_viewers else
                  f"log in as {user!r} with password {password!r}")
+        what = (f"camera 'demo' streams {clip.name} at {args.fps:g} fps" if cfg.with_demo
+                else f"cameras: {', '.join(sorted(settings.camera_tokens))}")
         print(f"cctv local: viewer at {scheme}://{host}:{args.web_port}/  "
-              f"(camera 'demo' streams {clip.name} at {args.fps:g} fps; Ctrl-C stops)\n"
+              f"({what}; Ctrl-C stops)\n"
               f"cctv local: {login}  "
               f"(cluster dashboard: {scheme}://{host}:{args.web_port}/cluster)\n"
               f"cctv local: the leader and its standbys: "
@@ -309,7 +345,8 @@ def run_local(args: argparse.Namespace) -> int:
                   f"  (cctv-sender --pin-sha256 {fingerprint})\n"
                   f"cctv local: TLS certificate SHA-256 fingerprint: {fingerprint}", flush=True)
             print(pi_instructions(f"https://{host}:{args.ingest_port}", fingerprint,
-                                  sorted(set(settings.camera_tokens) - {"demo"})), flush=True)
+                                  sorted(set(settings.camera_tokens) - {"demo"} - set(pulled))),
+                  flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
             supervisor.check()  # a child that exited is logged and started again
