@@ -1,10 +1,11 @@
 """``cctv local`` as the README runs it: real redis-server, ingest, inference with a warm standby,
-web, events, nginx and the demo camera, all real processes.
+web, events, nginx, the demo camera and the cameras of a config file, all real processes.
 
 The README's failover demo: kill -9 the leader that ``cctv status`` names, and the standby takes
 over while local mode keeps running (the killed replica is started again). Then kill -9 ingest:
-it is restarted, the demo camera's spool drains, and no frame is missing from the stream. The
-user's own ``CCTV_*`` settings reach the services, and a typo is refused at start.
+it is restarted, the cameras' spools drain, and no frame is missing from any stream. The user's
+own ``CCTV_*`` settings and config file reach the services, a mistake is refused at start with
+one line, the data outlives a run, and on the LAN a Pi's sender works with the printed settings.
 """
 
 from __future__ import annotations
@@ -109,18 +110,29 @@ class LocalRun:
         return self.proc.wait(10)
 
 
-def demo_seqs(r: redis.Redis) -> list[int]:
-    return [int(f[b"seq"]) for _i, f in r.xrange(keys.frames("demo"))]
+def camera_seqs(r: redis.Redis, camera: str = "demo") -> list[int]:
+    """The seq of every frame of ``camera`` in its stream, in stream order."""
+    return [int(f[b"seq"]) for _i, f in r.xrange(keys.frames(camera))]
 
 
 def test_the_readme_failover_demo_and_a_killed_ingest_keep_local_mode_running(tmp_path) -> None:
+    import yaml
+
+    # the demo camera and two cameras of a config file (pulled by local mode)
+    clip = str(SHARED / "media" / "intersection_cctv.mp4")
+    cams = ("demo", "east", "west")
+    (tmp_path / "home.yaml").write_text(yaml.safe_dump({
+        "cameras": {c: {"source": clip, "loop": True, "fps": 5} for c in cams[1:]},
+        "demo": True}))
     # a setting of the user's own reaches the services: a longer frames stream than the
     # default, so the whole run stays in it for the check at the end
-    run = LocalRun(tmp_path, "--standby", CCTV_FRAMES_MAXLEN="2000")
+    run = LocalRun(tmp_path, "--standby", "--config", str(tmp_path / "home.yaml"),
+                   CCTV_FRAMES_MAXLEN="2000")
     try:
         url = run.redis_url()
         r = redis.Redis.from_url(url)
-        run.wait(lambda: r.xlen(keys.detections("demo")) > 10, 180, "results of the demo camera")
+        for cam in cams:
+            run.wait(lambda c=cam: r.xlen(keys.detections(c)) > 10, 180, f"results of {cam}")
         run.wait(lambda: [x for x in run.status(url).get("replicas", [])
                           if x.get("role") == "standby" and x.get("age_s", 99) < 5], 120,
                  "a warm standby")
@@ -131,24 +143,28 @@ def test_the_readme_failover_demo_and_a_killed_ingest_keep_local_mode_running(tm
         # the README's demo: kill the leader that `cctv status` names
         os.kill(service_pid(run.proc, f"inference --id {leader}"), signal.SIGKILL)
         run.wait(lambda: (run.status(url).get("leader") or leader) != leader, 30,
-              "the standby to take over")
-        n = r.xlen(keys.detections("demo"))
-        run.wait(lambda: r.xlen(keys.detections("demo")) > n + 5, 60, "results from the new leader")
+                 "the standby to take over")
+        for cam in cams:
+            n = r.xlen(keys.detections(cam))
+            run.wait(lambda c=cam, n=n: r.xlen(keys.detections(c)) > n + 5, 60,
+                     f"results of {cam} from the new leader")
         run.wait(lambda: re.search(r"inference(-standby)? restarted", run.output()), 30,
-              "the killed replica to be started again")
+                 "the killed replica to be started again")
         assert run.proc.poll() is None, run.output()
 
-        # kill -9 ingest: restarted; the camera spools meanwhile and sends it all afterwards
+        # kill -9 ingest: restarted; the cameras spool meanwhile and send it all afterwards
         os.kill(service_pid(run.proc, "cctv ingest"), signal.SIGKILL)
         run.wait(lambda: "ingest restarted" in run.output(), 30, "ingest to be started again")
-        seq = max(demo_seqs(r))
-        run.wait(lambda: max(demo_seqs(r)) > seq + 25, 60, "frames through the new ingest")
+        for cam in cams:
+            seq = max(camera_seqs(r, cam))
+            run.wait(lambda c=cam, s=seq: max(camera_seqs(r, c)) > s + 25, 60,
+                     f"frames of {cam} through the new ingest")
         assert run.proc.poll() is None, run.output()
-        seqs = demo_seqs(r)
-        missing = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
-        assert not missing, f"frames lost around the ingest restart: {missing[:20]}"
-        assert len(seqs) == len(set(seqs)), "a frame was stored twice"
-        assert int(r.config_get("maxmemory")["maxmemory"]) > 0
+        for cam in cams:
+            seqs = camera_seqs(r, cam)
+            missing = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
+            assert not missing, f"{cam}: frames lost around the ingest restart: {missing[:20]}"
+            assert len(seqs) == len(set(seqs)), f"{cam}: a frame was stored twice"
     finally:
         code = run.stop()
     out = run.output()
@@ -200,7 +216,7 @@ def test_a_second_run_finds_the_first_runs_frames_and_results(tmp_path) -> None:
     try:
         r = redis.Redis.from_url(first.redis_url())
         first.wait(lambda: r.xlen(keys.detections("demo")) > 5, 180, "results of the first run")
-        seqs, results = demo_seqs(r), r.xlen(keys.detections("demo"))
+        seqs, results = camera_seqs(r), r.xlen(keys.detections("demo"))
         r.close()
     finally:
         assert first.stop() == 0, first.output()
@@ -208,10 +224,10 @@ def test_a_second_run_finds_the_first_runs_frames_and_results(tmp_path) -> None:
     try:
         r = redis.Redis.from_url(second.redis_url())  # a new password, the same data
         assert r.xlen(keys.detections("demo")) >= results, "the first run's results are gone"
-        assert demo_seqs(r)[:len(seqs)] == seqs, "the first run's frames are gone"
+        assert camera_seqs(r)[:len(seqs)] == seqs, "the first run's frames are gone"
         second.wait(lambda: r.xlen(keys.detections("demo")) > results + 10, 180,
                     "results of the second run")
-        both = demo_seqs(r)
+        both = camera_seqs(r)
         assert len(both) > len(seqs) + 5
         assert both == sorted(set(both)), "a sequence number was reused"
     finally:
