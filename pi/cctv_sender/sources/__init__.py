@@ -153,7 +153,9 @@ def register(kind: SourceKind) -> SourceKind:
 
 def kinds() -> dict[str, SourceKind]:
     """Every registered source kind by name. Imports the modules of this package not imported
-    yet (a folder added to ``__path__`` is seen on the next call)."""
+    yet (a folder added to ``__path__`` is seen on the next call). The services' plugins use
+    ``cctv/core/plugins.py`` for this; the sender keeps its own few lines (it depends on
+    nothing of the services)."""
     for info in pkgutil.iter_modules(__path__, __name__ + "."):
         if info.name in _imported:
             continue

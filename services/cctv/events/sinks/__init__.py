@@ -8,11 +8,11 @@ file's schema; service.py asks each sink for its receivers, one delivery worker 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from cctv.core.plugins import discover
 
 if TYPE_CHECKING:
     from cctv.events.delivery import Receiver
@@ -62,14 +62,8 @@ def register(sink: Sink) -> Sink:
 def sinks() -> list[Sink]:
     """Every registered sink, in ``order``. Imports the modules of this package not imported
     yet (a folder added to ``__path__`` is seen on the next call)."""
-    for info in pkgutil.iter_modules(__path__, __name__ + "."):
-        if info.name in _imported:
-            continue
-        _imported.add(info.name)
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():
-            if isinstance(value, Sink):
-                register(value)
+    for found in discover(__path__, __name__, Sink, _imported):
+        register(found)
     return sorted(_registry.values(), key=lambda s: (s.order, s.key))
 
 

@@ -7,12 +7,12 @@ docs/extending.md). :func:`register` is the same call the scan makes.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cctv.core.plugins import discover
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,8 @@ def register(backend: Backend) -> Backend:
 def _scan() -> None:
     """Import every module of the package not imported yet (a folder added to ``__path__``
     is seen on the next call) and register the backends it defines."""
-    for info in pkgutil.iter_modules(__path__, __name__ + "."):
-        if info.name in _imported:
-            continue
-        _imported.add(info.name)
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():
-            if isinstance(value, Backend):
-                register(value)
+    for found in discover(__path__, __name__, Backend, _imported):
+        register(found)
 
 
 def backends() -> dict[str, Backend]:
