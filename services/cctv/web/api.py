@@ -18,7 +18,6 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, send_fi
 from cctv.core import keys
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.broadcast import CameraFeed, Feeds
-from cctv.web.camera_list import CameraList
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor, failover_history
 from cctv.web.results import recent_results
@@ -46,6 +45,11 @@ def error_response(status: int, code: str, message: str) -> Response:
     return resp
 
 
+def camera_names(client: redis.Redis) -> list[str]:
+    """Cameras that have sent frames, sorted."""
+    return sorted(c.decode() for c in client.smembers(keys.CAMERAS_ACTIVE))
+
+
 def int_param(name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter in [low, high]; 400 otherwise."""
     raw = request.args.get(name)
@@ -68,7 +72,7 @@ def bool_param(name: str) -> bool:
 
 
 def create_api(client: redis.Redis, settings: WebSettings, feeds: Feeds, stats: CameraStats,
-               monitor: ClusterMonitor, sse_slots: Slots, cameras: CameraList) -> Blueprint:
+               monitor: ClusterMonitor, sse_slots: Slots) -> Blueprint:
     """The /api/v1 blueprint; event streams take a slot of ``sse_slots`` (503 when full)."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -79,7 +83,7 @@ def create_api(client: redis.Redis, settings: WebSettings, feeds: Feeds, stats: 
     def known_camera(camera: str) -> str:
         if not CAMERA_NAME_RE.fullmatch(camera):
             raise ApiError(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
-        if not cameras.known(camera):
+        if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             raise ApiError(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
         return camera
 
@@ -97,8 +101,8 @@ def create_api(client: redis.Redis, settings: WebSettings, feeds: Feeds, stats: 
         return jsonify({"user": g.user, "auth": g.get("auth"), "session_expires": expires})
 
     @bp.get("/cameras")
-    def camera_list() -> Response:
-        return jsonify({"cameras": [figures(c) for c in cameras.names()]})
+    def cameras() -> Response:
+        return jsonify({"cameras": [figures(c) for c in camera_names(client)]})
 
     @bp.get("/cameras/<camera>")
     def camera(camera: str) -> Response:

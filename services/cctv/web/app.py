@@ -27,10 +27,9 @@ from cctv.core.mjpeg import BOUNDARY
 from cctv.core.redisconn import connect_settings
 from cctv.core.settings import trusted_networks
 from cctv.web import metrics as web_metrics
-from cctv.web.api import create_api, error_response
+from cctv.web.api import camera_names, create_api, error_response
 from cctv.web.auth import install_auth, load_accounts
 from cctv.web.broadcast import Feeds
-from cctv.web.camera_list import CameraList
 from cctv.web.camera_stats import CameraStats
 from cctv.web.cluster import ClusterMonitor
 from cctv.web.events import create_blueprint as create_events_blueprint
@@ -46,7 +45,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 #: static files are served with a long cache lifetime; their URLs carry a content hash
 STATIC_MAX_AGE_S = 7 * 24 * 3600
 
-__all__ = ["BOUNDARY", "create_app", "latest_result", "register_blueprints"]
+__all__ = ["BOUNDARY", "camera_names", "create_app", "latest_result", "register_blueprints"]
 
 
 def latest_result(client: redis.Redis, camera: str) -> dict | None:
@@ -78,8 +77,7 @@ def create_app(settings: WebSettings, *, background: bool = True) -> Flask:
     feeds = Feeds(client, settings.mjpeg_quality, settings.viewer_idle_s,
                   settings.frame_limits, settings.max_frame_bytes,
                   settings.web_detection_paused_s)
-    cameras = CameraList(client, settings)
-    stats = CameraStats(client, settings.camera_silent_s, cameras=cameras.names)
+    stats = CameraStats(client, settings.camera_silent_s)
     monitor = ClusterMonitor(client, stats, settings.lease_ttl_ms)
     app = Flask("cctv.web", template_folder="templates", static_folder=str(STATIC))
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = STATIC_MAX_AGE_S
@@ -100,10 +98,8 @@ def create_app(settings: WebSettings, *, background: bool = True) -> Flask:
     viewers = Slots("mjpeg", settings.web_max_viewers, settings.web_max_viewers_per_camera)
     sse_slots = Slots("sse", settings.web_max_sse_clients)
     app.extensions.update(cctv_viewer_slots=viewers, cctv_sse_slots=sse_slots)
-    app.register_blueprint(create_pages(client, feeds, viewers, settings.web_mjpeg_max_s,
-                                        cameras))
-    app.register_blueprint(create_api(client, settings, feeds, stats, monitor, sse_slots,
-                                      cameras))
+    app.register_blueprint(create_pages(client, feeds, viewers, settings.web_mjpeg_max_s))
+    app.register_blueprint(create_api(client, settings, feeds, stats, monitor, sse_slots))
     add_ops_routes(app, client, settings.metrics_token)
     register_blueprints(app, client, settings)
     has_events = any(rule.rule == "/events" for rule in app.url_map.iter_rules())

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -71,11 +70,8 @@ def _group_info(groups: object) -> dict:
 class CameraStats:
     """The sampler (a daemon thread) and its latest per-camera snapshot."""
 
-    def __init__(self, client: redis.Redis, silent_s: float, interval_s: float = 1.0,
-                 cameras: Callable[[], list[str]] | None = None) -> None:
+    def __init__(self, client: redis.Redis, silent_s: float, interval_s: float = 1.0) -> None:
         self.redis, self.silent_s, self.interval_s = client, silent_s, interval_s
-        # the cameras to sample (web/camera_list.py); default: every camera that sent a frame
-        self.cameras = cameras
         self._lock = threading.Lock()
         self._history: dict[str, _History] = {}
         self._snapshot: dict[str, dict] = {}
@@ -117,8 +113,7 @@ class CameraStats:
 
     def sample(self) -> dict[str, dict]:
         """Read every camera's counters and streams in one round trip and update the snapshot."""
-        cams = self.cameras() if self.cameras else sorted(
-            c.decode() for c in self.redis.smembers(keys.CAMERAS_ACTIVE))
+        cams = sorted(c.decode() for c in self.redis.smembers(keys.CAMERAS_ACTIVE))
         pipe = self.redis.pipeline(transaction=False)
         pipe.time()
         for cam in cams:

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import redis
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 
+from cctv.core import keys
 from cctv.core.mjpeg import MIMETYPE
 from cctv.core.settings import CAMERA_NAME_RE
-from cctv.web.api import error_response
+from cctv.web.api import camera_names, error_response
 from cctv.web.broadcast import Feeds
-from cctv.web.camera_list import CameraList
 from cctv.web.limits import Slots
 
 #: a grid with more cameras than this refreshes snapshots instead of holding one MJPEG
@@ -35,7 +35,7 @@ def _headers_first(frames: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
-                 mjpeg_max_s: float, cameras: CameraList) -> Blueprint:
+                 mjpeg_max_s: float) -> Blueprint:
     """The pages blueprint (endpoint names ``pages.*``). MJPEG streams take a slot of
     ``viewers`` (503 when the cap is reached) and end after ``mjpeg_max_s``."""
     bp = Blueprint("pages", __name__)
@@ -46,7 +46,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
 
     @bp.get("/")
     def index() -> str:
-        cams = cameras.names()
+        cams = camera_names(client)
         return render_template("index.html", cameras=cams,
                                mode="mjpeg" if len(cams) <= GRID_MJPEG_MAX else "snapshot")
 
@@ -54,7 +54,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
     def camera_page(camera: str) -> str:
         check_camera(camera)
         return render_template("camera.html", camera=camera,
-                               known=cameras.known(camera))
+                               known=bool(client.sismember(keys.CAMERAS_ACTIVE, camera)))
 
     @bp.get("/cluster")
     def cluster_page() -> str:
@@ -64,7 +64,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
     def video(camera: str) -> Response:
         if not CAMERA_NAME_RE.fullmatch(camera):
             return error_response(404, "bad_camera", "no such camera")
-        if not cameras.known(camera):
+        if not client.sismember(keys.CAMERAS_ACTIVE, camera):
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
         # ?clean=1: the camera's frames without boxes (the page's "clean video" switch)
         feed = feeds.get(camera, clean=request.args.get("clean") == "1")
