@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from cctv.core.tokens import MIN_TOKEN_LENGTH
 from cctv.core.wire import CAMERA_NAME_RE
 
 
@@ -53,8 +54,9 @@ class Camera(_Model):
     """One camera: local mode pulls ``source``, or a sender posts with ``token``."""
 
     source: str = ""
-    token: Annotated[str, StringConstraints(min_length=20, pattern=r"^[A-Za-z0-9_\-.~]+$")] \
-        | None = None
+    # what ingest takes (core/tokens.py), in characters that cannot break the camera:token list
+    token: Annotated[str, StringConstraints(min_length=MIN_TOKEN_LENGTH,
+                                            pattern=r"^[A-Za-z0-9_\-.~]+$")] | None = None
     fps: Annotated[float, Field(gt=0, le=60)] = 10.0
     #: a video file as the source: play it again at its end
     loop: bool = False

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -33,7 +33,6 @@ class Child:
     #: when a restart is due (0: running, or not scheduled)
     restart_at: float = 0.0
     delay_s: float = 0.0
-    history: list[int] = field(default_factory=list)  # exit codes, oldest first
 
 
 class Supervisor:
@@ -73,7 +72,6 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             code = child.proc.returncode
-            child.history.append(code)
             # what the child left behind in its session (gunicorn workers of a killed master
             # still hold its port) goes with it
             with contextlib.suppress(ProcessLookupError, PermissionError):
