@@ -12,8 +12,13 @@ INFER_GROUP = "infer"
 
 #: set of camera names that have sent at least one frame
 CAMERAS_ACTIVE = f"{PREFIX}:cameras:active"
-#: hash camera -> JSON registry entry (token hash, name, fps limit); written by ingest at start
+#: hash camera -> JSON registry entry (core/registry.py): source, node, fps, token digests,
+#: detection settings; seeded by ingest from CCTV_CAMERAS, changed by `cctv cameras`
 CAMERAS_REGISTRY = f"{PREFIX}:cameras"
+#: hash camera -> removal time (ms) of every removed camera; ingest refuses their frames
+CAMERAS_REMOVED = f"{PREFIX}:cameras:removed"
+#: counter bumped by every registry change (readers refresh their copy when it moves)
+CAMERAS_VERSION = f"{PREFIX}:cameras:version"
 #: leadership lease of the inference service (string with PX TTL, value = worker id)
 LEASE_INFERENCE = f"{PREFIX}:lease:inference"
 #: fencing token, INCR on every acquisition of the lease
@@ -73,6 +78,22 @@ def heartbeat(service: str, instance: str) -> str:
 def heartbeat_pattern(service: str = "*") -> str:
     """SCAN pattern matching the heartbeats of ``service`` (all services by default)."""
     return f"{PREFIX}:hb:{service}:*"
+
+
+def capture_lease(camera: str) -> str:
+    """Which capture instance pulls ``camera`` (string with PX TTL, value = instance id)."""
+    return f"{PREFIX}:capture:lease:{camera}"
+
+
+def capture_epoch(camera: str) -> str:
+    """Counter bumped on every acquisition of :func:`capture_lease`."""
+    return f"{PREFIX}:capture:epoch:{camera}"
+
+
+def capture_floor(camera: str) -> str:
+    """The lowest seq ingest still accepts for ``camera``: set by a capture instance when it
+    takes the camera over (its seqs start there), so a deposed instance's frames are refused."""
+    return f"{PREFIX}:capture:floor:{camera}"
 
 
 def camera_from_frames_key(key: str) -> str:

@@ -41,8 +41,8 @@ def _heartbeat(service: str) -> str:
 
 
 #: commands the ingest script runs on a camera's frame keys (core/scripts.py INGEST)
-_INGEST_SCRIPT = ("+get +set +hincrby +hmget +hset +pexpire +exists +del +xgroup|create +sadd "
-                  "+xlen +xinfo|groups +xrange +xpending +xtrim +lindex +lpop +xack +xadd "
+_INGEST_SCRIPT = ("+get +set +hexists +hincrby +hmget +hset +pexpire +exists +del +xgroup|create "
+                  "+sadd +xlen +xinfo|groups +xrange +xpending +xtrim +lindex +lpop +xack +xadd "
                   "+rpush")
 
 #: the fenced inference scripts, the lease, take-over and tracker state (core/scripts.py,
@@ -57,8 +57,12 @@ SERVICE_RULES: dict[str, str] = {
     "ingest": " ".join([
         f"resetchannels {_CONNECTION}",
         f"~{P}:frames:* ~{P}:frameidx:* ~{P}:stats:* ~{P}:seen:* ~{P}:rl:* ~{P}:drops:* "
-        f"~{keys.CAMERAS_ACTIVE} {_INGEST_SCRIPT}",
+        f"~{keys.CAMERAS_ACTIVE} ~{keys.CAMERAS_REMOVED} ~{P}:capture:floor:* "
+        f"{_INGEST_SCRIPT}",
         f"(~{keys.INGEST_RESPONSES} ~{keys.INGEST_RESPONSES}:* +hincrby +expire)",
+        # the camera registry: read, seeded from CCTV_CAMERAS, a rotated token confirmed
+        f"(~{keys.CAMERAS_REGISTRY} ~{keys.CAMERAS_REMOVED} ~{keys.CAMERAS_VERSION} "
+        "+get +incr +hget +hgetall +hexists +hsetnx +hset +hdel +watch +unwatch)",
         _heartbeat("ingest"),
     ]),
     "inference": " ".join([

@@ -44,17 +44,26 @@ local function group_last_delivered(stream, group)
 end
 """
 
-# KEYS: frames, stats, dedup, ratelimit, cameras_active, drops, frame_index
+# KEYS: frames, stats, dedup, ratelimit, cameras_active, drops, frame_index, cameras_removed,
+#       capture_floor
 # ARGV: camera, seq, late, maxlen, dedup_ttl, rate, burst, group, <entry fields...>
 #       (the fields as core.entries.encode_frame gives them)
-# Returns {status, id}: ok / dup (id of the first copy) / rate.
+# Returns {status, id}: ok / dup (id of the first copy) / rate / removed (the camera was removed
+# from the registry) / fenced (seq below the capture floor: from a capture instance that lost
+# the camera to another).
 INGEST = _ID_GT + """
 local frames, stats, dedup, rl, active, drops, index =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+if redis.call('HEXISTS', KEYS[8], ARGV[1]) == 1 then return {'removed', ''} end
 local prev = redis.call('GET', dedup)
 if prev then
   redis.call('HINCRBY', stats, 'duplicate', 1)
   return {'dup', prev}
+end
+local floor = tonumber(redis.call('GET', KEYS[9]) or '0') or 0
+if tonumber(ARGV[2]) < floor then
+  redis.call('HINCRBY', stats, 'rejected_fenced', 1)
+  return {'fenced', ''}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6

@@ -53,12 +53,16 @@ class CoreSettings:
     metrics_token: str = ""
 
     # --- the camera registry ---
-    # "cam1:token1,cam2:token2" (or a file with one "cam:token" per line via CCTV_CAMERAS_FILE)
+    # "cam1:token1,cam2:token2" (or a file with one "cam:token" per line via CCTV_CAMERAS_FILE):
+    # seeds the registry in Redis (core/registry.py) at first start; `cctv cameras` changes it
     cameras: str = ""
     # strict: only cameras in the registry may send (unknown -> 404)
     cameras_strict: bool = True
     # token accepted for cameras not in the registry when not strict
     ingest_token: str = ""
+    # token the capture service posts with (CCTV_CAPTURE_TOKEN_FILE: a Docker secret); ingest
+    # accepts it for every registered camera that has a source URL
+    capture_token: str = ""
 
     # --- frames and the stream lengths of the Redis memory bound ---
     # a frame's upper bound in bytes (413 above it); docs/configuration.md says why 2 MiB

@@ -23,6 +23,8 @@ def check_token_lengths(settings: CoreSettings) -> None:
     if short:
         raise SettingsError(f"CCTV_CAMERAS: the token of camera(s) {', '.join(short)} is shorter "
                             f"than {MIN_TOKEN_LENGTH} characters; make one with `cctv token`")
-    if settings.ingest_token and len(settings.ingest_token) < MIN_TOKEN_LENGTH:
-        raise SettingsError(f"CCTV_INGEST_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; "
-                            "make one with `cctv token`")
+    for name in ("ingest_token", "capture_token"):
+        value = getattr(settings, name)
+        if value and len(value) < MIN_TOKEN_LENGTH:
+            raise SettingsError(f"CCTV_{name.upper()} is shorter than {MIN_TOKEN_LENGTH} "
+                                "characters; make one with `cctv token`")

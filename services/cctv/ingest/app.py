@@ -313,7 +313,8 @@ class Ingest:
             lambda pipe: self.scripts.ingest(
                 keys=[keys.frames(camera), keys.stats(camera), keys.dedup(camera, seq),
                       keys.ratelimit(camera), keys.CAMERAS_ACTIVE, keys.drops(camera),
-                      keys.frame_index(camera)],
+                      keys.frame_index(camera), keys.CAMERAS_REMOVED,
+                      keys.capture_floor(camera)],
                 args=args, client=pipe))
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if status == b"rate":
