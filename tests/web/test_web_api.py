@@ -22,7 +22,14 @@ from werkzeug.routing import Rule
 from cctv.core import keys
 from cctv.settings import load_settings
 
-from support import VIEWER_PASSWORD, VIEWER_USER, post_frame, viewer_account
+from support import (
+    VIEWER_PASSWORD,
+    VIEWER_USER,
+    clip_jpegs,
+    post_frame,
+    service_env,
+    viewer_account,
+)
 from web_support import AUTH, WebStack, api, wait_for
 
 OPEN_ENDPOINTS = {"auth.login", "static", "healthz", "readyz", "metrics"}
@@ -388,3 +395,29 @@ def test_schemathesis_finds_no_server_errors(stack: WebStack, artifacts_dir: Pat
     har_path.unlink()  # kept only when something failed
     assert stack.web.proc.poll() is None
     assert "Traceback" not in stack.web.log()
+
+
+def test_a_camera_added_then_removed_with_the_command_comes_and_goes_everywhere(
+        stack: WebStack) -> None:
+    """Added with `cctv cameras add` (no restart): its frames are accepted at once and it is
+    listed; removed: gone from the list, the grid and its video URL, its frames refused."""
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "cctv", "cameras", *a], capture_output=True, text=True,
+        env=service_env(stack.redis_server.url), timeout=60)
+    out = run("add", "yard")
+    assert out.returncode == 0, out.stderr
+    token = next(ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("token:"))
+    ingest = f"http://127.0.0.1:{stack.ingest_port}"
+    jpeg = clip_jpegs(n=1)[0]
+    with requests.Session() as http:
+        assert post_frame(http, ingest, "yard", token, jpeg, 1).status_code == 202
+        listed = lambda: [c["camera"] for c in api(stack, "/api/v1/cameras").json()["cameras"]]  # noqa: E731
+        wait_for(lambda: "yard" in listed(), 15, "yard listed", stack.services)
+        assert run("remove", "yard").returncode == 0
+        names = listed()
+        assert "yard" not in names and "cam1" in names
+        assert api(stack, "/video/yard.mjpg").status_code == 404
+        assert api(stack, "/api/v1/cameras/yard").status_code == 404
+        assert 'href="/cameras/yard"' not in api(stack, "/").text
+        assert post_frame(http, ingest, "yard", token, jpeg, 2).status_code == 403
+    assert 0 < stack.rdb.ttl(keys.frames("yard")) <= 300

@@ -82,6 +82,14 @@ SERVICE_RULES: dict[str, str] = {
         f"(~{keys.HEARTBEATS} +zremrangebyscore)",
         f"(~{keys.EVENTS_INDEX}:tmp:* %R~{keys.EVENTS_INDEX}* +zinterstore +zrevrangebyscore "
         "+del)",
+        # the admin API (CCTV_ADMIN_TOKEN): the camera registry, and a removed camera's keys
+        # set to expire (core/registry.py camera_keys)
+        f"(~{keys.CAMERAS_REGISTRY} ~{keys.CAMERAS_REMOVED} ~{keys.CAMERAS_VERSION} "
+        "+hget +hgetall +hexists +hset +hsetnx +hdel +incrby +watch +unwatch)",
+        f"(~{keys.CAMERAS_ACTIVE} +srem +sismember)",
+        f"(~{P}:frames:* ~{P}:frameidx:* ~{P}:det:* ~{P}:drops:* ~{P}:stats:* ~{P}:rl:* "
+        f"~{P}:track:* ~{P}:events:state:* ~{P}:events:lines:* ~{P}:capture:* "
+        "+expire +persist)",
         _heartbeat("web"),
     ]),
     "events": " ".join([
