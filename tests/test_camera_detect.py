@@ -303,12 +303,12 @@ def test_settings_apply_in_the_leader_and_change_live(redis_server, rdb, start_i
                 after = _results(rdb, "cam1", last)
                 return len(after) >= n and all(not dets for _i, dets in after[-n:])
 
-            wait_for(lambda: empty_run(4), 8, "cam1's results to be empty", [infer])
+            wait_for(lambda: empty_run(4), 15, "cam1's results to be empty", [infer])
             settled = _results(rdb, "cam1", last)
             first_empty = next(i for i, (_id, dets) in enumerate(settled)
                                if all(not d for _j, d in settled[i:]))
             assert first_empty <= 12, f"{first_empty} results after the change still had boxes"
-            wait_for(lambda: len(_results(rdb, "cam1", last)) >= len(settled) + 4, 10,
+            wait_for(lambda: len(_results(rdb, "cam1", last)) >= len(settled) + 4, 15,
                      "more cam1 results", [infer])
             assert all(not dets for _i, dets in _results(rdb, "cam1", last)[first_empty:])
             assert "car" in {d["name"] for _i, dets in _results(rdb, "cam2", last)
