@@ -72,6 +72,9 @@ SERVICE_RULES: dict[str, str] = {
         f"~{keys.LEADER_LAST_RESULT} ~{keys.FAILOVERS} ~{P}:frames:* ~{P}:frameidx:* "
         f"~{P}:det:* ~{P}:stats:* ~{P}:drops:* ~{P}:track:* {_INFERENCE_CMDS}",
         f"(%R~{keys.CAMERAS_ACTIVE} +smembers)",
+        # the camera registry, read only: each camera's detection settings
+        f"(%R~{keys.CAMERAS_REGISTRY} %R~{keys.CAMERAS_REMOVED} %R~{keys.CAMERAS_VERSION} "
+        "+get +hgetall +hget)",
         _heartbeat("inference"),
     ]),
     # web reads everything it shows; it writes only its sessions, its heartbeat, the trim of
