@@ -421,3 +421,39 @@ def test_a_camera_added_then_removed_with_the_command_comes_and_goes_everywhere(
         assert 'href="/cameras/yard"' not in api(stack, "/").text
         assert post_frame(http, ingest, "yard", token, jpeg, 2).status_code == 403
     assert 0 < stack.rdb.ttl(keys.frames("yard")) <= 300
+
+
+def test_the_admin_api_changes_the_registry_with_its_own_token_only(stack: WebStack) -> None:
+    admin = "admin-token-for-the-tests-0123456789"
+    url, _web = stack.start_web("web-admin", admin_token=admin)
+    wait_for(lambda: requests.get(url + "/healthz", timeout=5).ok, 30, "admin web up")
+    base = url + "/api/v1/admin/cameras"
+    bearer = {"Authorization": f"Bearer {admin}"}
+    # no token, a wrong one, a viewer's login: all refused
+    assert requests.get(base, timeout=10).status_code == 401
+    assert requests.get(base, headers={"Authorization": "Bearer wrong"},
+                        timeout=10).status_code == 401
+    assert requests.get(base, auth=AUTH, timeout=10).status_code == 401
+
+    r = requests.post(base, json={"name": "lobby", "source": "rtsp://u:pw-secret@10.1.1.1/s",
+                                  "fps": 4, "detect": {"classes": ["person"]}},
+                      headers=bearer, timeout=10)
+    assert r.status_code == 201, r.text
+    assert len(r.json()["token"]) >= 20 and "pw-secret" not in r.text
+    assert requests.post(base, json={"name": "lobby"}, headers=bearer,
+                         timeout=10).status_code == 409
+    listed = requests.get(base, headers=bearer, timeout=10).json()["cameras"]
+    assert [c["name"] for c in listed if c["name"] == "lobby"] == ["lobby"]
+    r = requests.patch(base + "/lobby", json={"detect": {"min_conf": 0.5}}, headers=bearer,
+                       timeout=10)
+    assert r.status_code == 200 and r.json()["camera"]["detect"] == {"min_conf": 0.5}, r.text
+    r = requests.post(base + "/lobby/rotate-token", json={}, headers=bearer, timeout=10)
+    assert r.status_code == 200 and r.json()["camera"]["rotating"], r.text
+    for bad in ({"name": "x y"}, {"name": "ok", "fps": "fast"}, {"name": "ok", "colour": 1},
+                {"name": "ok", "detect": {"min_conf": 3}}):
+        r = requests.post(base, json=bad, headers=bearer, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] in ("invalid", "bad_body"), r.text
+    assert requests.post(base, data="not json", headers=bearer, timeout=10).status_code == 400
+    assert requests.delete(base + "/lobby", headers=bearer, timeout=10).status_code == 200
+    assert requests.get(base + "/lobby", headers=bearer, timeout=10).status_code == 404
+    assert requests.delete(base + "/nobody", headers=bearer, timeout=10).status_code == 404
