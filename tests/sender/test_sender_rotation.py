@@ -67,3 +67,26 @@ def test_rotating_the_token_of_a_streaming_camera_loses_nothing(
             == 403
         assert post_frame(http, ing.url, "cam1", new, make_jpeg(2), max(seqs) + 2).status_code \
             == 202
+
+
+def test_a_redis_that_lost_the_registry_still_takes_the_secret_cameras(ingest, rdb) -> None:
+    """Redis restarted without its data: the cameras of CCTV_CAMERAS keep sending (their
+    token still opens them) and ingest writes them into the registry again by itself."""
+    ing = ingest()
+    with requests.Session() as http:
+        assert post_frame(http, ing.url, "cam1", OLD, make_jpeg(1), 1).status_code == 202
+        rdb.flushall()
+        assert post_frame(http, ing.url, "cam1", OLD, make_jpeg(2), 2).status_code == 202
+        seq = iter(range(3, 1000))
+
+        def seeded() -> bool:  # the camera keeps sending meanwhile
+            assert post_frame(http, ing.url, "cam1", OLD, make_jpeg(2), next(seq)).status_code \
+                == 202
+            return Registry(rdb).get("cam1") is not None
+
+        wait_for(seeded, 10, "the registry seeded again", poll_s=0.2)
+        assert Registry(rdb).get("cam1").tokens == (token_digest(OLD),)
+        # a removed camera is not brought back that way
+        Registry(rdb).remove("cam2")
+        assert post_frame(http, ing.url, "cam2", "tok2-16charsfortests", make_jpeg(3),
+                          5000).status_code == 403

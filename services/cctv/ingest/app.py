@@ -51,7 +51,7 @@ from cctv.core.redisconn import (
     durable,
     is_noreplicas_error,
 )
-from cctv.core.registry import Registry, RegistryCache, RegistryError, Snapshot
+from cctv.core.registry import Registry, RegistryCache, RegistryError, Snapshot, token_digest
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, trusted_networks
 from cctv.core.throttle import FailureThrottle
@@ -206,7 +206,8 @@ class Ingest:
         self.capture_token = (_token_digest(settings.capture_token) if settings.capture_token
                               else None)
         self.registry = RegistryCache(self.redis)
-        self._seeded = False
+        self._seed_digests = {cam: token_digest(tok) for cam, tok in self.seed_tokens.items()}
+        self._seed_tried = -1e9
         # compared against when the camera is unknown, so both refusals cost the same work
         self._no_camera = _token_digest(secrets.token_urlsafe(32))
         self.trusted = trusted_networks(settings.trusted_proxies)
@@ -253,33 +254,46 @@ class Ingest:
                   "CCTV_MAX_FRAME_BYTES", n, exc)
 
     def snapshot(self, force: bool = False) -> Snapshot:
-        """The registry copy; seeds the registry from CCTV_CAMERAS once Redis answers."""
-        if not self._seeded and self.seed_tokens:
+        """The registry copy. Cameras of CCTV_CAMERAS the registry lacks (first start, or a
+        Redis that lost its data) are seeded again, at most once a second."""
+        snap = self.registry.snapshot(force=force)
+        if self.seed_tokens and self._needs_seed(snap) and \
+                time.monotonic() - self._seed_tried >= 1.0:
+            self._seed_tried = time.monotonic()
             try:
                 Registry(self.redis).seed(self.seed_tokens)
-                self._seeded = True
-                force = True
+                snap = self.registry.snapshot(force=True)
             except redis.RedisError as exc:
-                log.warning("camera registry not seeded yet (%s); will retry", exc)
-        else:
-            self._seeded = True
-        return self.registry.snapshot(force=force)
+                log.warning("camera registry not seeded from CCTV_CAMERAS yet (%s); will retry",
+                            exc)
+        return snap
+
+    def _needs_seed(self, snap: Snapshot) -> bool:
+        if not snap.loaded:
+            return True
+        for cam, digest in self._seed_digests.items():
+            entry = snap.cameras.get(cam)
+            if entry is None and cam not in snap.removed:
+                return True
+            if entry is not None and entry.seeded and digest not in entry.tokens:
+                return True
+        return False
 
     def _expected(self, camera: str, snap: Snapshot) -> tuple[list[bytes], bool]:
         """The token digests that open ``camera`` and whether the camera is known."""
-        if not snap.loaded:  # Redis never answered yet: the secret's tokens
-            expected = self.tokens.get(camera)
-            if expected is not None:
-                return [expected], True
-        else:
-            entry = snap.cameras.get(camera)
-            if entry is not None:
-                digests = [bytes.fromhex(t) for t in entry.tokens]
-                if entry.source and self.capture_token is not None:
-                    digests.append(self.capture_token)
-                return digests, True
-            if camera in snap.removed:
-                return [], False
+        entry = snap.cameras.get(camera)
+        if entry is not None:
+            digests = [bytes.fromhex(t) for t in entry.tokens]
+            if entry.source and self.capture_token is not None:
+                digests.append(self.capture_token)
+            return digests, True
+        if camera in snap.removed:
+            return [], False
+        # not in the registry (Redis not answering yet, or it lost its data and the seed is
+        # on its way): the secret's token still opens a camera of the secret
+        expected = self.tokens.get(camera)
+        if expected is not None:
+            return [expected], True
         if not self.settings.cameras_strict and self.default_token is not None:
             return [self.default_token], True
         return [], False
