@@ -17,6 +17,7 @@ from cctv_sender.sender import Sender
 from cctv_sender.sources import SourceConfigError, build_source
 from cctv_sender.spool import Spool
 from cctv_sender.state import SequenceCounter, StateDir, StateError
+from cctv_sender.tokenwatch import TokenWatcher
 
 log = logging.getLogger("cctv_sender")
 
@@ -59,6 +60,8 @@ def run(cfg: Config) -> int:
                     "yours alone", cfg.ingest)
     else:
         log.info("ingest certificate checked against %s", cfg.tls.describe())
+    if cfg.token_file is not None:
+        TokenWatcher(cfg.token_file, cfg.token, client.set_token).start()
     state = StateDir(cfg.state_dir, cfg.camera).open()
     try:
         spool = Spool(state.path / "spool", cfg.spool_bytes).open()

@@ -75,6 +75,10 @@ class IngestClient:
         self._requests_on_conn = 0
         self.connects = 0
 
+    def set_token(self, token: str) -> None:
+        """Send with ``token`` from the next frame on (a rotated camera token)."""
+        self.headers[wire.HEADER_AUTH] = f"Bearer {token}"
+
     def _connect(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.scheme == "https":

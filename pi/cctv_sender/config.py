@@ -56,6 +56,9 @@ class Config:
     ca_file: str = ""
     pin_sha256: str = ""
     insecure: bool = False
+    #: the token's file, when it came from one: re-read when it changes (a rotated token is
+    #: taken up without a restart)
+    token_file: Path | None = None
 
     @property
     def ingest_urls(self) -> tuple[str, ...]:
@@ -309,6 +312,7 @@ def load_config(argv: Sequence[str] | None = None,
     return Config(
         source=source, ingest=",".join(urls), camera=args.camera,
         token=token,
+        token_file=Path(args.token_file).expanduser() if args.token_file else None,
         fps=float(_num("fps", args.fps or "10", float)),
         loop=bool(args.loop),
         size=size, quality=quality,

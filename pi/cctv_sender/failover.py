@@ -39,6 +39,11 @@ class FailoverClient:
         self.current = 0
         self.switches = 0
 
+    def set_token(self, token: str) -> None:
+        """Send with ``token`` from the next frame on, to every ingest."""
+        for c in self.clients:
+            c.set_token(token)
+
     @property
     def client(self) -> IngestClient:
         """The ingest frames go to now."""

@@ -8,6 +8,7 @@
     cctv swarmwatch   publish nodes, services and tasks from the Docker API (a manager only)
     cctv capture      pull the cameras that have a source URL (RTSP, MJPEG) and post to ingest
     cctv token        print a new random camera token
+    cctv cameras      list, add, change, remove cameras and rotate their tokens (the registry)
     cctv status       print the inference leader, epoch, standbys and recent failovers
     cctv check-config validate the CCTV_* settings and exit
     cctv hash-password make a viewer account line (user:<hash>) for CCTV_VIEWERS
@@ -270,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cctv.model_prepare import add_parser as add_model_parser
 
     add_model_parser(sub)
+
+    from cctv.cameras_cli import add_parser as add_cameras_parser
+
+    add_cameras_parser(sub)
 
     sp = sub.add_parser("redis-acl", help="write the Redis ACL file from one password file per "
                         "user (docs/architecture.md, Redis)")

@@ -63,7 +63,7 @@ SERVICE_RULES: dict[str, str] = {
         f"(~{keys.INGEST_RESPONSES} ~{keys.INGEST_RESPONSES}:* +hincrby +expire)",
         # the camera registry: read, seeded from CCTV_CAMERAS, a rotated token confirmed
         f"(~{keys.CAMERAS_REGISTRY} ~{keys.CAMERAS_REMOVED} ~{keys.CAMERAS_VERSION} "
-        "+get +incr +hget +hgetall +hexists +hsetnx +hset +hdel +watch +unwatch)",
+        "+get +incrby +hget +hgetall +hexists +hsetnx +hset +hdel +watch +unwatch)",
         _heartbeat("ingest"),
     ]),
     "inference": " ".join([

@@ -175,11 +175,16 @@ class Camera:
     detect: DetectSettings = field(default_factory=DetectSettings)
     created_ms: int = 0
     updated_ms: int = 0
+    #: the token comes from CCTV_CAMERAS (a changed secret changes it) until one is rotated
+    #: with the CLI or the admin API
+    seeded: bool = False
 
     def to_json(self) -> str:
         """The stored form."""
         out: dict = {"name": self.name, "tokens": list(self.tokens),
                      "created_ms": self.created_ms, "updated_ms": self.updated_ms}
+        if self.seeded:
+            out["seeded"] = True
         for name in ("source", "node", "fps"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -213,7 +218,7 @@ class Camera:
             raise RegistryError(f"camera {name!r}: times are malformed")
         return cls(name=name, source=source, node=node, fps=fps, tokens=tuple(tokens),
                    detect=DetectSettings.from_json(data.get("detect"), name),
-                   created_ms=times[0], updated_ms=times[1])
+                   created_ms=times[0], updated_ms=times[1], seeded=data.get("seeded") is True)
 
     def public(self) -> dict:
         """What the CLI and the admin API show: the source redacted, tokens only counted."""
@@ -403,7 +408,8 @@ class Registry:
             if len(old.tokens) >= MAX_TOKENS:
                 raise RegistryError(f"camera {name!r} is already rotating its token; finish "
                                     f"that with `cctv cameras rotate-token --finish {name}`")
-            return replace(old, tokens=(*old.tokens, digest), updated_ms=_now_ms())
+            return replace(old, tokens=(*old.tokens, digest), updated_ms=_now_ms(),
+                           seeded=False)
 
         cam = self._change(check_name(name), change)
         log.info("camera %s: new token added; the old one stays valid until the camera sends "
@@ -440,22 +446,38 @@ class Registry:
 
     def seed(self, tokens: Mapping[str, str]) -> list[str]:
         """Register each camera of ``tokens`` (name -> token, the CCTV_CAMERAS secret) that is
-        neither registered nor removed; returns the names added. The registry wins over the
-        secret for a camera it has (a token rotated with the CLI stays rotated)."""
+        not removed; returns the names added or whose token changed. A camera seeded before
+        takes the secret's token when it changed; one whose token was rotated with the CLI
+        keeps the registry's (the secret's token is then logged as ignored)."""
         removed = self.removed()
-        added = []
+        changed: list[str] = []
         for name, token in tokens.items():
             if name in removed:
                 continue
-            now = _now_ms()
-            cam = Camera(name=name, tokens=(token_digest(token),), created_ms=now,
-                         updated_ms=now)
-            if self.redis.hsetnx(keys.CAMERAS_REGISTRY, name, cam.to_json()):
-                added.append(name)
-        if added:
-            self.redis.incr(keys.CAMERAS_VERSION)
-            log.info("camera registry seeded from CCTV_CAMERAS: %s", ", ".join(added))
-        return added
+            digest = token_digest(token)
+
+            def change(old: Camera | None, name: str = name, digest: str = digest) -> Camera:
+                now = _now_ms()
+                if old is None:
+                    return Camera(name=name, tokens=(digest,), created_ms=now, updated_ms=now,
+                                  seeded=True)
+                if digest in old.tokens:
+                    raise _Unchanged
+                if not old.seeded:
+                    log.warning("camera %s: CCTV_CAMERAS gives a token the registry does not "
+                                "have; the registry's token stays (change it with `cctv "
+                                "cameras rotate-token %s`)", name, name)
+                    raise _Unchanged
+                return replace(old, tokens=(digest,), updated_ms=now)
+
+            try:
+                self._change(name, change)
+                changed.append(name)
+            except _Unchanged:
+                pass
+        if changed:
+            log.info("camera registry seeded from CCTV_CAMERAS: %s", ", ".join(changed))
+        return changed
 
 
 class _Unchanged(Exception):
@@ -507,3 +529,22 @@ class RegistryCache:
                             exc, self._snap.version)
         return self._snap
 
+
+
+def active_cameras(client: redis.Redis) -> list[str]:
+    """Cameras that have sent frames and are not removed, sorted (what the viewer lists)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.smembers(keys.CAMERAS_ACTIVE)
+    pipe.hkeys(keys.CAMERAS_REMOVED)
+    active, removed = pipe.execute()
+    gone = {r.decode(errors="replace") for r in removed}
+    return sorted(c for c in (a.decode(errors="replace") for a in active) if c not in gone)
+
+
+def is_active(client: redis.Redis, camera: str) -> bool:
+    """True when ``camera`` has sent frames and is not removed."""
+    pipe = client.pipeline(transaction=False)
+    pipe.sismember(keys.CAMERAS_ACTIVE, camera)
+    pipe.hexists(keys.CAMERAS_REMOVED, camera)
+    active, removed = pipe.execute()
+    return bool(active) and not removed

@@ -51,6 +51,7 @@ from cctv.core.redisconn import (
     durable,
     is_noreplicas_error,
 )
+from cctv.core.registry import Registry, RegistryCache, RegistryError, Snapshot
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE, trusted_networks
 from cctv.core.throttle import FailureThrottle
@@ -73,7 +74,7 @@ AUTH_FAILED = Counter("cctv_ingest_auth_failed_total", "Frame POSTs with a missi
 REFUSED = Counter("cctv_ingest_refused_total",
                   "Frame POSTs refused by the token check, by reason (the reply is the same "
                   "403 for unknown_camera and bad_token)", ["reason"])
-for _reason in ("no_token", "unknown_camera", "bad_token"):
+for _reason in ("no_token", "unknown_camera", "bad_token", "removed"):
     REFUSED.labels(_reason)
 UNSYNCED = Counter("cctv_ingest_frames_clock_unsynced_total",
                    "Frames whose sender said its clock was not yet synchronised at capture")
@@ -197,8 +198,15 @@ class Ingest:
         self.redis = connect_settings(settings, name="cctv-ingest")
         self.scripts = Scripts(self.redis)
         check_token_lengths(settings)
-        self.tokens = {cam: _token_digest(tok) for cam, tok in settings.camera_tokens.items()}
+        # the secret's tokens: the seed of the registry, and what opens a camera until the
+        # registry could be read once
+        self.seed_tokens = settings.camera_tokens
+        self.tokens = {cam: _token_digest(tok) for cam, tok in self.seed_tokens.items()}
         self.default_token = _token_digest(settings.ingest_token) if settings.ingest_token else None
+        self.capture_token = (_token_digest(settings.capture_token) if settings.capture_token
+                              else None)
+        self.registry = RegistryCache(self.redis)
+        self._seeded = False
         # compared against when the camera is unknown, so both refusals cost the same work
         self._no_camera = _token_digest(secrets.token_urlsafe(32))
         self.trusted = trusted_networks(settings.trusted_proxies)
@@ -244,6 +252,38 @@ class Ingest:
                   "to retry (503). Raise Redis maxmemory or lower CCTV_FRAMES_MAXLEN / "
                   "CCTV_MAX_FRAME_BYTES", n, exc)
 
+    def snapshot(self, force: bool = False) -> Snapshot:
+        """The registry copy; seeds the registry from CCTV_CAMERAS once Redis answers."""
+        if not self._seeded and self.seed_tokens:
+            try:
+                Registry(self.redis).seed(self.seed_tokens)
+                self._seeded = True
+                force = True
+            except redis.RedisError as exc:
+                log.warning("camera registry not seeded yet (%s); will retry", exc)
+        else:
+            self._seeded = True
+        return self.registry.snapshot(force=force)
+
+    def _expected(self, camera: str, snap: Snapshot) -> tuple[list[bytes], bool]:
+        """The token digests that open ``camera`` and whether the camera is known."""
+        if not snap.loaded:  # Redis never answered yet: the secret's tokens
+            expected = self.tokens.get(camera)
+            if expected is not None:
+                return [expected], True
+        else:
+            entry = snap.cameras.get(camera)
+            if entry is not None:
+                digests = [bytes.fromhex(t) for t in entry.tokens]
+                if entry.source and self.capture_token is not None:
+                    digests.append(self.capture_token)
+                return digests, True
+            if camera in snap.removed:
+                return [], False
+        if not self.settings.cameras_strict and self.default_token is not None:
+            return [self.default_token], True
+        return [], False
+
     def _check_token(self, camera: str) -> None:
         auth = request.headers.get(wire.HEADER_AUTH, "")
         scheme, _, token = auth.partition(" ")
@@ -251,17 +291,40 @@ class Ingest:
             REFUSED.labels("no_token").inc()
             raise Rejection(401, "unauthorized", "send Authorization: Bearer <camera token>",
                             **{"WWW-Authenticate": 'Bearer realm="cctv-ingest"'})
-        expected = self.tokens.get(camera)
-        known = True
-        if expected is None:
-            if self.settings.cameras_strict or self.default_token is None:
-                expected, known = self._no_camera, False
-            else:
-                expected = self.default_token
-        if not hmac.compare_digest(_token_digest(token.strip()), expected) or not known:
+        digest = _token_digest(token.strip())
+        snap = self.snapshot()
+        match = self._match(camera, snap, digest)
+        if match is None and snap.loaded:
+            # a camera added or a token rotated a moment ago: read the registry again (at most
+            # a few times a second, however many bad tokens arrive)
+            snap = self.snapshot(force=True)
+            match = self._match(camera, snap, digest)
+        if match is None:
+            known = bool(self._expected(camera, snap)[1])
             reason = "bad_token" if known else "unknown_camera"
             REFUSED.labels(reason).inc()
             raise Rejection(403, "forbidden", FORBIDDEN_MESSAGE, log_detail=reason)
+        entry = snap.cameras.get(camera)
+        if entry is not None and len(entry.tokens) > 1 and match == bytes.fromhex(entry.tokens[-1]):
+            self._confirm_rotation(camera, entry.tokens[-1])
+
+    def _match(self, camera: str, snap: Snapshot, digest: bytes) -> bytes | None:
+        """The digest among those that open ``camera`` that ``digest`` equals, or None (every
+        candidate is compared, and an unknown camera costs one comparison too)."""
+        expected, known = self._expected(camera, snap)
+        found = None
+        for candidate in expected or [self._no_camera]:
+            if hmac.compare_digest(digest, candidate) and known:
+                found = candidate
+        return found
+
+    def _confirm_rotation(self, camera: str, digest: str) -> None:
+        """The camera sent with its new token: the old one can go."""
+        try:
+            Registry(self.redis).confirm_token(camera, digest)
+            self.snapshot(force=True)
+        except (redis.RedisError, RegistryError) as exc:
+            log.warning("camera %s: could not retire its old token yet (%s)", camera, exc)
 
     def read_body(self) -> bytes:
         """The request body, refusing (413) before reading when it is over the limit."""
@@ -317,11 +380,17 @@ class Ingest:
                       keys.capture_floor(camera)],
                 args=args, client=pipe))
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        if status == b"removed":
+            REFUSED.labels("removed").inc()
+            raise Rejection(403, "forbidden", FORBIDDEN_MESSAGE, log_detail="removed")
+        if status == b"fenced":
+            raise Rejection(409, "fenced", f"another capture instance now pulls camera "
+                            f"{camera!r}; frames with seqs below its own are refused")
         if status == b"rate":
             raise Rejection(429, "rate_limited",
                             f"camera {camera!r} is over its limit of {rate:g} frames/s",
                             **{"Retry-After": "1"})
-        label = camera if camera in self.tokens else "_other"
+        label = camera if camera in self.registry.snapshot().cameras else "_other"
         if status == b"dup":
             return {"id": entry, "camera": camera, "seq": seq, "duplicate": True}, 200
         FRAMES.labels(label).inc()

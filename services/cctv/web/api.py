@@ -16,6 +16,7 @@ import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, session
 
 from cctv.core import keys
+from cctv.core.registry import active_cameras, is_active
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.broadcast import CameraFeed, Feeds
 from cctv.web.camera_stats import CameraStats
@@ -46,8 +47,8 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def camera_names(client: redis.Redis) -> list[str]:
-    """Cameras that have sent frames, sorted."""
-    return sorted(c.decode() for c in client.smembers(keys.CAMERAS_ACTIVE))
+    """Cameras that have sent frames and were not removed since, sorted."""
+    return active_cameras(client)
 
 
 def int_param(name: str, default: int, low: int, high: int) -> int:
@@ -83,7 +84,7 @@ def create_api(client: redis.Redis, settings: WebSettings, feeds: Feeds, stats: 
     def known_camera(camera: str) -> str:
         if not CAMERA_NAME_RE.fullmatch(camera):
             raise ApiError(400, "bad_camera", "camera name must match " + CAMERA_NAME_RE.pattern)
-        if not client.sismember(keys.CAMERAS_ACTIVE, camera):
+        if not is_active(client, camera):
             raise ApiError(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
         return camera
 

@@ -19,6 +19,7 @@ import redis
 
 from cctv.core import keys
 from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.core.registry import active_cameras
 from cctv.web.results import good_results
 
 log = logging.getLogger("cctv.web.stats")
@@ -113,7 +114,7 @@ class CameraStats:
 
     def sample(self) -> dict[str, dict]:
         """Read every camera's counters and streams in one round trip and update the snapshot."""
-        cams = sorted(c.decode() for c in self.redis.smembers(keys.CAMERAS_ACTIVE))
+        cams = active_cameras(self.redis)
         pipe = self.redis.pipeline(transaction=False)
         pipe.time()
         for cam in cams:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import redis
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 
-from cctv.core import keys
 from cctv.core.mjpeg import MIMETYPE
+from cctv.core.registry import is_active
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.api import camera_names, error_response
 from cctv.web.broadcast import Feeds
@@ -54,7 +54,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
     def camera_page(camera: str) -> str:
         check_camera(camera)
         return render_template("camera.html", camera=camera,
-                               known=bool(client.sismember(keys.CAMERAS_ACTIVE, camera)))
+                               known=is_active(client, camera))
 
     @bp.get("/cluster")
     def cluster_page() -> str:
@@ -64,7 +64,7 @@ def create_pages(client: redis.Redis, feeds: Feeds, viewers: Slots,
     def video(camera: str) -> Response:
         if not CAMERA_NAME_RE.fullmatch(camera):
             return error_response(404, "bad_camera", "no such camera")
-        if not client.sismember(keys.CAMERAS_ACTIVE, camera):
+        if not is_active(client, camera):
             return error_response(404, "unknown_camera", f"camera {camera!r} has not sent a frame")
         # ?clean=1: the camera's frames without boxes (the page's "clean video" switch)
         feed = feeds.get(camera, clean=request.args.get("clean") == "1")
