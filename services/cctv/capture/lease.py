@@ -47,9 +47,14 @@ class CameraLease:
         self._last_ok = 0.0
 
     def try_acquire(self) -> bool:
-        """Take the lease when no instance holds it; False when one does. With replicas to
+        """Take the lease when no instance holds it and the camera is still registered; False
+        otherwise. With replicas to
         wait for, raises NotReplicated (a ConnectionError) when the new floor did not reach
         them in time (the caller does not pull; the lease it set expires)."""
+        # a removal this instance's copy of the registry has not seen yet: not claimed (one
+        # removed later is dropped at the next scan)
+        if not self.redis.hexists(keys.CAMERAS_REGISTRY, self.camera):
+            return False
         sent = time.monotonic()
         try:
             res, = durable(self.redis, self.replicas, self.wait_timeout_ms, lambda pipe:

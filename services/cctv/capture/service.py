@@ -36,6 +36,9 @@ log = logging.getLogger("cctv.capture")
 SERVICE = "capture"
 #: an instance above its fair share this long hands one camera back (then waits as long again)
 REBALANCE_AFTER_S = 5.0
+#: a camera ingest refused (403/404) is not claimed again by this instance for this long,
+#: unless the registry changes meanwhile
+REFUSED_PAUSE_S = 30.0
 
 
 class CaptureService:
@@ -58,6 +61,8 @@ class CaptureService:
         self.running = False
         self.live = 1
         self._free_since: dict[str, float] = {}
+        # camera -> (when, registry version) ingest refused it
+        self._refused: dict[str, tuple[float, int]] = {}
         self._over_since: float | None = None
         self._warn = LogThrottle(log)
         self._lock = threading.Lock()
@@ -121,15 +126,20 @@ class CaptureService:
         if not snap.loaded:
             return
         cameras = snap.cameras
+        now = time.monotonic()
         # pullers that stopped by themselves (lease lost, fenced, refused) are forgotten
         for name, p in list(self.pullers.items()):
             if not p.running:
                 self._forget(name, release=p.stop_reason not in ("fenced", "lease_lost"))
+                if p.stop_reason == "rejected":
+                    self._refused[name] = (now, snap.version)
             elif name in cameras:
                 p.update(cameras[name])
+        self._refused = {n: (t, v) for n, (t, v) in self._refused.items()
+                         if now - t < REFUSED_PAUSE_S and v == snap.version}
         pullable = [n for n, c in cameras.items() if assignment.may_pull(c, self.s.node)]
         holders = lease_holders(self.redis, [n for n in pullable if n not in self.pullers])
-        now = time.monotonic()
+        holders.update(dict.fromkeys(set(self._refused) & set(holders), "refused by ingest"))
         self._free_since = {n: self._free_since.get(n, now) for n, h in holders.items()
                             if h is None}
         self.live = self.live_instances()

@@ -105,7 +105,7 @@ SERVICE_RULES: dict[str, str] = {
         f"~{P}:capture:lease:* ~{P}:capture:epoch:* ~{P}:capture:floor:* "
         "+get +mget +set +incr +pexpire +del",
         f"(%R~{keys.CAMERAS_REGISTRY} %R~{keys.CAMERAS_REMOVED} %R~{keys.CAMERAS_VERSION} "
-        "+get +hgetall)",
+        "+get +hgetall +hexists)",
         f"(%R~{keys.HEARTBEATS} +zrangebyscore)",
         _heartbeat("capture"),
     ]),
