@@ -14,6 +14,7 @@ once.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -36,6 +37,12 @@ log = logging.getLogger("cctv.capture")
 SOURCE_TIMEOUT_S = 5.0
 #: the ingest reply that means "another instance holds this camera now"
 FENCED_STATUS = 409
+#: FFmpeg's options for RTSP cameras (through OpenCV; the variable set by hand wins): TCP, and
+#: 0.3 s of stream to find the codec's parameters instead of FFmpeg's default of about a
+#: second: opening the stream is most of a take-over's time (the frame rate FFmpeg would
+#: measure longer is not needed, the registry's fps paces the camera)
+FFMPEG_OPTIONS = "rtsp_transport;tcp|analyzeduration;300000"
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_OPTIONS)
 
 
 class Puller:
