@@ -134,7 +134,7 @@ def main() -> None:
 250 ms; two cameras at {FPS} fps: an RTSP camera (GStreamer's RTSP server, the sample clip
 as H.264) and an HTTP MJPEG camera; real ingest and redis-server on loopback). Each round
 kills the instance pulling one camera with kill -9; take-over = the kill → ingest's stream
-entry of the new owner's first frame (RTSP: includes opening the stream, about 1 s).
+entry of the new owner's first frame (RTSP: includes opening the stream, about 0.35 s).
 
 | figure | value | goal |
 | --- | --- | --- |

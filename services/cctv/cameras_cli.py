@@ -21,14 +21,18 @@ from cctv.core.registry import (
 )
 
 
+def _settings():  # noqa: ANN202 - cctv.settings.Settings, imported late
+    from cctv.settings import load_settings
+
+    return load_settings()
+
+
 def _registry() -> Registry:
     from cctv.core.logs import setup_logging
     from cctv.core.redisconn import connect_settings
-    from cctv.settings import load_settings
 
-    settings = load_settings()
     setup_logging("WARNING", False, service="cameras")
-    return Registry(connect_settings(settings, name="cctv-cameras"))
+    return Registry(connect_settings(_settings(), name="cctv-cameras"))
 
 
 def _detect(args: argparse.Namespace, old: DetectSettings | None = None) -> DetectSettings:
@@ -122,6 +126,13 @@ def cmd_add(args: argparse.Namespace) -> int:
                          detect=_detect(args), token=_token_arg(args))
     print(f"added camera {cam.name}")
     _print_camera(cam)
+    from cctv.core.memory import worst_case
+
+    count, assumed = len(reg.all()), worst_case(_settings()).cameras
+    if count > assumed:
+        print(f"warning:  the registry holds {count} cameras; the services' Redis memory check "
+              f"assumes {assumed} (CCTV_CAMERAS, or CCTV_MAX_CAMERAS when not strict): check "
+              "Redis maxmemory (docs/configuration.md)", file=sys.stderr)
     if not cam.source:
         _sender_hint(cam.name, token)
     else:

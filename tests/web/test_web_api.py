@@ -22,7 +22,14 @@ from werkzeug.routing import Rule
 from cctv.core import keys
 from cctv.settings import load_settings
 
-from support import VIEWER_PASSWORD, VIEWER_USER, post_frame, viewer_account
+from support import (
+    VIEWER_PASSWORD,
+    VIEWER_USER,
+    clip_jpegs,
+    post_frame,
+    service_env,
+    viewer_account,
+)
 from web_support import AUTH, WebStack, api, wait_for
 
 OPEN_ENDPOINTS = {"auth.login", "static", "healthz", "readyz", "metrics"}
@@ -388,3 +395,65 @@ def test_schemathesis_finds_no_server_errors(stack: WebStack, artifacts_dir: Pat
     har_path.unlink()  # kept only when something failed
     assert stack.web.proc.poll() is None
     assert "Traceback" not in stack.web.log()
+
+
+def test_a_camera_added_then_removed_with_the_command_comes_and_goes_everywhere(
+        stack: WebStack) -> None:
+    """Added with `cctv cameras add` (no restart): its frames are accepted at once and it is
+    listed; removed: gone from the list, the grid and its video URL, its frames refused."""
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "cctv", "cameras", *a], capture_output=True, text=True,
+        env=service_env(stack.redis_server.url), timeout=60)
+    out = run("add", "yard")
+    assert out.returncode == 0, out.stderr
+    token = next(ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("token:"))
+    ingest = f"http://127.0.0.1:{stack.ingest_port}"
+    jpeg = clip_jpegs(n=1)[0]
+    with requests.Session() as http:
+        assert post_frame(http, ingest, "yard", token, jpeg, 1).status_code == 202
+        listed = lambda: [c["camera"] for c in api(stack, "/api/v1/cameras").json()["cameras"]]  # noqa: E731
+        wait_for(lambda: "yard" in listed(), 15, "yard listed", stack.services)
+        assert run("remove", "yard").returncode == 0
+        names = listed()
+        assert "yard" not in names and "cam1" in names
+        assert api(stack, "/video/yard.mjpg").status_code == 404
+        assert api(stack, "/api/v1/cameras/yard").status_code == 404
+        assert 'href="/cameras/yard"' not in api(stack, "/").text
+        assert post_frame(http, ingest, "yard", token, jpeg, 2).status_code == 403
+    assert 0 < stack.rdb.ttl(keys.frames("yard")) <= 300
+
+
+def test_the_admin_api_changes_the_registry_with_its_own_token_only(stack: WebStack) -> None:
+    admin = "admin-token-for-the-tests-0123456789"
+    url, _web = stack.start_web("web-admin", admin_token=admin)
+    wait_for(lambda: requests.get(url + "/healthz", timeout=5).ok, 30, "admin web up")
+    base = url + "/api/v1/admin/cameras"
+    bearer = {"Authorization": f"Bearer {admin}"}
+    # no token, a wrong one, a viewer's login: all refused
+    assert requests.get(base, timeout=10).status_code == 401
+    assert requests.get(base, headers={"Authorization": "Bearer wrong"},
+                        timeout=10).status_code == 401
+    assert requests.get(base, auth=AUTH, timeout=10).status_code == 401
+
+    r = requests.post(base, json={"name": "lobby", "source": "rtsp://u:pw-secret@10.1.1.1/s",
+                                  "fps": 4, "detect": {"classes": ["person"]}},
+                      headers=bearer, timeout=10)
+    assert r.status_code == 201, r.text
+    assert len(r.json()["token"]) >= 20 and "pw-secret" not in r.text
+    assert requests.post(base, json={"name": "lobby"}, headers=bearer,
+                         timeout=10).status_code == 409
+    listed = requests.get(base, headers=bearer, timeout=10).json()["cameras"]
+    assert [c["name"] for c in listed if c["name"] == "lobby"] == ["lobby"]
+    r = requests.patch(base + "/lobby", json={"detect": {"min_conf": 0.5}}, headers=bearer,
+                       timeout=10)
+    assert r.status_code == 200 and r.json()["camera"]["detect"] == {"min_conf": 0.5}, r.text
+    r = requests.post(base + "/lobby/rotate-token", json={}, headers=bearer, timeout=10)
+    assert r.status_code == 200 and r.json()["camera"]["rotating"], r.text
+    for bad in ({"name": "x y"}, {"name": "ok", "fps": "fast"}, {"name": "ok", "colour": 1},
+                {"name": "ok", "detect": {"min_conf": 3}}):
+        r = requests.post(base, json=bad, headers=bearer, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] in ("invalid", "bad_body"), r.text
+    assert requests.post(base, data="not json", headers=bearer, timeout=10).status_code == 400
+    assert requests.delete(base + "/lobby", headers=bearer, timeout=10).status_code == 200
+    assert requests.get(base + "/lobby", headers=bearer, timeout=10).status_code == 404
+    assert requests.delete(base + "/nobody", headers=bearer, timeout=10).status_code == 404

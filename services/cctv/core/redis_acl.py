@@ -73,6 +73,9 @@ SERVICE_RULES: dict[str, str] = {
         f"~{keys.LEADER_LAST_RESULT} ~{keys.FAILOVERS} ~{P}:frames:* ~{P}:frameidx:* "
         f"~{P}:det:* ~{P}:stats:* ~{P}:drops:* ~{P}:track:* {_INFERENCE_CMDS}",
         f"(%R~{keys.CAMERAS_ACTIVE} +smembers)",
+        # the camera registry, read only: each camera's detection settings
+        f"(%R~{keys.CAMERAS_REGISTRY} %R~{keys.CAMERAS_REMOVED} %R~{keys.CAMERAS_VERSION} "
+        "+get +hgetall +hget)",
         _heartbeat("inference"),
     ]),
     # web reads everything it shows; it writes only its sessions, its heartbeat, the trim of
@@ -83,6 +86,14 @@ SERVICE_RULES: dict[str, str] = {
         f"(~{keys.HEARTBEATS} +zremrangebyscore)",
         f"(~{keys.EVENTS_INDEX}:tmp:* %R~{keys.EVENTS_INDEX}* +zinterstore +zrevrangebyscore "
         "+del)",
+        # the admin API (CCTV_ADMIN_TOKEN): the camera registry, and a removed camera's keys
+        # set to expire (core/registry.py camera_keys)
+        f"(~{keys.CAMERAS_REGISTRY} ~{keys.CAMERAS_REMOVED} ~{keys.CAMERAS_VERSION} "
+        "+hget +hgetall +hexists +hset +hsetnx +hdel +incrby +watch +unwatch)",
+        f"(~{keys.CAMERAS_ACTIVE} +srem +sismember)",
+        f"(~{P}:frames:* ~{P}:frameidx:* ~{P}:det:* ~{P}:drops:* ~{P}:stats:* ~{P}:rl:* "
+        f"~{P}:track:* ~{P}:events:state:* ~{P}:events:lines:* ~{P}:capture:* "
+        "+expire +persist)",
         _heartbeat("web"),
     ]),
     "events": " ".join([

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import redis
 
+from cctv.core.registry import RegistryCache
 from cctv.core.scripts import Scripts
 from cctv.inference.clock import RedisClock
 from cctv.inference.detector import Detector
@@ -49,7 +50,8 @@ class LeaderLoop:
         # per-camera trackers of this leadership, restored from Redis on first use
         self.tracking = Tracking(settings, client)
         self.processor = FrameProcessor(settings, detector, self.tracking, self.publisher,
-                                        self.clock, stats or ReplicaStats())
+                                        self.clock, stats or ReplicaStats(),
+                                        RegistryCache(client))
         self._next_reclaim = 0.0
 
     @property

@@ -14,6 +14,17 @@ DROPPED = Counter("cctv_inference_frames_dropped_total", "Frames dropped by the 
                   ["camera", "reason"])
 INFER_SECONDS = Histogram("cctv_inference_seconds", "Model time per frame",
                           buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0))
+DETECTIONS_FILTERED = Counter(
+    "cctv_inference_detections_filtered_total",
+    "Detections left out after the model, by the first rule that left them out: class "
+    "(CCTV_CLASSES or the camera's classes), confidence, area, mask (a camera's detection "
+    "settings)", ["reason"])
+#: its series by reason, looked up once (inference/camera_filter.py counts per frame)
+FILTERED = {_r: DETECTIONS_FILTERED.labels(_r) for _r in ("class", "confidence", "area", "mask")}
+SETTINGS_REJECTED = Counter(
+    "cctv_inference_camera_settings_rejected_total",
+    "Camera detection settings the model cannot apply (a class it does not have), once per "
+    "camera and registry version; the camera keeps CCTV_CLASSES meanwhile", ["camera"])
 LAG_SECONDS = Gauge("cctv_inference_stream_lag_seconds", "Age of the last processed frame",
                     ["camera"])
 

@@ -1,5 +1,6 @@
 """Decode, detect, track and publish frames; a frame that fails any step costs one counted
-``corrupt`` drop, never the leader."""
+``corrupt`` drop, never the leader. Between the model and the tracker each camera's detection
+settings (inference/camera_filter.py) leave out what the camera ignores."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import redis
 
 from cctv.core.jpeg import JpegError
 from cctv.core.jpeg_decode import decode_jpeg
+from cctv.core.registry import RegistryCache
+from cctv.inference.camera_filter import CameraFilters
 from cctv.inference.classes import class_filter
 from cctv.inference.clock import RedisClock
 from cctv.inference.detector import Detection, Detector
@@ -23,11 +26,15 @@ class FrameProcessor:
     """Turns frames into published results for one leadership."""
 
     def __init__(self, settings: InferenceSettings, detector: Detector, tracking: Tracking,
-                 publisher: Publisher, clock: RedisClock, stats: ReplicaStats) -> None:
+                 publisher: Publisher, clock: RedisClock, stats: ReplicaStats,
+                 registry: RegistryCache | None = None) -> None:
         self.s, self.detector, self.tracking = settings, detector, tracking
         self.publisher, self.clock, self.stats = publisher, clock, stats
+        names = getattr(detector, "names", None)
         # checked at start (inference/service.py): the classes kept, before tracking
-        self.classes = class_filter(settings.classes, getattr(detector, "names", None))
+        self.classes = class_filter(settings.classes, names)
+        # each camera's detection settings from the registry (the classes above without one)
+        self.filters = CameraFilters(self.classes, names, registry)
 
     def decode(self, frame: Frame) -> bool:
         """Decode (and letterbox, when the detector can) ``frame`` in place; a frame that
@@ -52,9 +59,9 @@ class FrameProcessor:
         a frame it fails on alone is dropped as corrupt."""
         inputs = [f.prepared if f.prepared is not None else f.image for f in frames]
         try:
-            keep = self.classes.keep
-            return [(f, keep(d)) for f, d in zip(frames, self.detector.detect(inputs),
-                                                  strict=True)]
+            keep = self.filters.for_camera
+            return [(f, keep(f.camera).keep(d, f.image.shape[1], f.image.shape[0]))
+                    for f, d in zip(frames, self.detector.detect(inputs), strict=True)]
         except Exception as exc:  # noqa: BLE001 - a model error must not end the loop
             if len(frames) == 1:
                 self.publisher.drop_corrupt(frames[0], f"detection failed: "
@@ -70,6 +77,7 @@ class FrameProcessor:
         ok = [f for f in frames if self.decode(f)]
         if not ok:
             return
+        self.filters.refresh()  # the registry's copy: a GET a second at most
         started = time.perf_counter()
         detected = self._detect(ok)
         if not detected:

@@ -27,6 +27,7 @@ from cctv.core.mjpeg import BOUNDARY
 from cctv.core.redisconn import connect_settings
 from cctv.core.settings import trusted_networks
 from cctv.web import metrics as web_metrics
+from cctv.web.admin import create_admin
 from cctv.web.api import camera_names, create_api, error_response
 from cctv.web.auth import install_auth, load_accounts
 from cctv.web.broadcast import Feeds
@@ -102,6 +103,8 @@ def create_app(settings: WebSettings, *, background: bool = True) -> Flask:
     app.register_blueprint(create_api(client, settings, feeds, stats, monitor, sse_slots))
     add_ops_routes(app, client, settings.metrics_token)
     register_blueprints(app, client, settings)
+    if settings.admin_token:
+        app.register_blueprint(create_admin(client, settings))
     has_events = any(rule.rule == "/events" for rule in app.url_map.iter_rules())
     app.jinja_env.globals.update(static_url=static_url, version=__version__,
                                  has_events=has_events)

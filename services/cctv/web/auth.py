@@ -62,6 +62,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "healthz", "readyz", "metrics"})
+#: endpoints of the admin API: a bearer token of their own, never a viewer login
+ADMIN_PREFIX = "admin."
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BASIC_CACHE_S = 300.0
 FAILURES_ALLOWED = 10  # per client address and minute
@@ -279,6 +281,8 @@ def install_auth(app: Flask, settings: WebSettings, accounts: Accounts, client: 
         if request.endpoint in PUBLIC_ENDPOINTS:
             g.user = session_user()
             return None
+        if (request.endpoint or "").startswith(ADMIN_PREFIX):
+            return None  # the admin API checks its own bearer token (web/admin.py)
         user = session_user()
         if request.endpoint == "auth.logout" and user is None:
             return redirect(url_for("auth.login"))

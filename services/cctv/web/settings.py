@@ -31,6 +31,9 @@ class WebSettings(EventsSettings):
     viewers: str = ""
     # signs session cookies; unset = random per process (sessions end when web restarts)
     web_secret_key: str = ""
+    # opens the admin API (/api/v1/admin: the camera registry) to `Authorization: Bearer
+    # <token>`; unset = no admin API. A Docker secret via CCTV_ADMIN_TOKEN_FILE
+    admin_token: str = ""
     # a login lasts this long (absolute, from the login)
     web_session_hours: float = 12.0
     # mark the session cookie Secure (set it when web is served over HTTPS)
@@ -77,6 +80,9 @@ class WebSettings(EventsSettings):
         if self.web_secret_key and len(self.web_secret_key) < 16:
             raise SettingsError("CCTV_WEB_SECRET_KEY is too short: use at least 16 characters "
                                 "(e.g. openssl rand -hex 32)")  # never echo a secret
+        if self.admin_token and len(self.admin_token) < 20:
+            raise SettingsError("CCTV_ADMIN_TOKEN is too short: use at least 20 characters "
+                                "(`cctv token` makes one)")
         self.viewer_hashes  # noqa: B018 - parses and raises on malformed accounts
         if not 1 <= self.mjpeg_quality <= 100:
             raise bad("mjpeg_quality", "must be 1..100")
