@@ -162,6 +162,22 @@ def test_lease_moves_the_floor_and_fences(redis_server: RedisServer, rdb) -> Non
     client.close()
 
 
+def test_the_capture_user_cannot_change_the_registry_or_write_frames(
+        redis_server: RedisServer, rdb) -> None:
+    Registry(rdb).add("cam1", source="rtsp://camera.example/stream")
+    client = _capture_client(redis_server)
+    assert client.hgetall(keys.CAMERAS_REGISTRY)  # reads it
+    for write in (lambda: client.hset(keys.CAMERAS_REGISTRY, "cam1", "{}"),
+                  lambda: client.delete(keys.CAMERAS_REGISTRY),
+                  lambda: client.xadd(keys.frames("cam1"), {"seq": 1}),
+                  lambda: client.set(keys.dedup("cam1", 1), "x"),
+                  lambda: client.set(keys.LEASE_INFERENCE, "x")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            write()
+    client.close()
+    assert redis_server.acl_denials()  # the refusals expected here, cleared for the fixture
+
+
 # ---- one puller against a stand-in ingest: resends, overflow, fencing ----------------------
 
 class FakeIngest:
