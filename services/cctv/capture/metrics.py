@@ -14,7 +14,8 @@ DROPPED = Counter("cctv_capture_dropped_total",
 LEASES = Counter("cctv_capture_leases_total", "Camera leases taken by this instance",
                  ["camera"])
 LOST = Counter("cctv_capture_stops_total",
-               "Pullers stopped, by reason (fenced, lease_lost, released, removed, rejected)",
+               "Pullers stopped, by reason (fenced, lease_lost, released, removed, reassigned, "
+               "rejected, failed)",
                ["camera", "reason"])
 SOURCE_ERRORS = Counter("cctv_capture_source_errors_total",
                         "Camera sources that failed to open or stopped delivering", ["camera"])
