@@ -20,6 +20,8 @@ from cctv.inference.lease import Lease
 from redis_ha import MASTER_NAME, ReplicatedRedis
 from support import (
     MODEL_OPENVINO,
+    VIEWER_PASSWORD,
+    VIEWER_USER,
     FrameSender,
     Service,
     clip_jpegs,
@@ -204,3 +206,36 @@ def test_pipeline_follows_a_redis_failover(ha, tmp_path) -> None:
         assert int(admin.get(keys.EPOCH_INFERENCE)) >= epoch_before
         for svc in (ingest, *replicas):
             assert svc.proc.poll() is None, svc.log()[-2000:]
+
+
+def test_the_dashboard_shows_redis_and_records_its_failover(ha, tmp_path) -> None:
+    """web through the Sentinels: /api/v1/cluster names the primary, its two replicas online
+    and three Sentinels that see it; kill -9 the primary and the snapshot names the promoted
+    replica, and the failover history holds the Redis failover."""
+    port, web = start_listening(lambda port: Service(["web"], ha.env(
+        "web", web_bind=f"127.0.0.1:{port}"), tmp_path, f"web-{port}"))
+    auth = (VIEWER_USER, VIEWER_PASSWORD)
+    url = f"http://127.0.0.1:{port}"
+
+    def cluster() -> dict:
+        return requests.get(url + "/api/v1/cluster", auth=auth, timeout=10).json()
+
+    with running([web]):
+        primary = ha.current_primary()
+        wait_for(lambda: cluster()["redis"].get("primary") == f"127.0.0.1:{primary.port}", 30,
+                 "the primary on the dashboard", [web])
+        snap = cluster()
+        assert snap["redis"]["role"] == "master"
+        assert [r["state"] for r in snap["redis"]["replicas"]] == ["online", "online"]
+        assert len(snap["sentinels"]) == 3 and all(
+            t["ok"] and t["primary"] == f"127.0.0.1:{primary.port}" and not t["down"]
+            and t["other_sentinels"] == 2 for t in snap["sentinels"]), snap["sentinels"]
+        _old, new, _took = kill_primary(ha)
+        wait_for(lambda: cluster()["redis"].get("primary") == f"127.0.0.1:{new.port}", 60,
+                 "the promoted replica on the dashboard", [web])
+        history = requests.get(url + "/api/v1/failovers", auth=auth, timeout=10).json()["redis"]
+        assert history and history[0]["reason"] == "failover", history
+        assert history[0]["old"] == f"127.0.0.1:{primary.port}"
+        assert history[0]["new"] == f"127.0.0.1:{new.port}"
+        wait_for(lambda: [f["new"] for f in cluster()["redis_failovers"]] == [
+            f"127.0.0.1:{new.port}"], 10, "the failover in the dashboard's history", [web])

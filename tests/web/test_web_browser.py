@@ -133,6 +133,8 @@ def _run(page, cluster: WebStack, artifacts: Path) -> None:
     assert page.locator(".alert.critical").count() == 0, page.inner_text("#alerts")
     assert "initial" in page.inner_text("#failovers")
     assert page.locator("#nodes tbody tr").count() >= 1
+    until(page, """() => document.querySelector('#redis-nodes tbody tr')
+        .textContent.includes('primary')""", 10)
     time.sleep(1.5)  # let the rates settle for the picture
     save_screenshot(page.screenshot(full_page=True), artifacts / "cluster-dashboard.png")
 

@@ -29,8 +29,10 @@ LEASE_HOLDER = f"{PREFIX}:lease:inference:holder"
 LEASE_RELEASED_CHANNEL = f"{PREFIX}:lease:inference:released"
 #: hash: epoch, worker and time (ms) of the last published result (for the measured gap)
 LEADER_LAST_RESULT = f"{PREFIX}:leader:last"
-#: stream of every leadership change
+#: stream of every leadership change (and of every change of the Redis primary)
 FAILOVERS = f"{PREFIX}:failovers"
+#: hash: run_id, address and since (ms) of the Redis primary the dashboard saw last
+REDIS_PRIMARY = f"{PREFIX}:redis:primary"
 
 
 def frames(camera: str) -> str:

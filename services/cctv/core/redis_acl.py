@@ -91,6 +91,8 @@ SERVICE_RULES: dict[str, str] = {
         f"(~{keys.CAMERAS_REGISTRY} ~{keys.CAMERAS_REMOVED} ~{keys.CAMERAS_VERSION} "
         "+hget +hgetall +hexists +hset +hsetnx +hdel +incrby +watch +unwatch)",
         f"(~{keys.CAMERAS_ACTIVE} +srem +sismember)",
+        # the dashboard notes the Redis primary and records a change of it (redis_topology.py)
+        f"(~{keys.REDIS_PRIMARY} ~{keys.FAILOVERS} +evalsha +eval +hmget +hset +xadd)",
         f"(~{P}:frames:* ~{P}:frameidx:* ~{P}:det:* ~{P}:drops:* ~{P}:stats:* ~{P}:rl:* "
         f"~{P}:track:* ~{P}:events:state:* ~{P}:events:lines:* ~{P}:capture:* "
         "+expire +persist)",

@@ -354,6 +354,7 @@ class Scripts:
         self.lease_release = client.register_script(LEASE_RELEASE)
         self.capture_acquire = client.register_script(CAPTURE_ACQUIRE)
         self.capture_release = client.register_script(CAPTURE_RELEASE)
+        self.record_redis_primary = client.register_script(RECORD_REDIS_PRIMARY)
 
 
 def is_stale_error(exc: BaseException) -> bool:
@@ -364,5 +365,21 @@ def is_stale_error(exc: BaseException) -> bool:
 SET_CLIP = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'clip', ARGV[1])
+return 1
+"""
+
+# KEYS: the primary record (hash), the failovers stream; ARGV: run_id, address, time (ms).
+# Notes the Redis primary; when its run_id changed since the last note, one redis_primary entry
+# goes to the failovers stream (reason failover: another address; restart: the same one).
+# Returns 1 when a change was recorded, else 0.
+RECORD_REDIS_PRIMARY = """
+local prev = redis.call('HMGET', KEYS[1], 'run_id', 'addr')
+if prev[1] == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'addr', ARGV[2], 'since_ms', ARGV[3])
+if not prev[1] then return 0 end
+local reason = 'restart'
+if prev[2] ~= ARGV[2] then reason = 'failover' end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'event', 'redis_primary',
+  'old', prev[2] or '', 'new', ARGV[2], 'reason', reason, 'time_ms', ARGV[3])
 return 1
 """

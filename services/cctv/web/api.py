@@ -16,6 +16,7 @@ import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, session
 
 from cctv.core import keys
+from cctv.core.redis_topology import redis_history
 from cctv.core.registry import active_cameras, is_active
 from cctv.core.settings import CAMERA_NAME_RE
 from cctv.web.broadcast import CameraFeed, Feeds
@@ -188,7 +189,8 @@ def create_api(client: redis.Redis, settings: WebSettings, feeds: Feeds, stats: 
     def failovers() -> Response:
         count = int_param("count", 50, 1, 250)
         entries = client.xrevrange(keys.FAILOVERS, count=4 * count)
-        return jsonify({"failovers": failover_history(entries, count)})
+        return jsonify({"failovers": failover_history(entries, count),
+                        "redis": redis_history(entries, count)})
 
     @bp.get("/openapi.yaml")
     def openapi() -> Response:

@@ -24,7 +24,7 @@ from cctv.core.health_thread import start_health_thread
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.httpops import add_ops_routes
 from cctv.core.mjpeg import BOUNDARY
-from cctv.core.redisconn import connect_settings
+from cctv.core.redisconn import RedisTarget, connect_settings
 from cctv.core.settings import trusted_networks
 from cctv.web import metrics as web_metrics
 from cctv.web.admin import create_admin
@@ -79,7 +79,8 @@ def create_app(settings: WebSettings, *, background: bool = True) -> Flask:
                   settings.frame_limits, settings.max_frame_bytes,
                   settings.web_detection_paused_s)
     stats = CameraStats(client, settings.camera_silent_s)
-    monitor = ClusterMonitor(client, stats, settings.lease_ttl_ms)
+    monitor = ClusterMonitor(client, stats, settings.lease_ttl_ms,
+                             RedisTarget.from_settings(settings))
     app = Flask("cctv.web", template_folder="templates", static_folder=str(STATIC))
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = STATIC_MAX_AGE_S
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # forms only

@@ -21,7 +21,15 @@ from prometheus_client import Counter
 from cctv.core import keys
 from cctv.core.entries import EntryError
 from cctv.core.logthrottle import LogThrottle
-from cctv.core.redisconn import REDIS_DOWN_ERRORS
+from cctv.core.redis_topology import (
+    SentinelWatch,
+    primary_address,
+    record_primary,
+    redis_history,
+    replication,
+)
+from cctv.core.redisconn import REDIS_DOWN_ERRORS, RedisTarget
+from cctv.core.scripts import Scripts
 from cctv.core.swarmsnap import SwarmSnapshot, decode_snapshot
 from cctv.web.camera_stats import CameraStats
 
@@ -90,9 +98,13 @@ def failover_history(entries: list[tuple[bytes, dict]], limit: int = FAILOVER_HI
 class ClusterMonitor:
     """Builds and shares the snapshot; see the module doc."""
 
-    def __init__(self, client: redis.Redis, cameras: CameraStats, lease_ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis, cameras: CameraStats, lease_ttl_ms: int,
+                 target: RedisTarget | None = None) -> None:
         self.redis, self.cameras = client, cameras
         self.lease_ttl_ms = lease_ttl_ms
+        self.scripts = Scripts(client)
+        self.sentinels = SentinelWatch(target) if target is not None and target.sentinels \
+            else None
         self._cond = threading.Condition()
         self._snapshot: dict | None = None
         self._version = 0
@@ -161,6 +173,8 @@ class ClusterMonitor:
             log.warning("cluster snapshot: %s", exc)
             snap["redis"] = {"ok": False, "error": str(exc)[:200]}
             snap.setdefault("leader", None)
+        if self.sentinels is not None:
+            snap["sentinels"] = self.sentinels.state()
         self._nodes_and_services(snap)
         snap["cameras"] = list(self.cameras.snapshot().values())
         snap["alerts"] = alerts(snap)
@@ -200,6 +214,7 @@ class ClusterMonitor:
         snap["heartbeats"] = heartbeats
         history = failover_history(failovers)
         snap["failovers"] = history
+        snap["redis_failovers"] = redis_history(failovers)
         leader_id = _s(lease) if lease else None
         replicas = heartbeats.get("inference", [])
         snap["replicas"] = replicas
@@ -233,7 +248,15 @@ class ClusterMonitor:
             "ops_per_sec": info.get("instantaneous_ops_per_sec"),
             "uptime_s": info.get("uptime_in_seconds"),
             "aof_enabled": bool(info.get("aof_enabled")),
+            **replication(info),
         }
+        try:
+            snap["redis"]["primary"] = primary_address(self.redis)
+            if info.get("run_id") and snap["redis"]["role"] == "master":
+                record_primary(self.redis, self.scripts, _s(info["run_id"]),
+                               snap["redis"]["primary"], int(now * 1000))
+        except redis.RedisError as exc:  # a read-only replica, a failover under way
+            log.warning("could not note the Redis primary: %s", exc)
         ingest = heartbeats.get("ingest", [])
 
         def total(name: str) -> float:

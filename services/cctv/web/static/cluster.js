@@ -37,9 +37,30 @@
             `${fmt.num(ing.requests_per_s)} requests/s · ${fmt.num(ing.errors_per_s)} errors/s · ${(ing.instances || []).length} instances`,
             null);
     const R = s.redis || {};
+    const reps0 = R.replicas || [];
     setCard("s-redis", R.ok ? `${R.used_memory_human}` : "UNREACHABLE",
-            R.ok ? `${R.connected_clients} clients · ${R.ops_per_sec} ops/s · peak ${R.used_memory_peak_human} · v${R.version}` : (R.error || ""),
+            R.ok ? `primary ${R.primary || "?"} · ${reps0.length ? `${reps0.filter(r => r.state === "online").length}/${reps0.length} replicas online` : "no replica"} · ${R.connected_clients} clients · ${R.ops_per_sec} ops/s · v${R.version}` : (R.error || ""),
             R.ok ? null : "bad");
+    // Redis itself: the primary, each replica, each Sentinel (with CCTV_REDIS_SENTINELS)
+    const rrows = [];
+    if (R.ok) {
+      rrows.push({cells: [el("span", {class: "mono"}, R.primary || "?"), badge("primary", "ok"),
+                          R.good_replicas === null || R.good_replicas === undefined ? "" : `${R.good_replicas} good replicas`,
+                          {v: fmt.int(R.repl_offset), cls: "num"}], bad: false});
+      for (const r of reps0) {
+        rrows.push({cells: [el("span", {class: "mono"}, r.addr), badge(`replica · ${r.state}`, r.state === "online" ? "" : "bad"),
+                            r.lag_s === null || r.lag_s === undefined ? "" : `lag ${r.lag_s} s`,
+                            {v: fmt.int(r.offset), cls: "num"}], bad: r.state !== "online"});
+      }
+    }
+    for (const t of s.sentinels || []) {
+      rrows.push({cells: [el("span", {class: "mono"}, t.addr),
+                          badge(t.ok ? (t.down ? "sentinel · primary down" : "sentinel") : "sentinel · unreachable", t.ok && !t.down ? "" : "bad"),
+                          t.ok ? `sees ${t.primary} · ${t.other_sentinels} other sentinels · quorum ${t.quorum}` : (t.error || ""),
+                          ""], bad: !t.ok || t.down});
+    }
+    fillTable($("redis-nodes"), rrows.map(r => r.cells), "Redis unreachable",
+              i => (rrows[i].bad ? "bad" : null));
 
     fillTable($("cameras"), cams.map(c => [
       el("a", {href: `/cameras/${encodeURIComponent(c.camera)}`}, c.camera),
@@ -66,8 +87,14 @@
       {v: fmt.age(r.age_s), cls: "num"},
     ]), "no inference replica is beating", i => (reps[i].age_s > 5 ? "bad" : null));
 
-    const fo = s.failovers || [];
-    fillTable($("failovers"), fo.map(f => [
+    // inference take-overs and changes of the Redis primary, in one history, newest first
+    const fo = [...(s.failovers || []).map(f => ({...f, kind: "inference"})),
+                ...(s.redis_failovers || []).map(f => ({...f, kind: "redis"}))]
+      .sort((a, b) => (b.time_ms || 0) - (a.time_ms || 0));
+    fillTable($("failovers"), fo.map(f => f.kind === "redis" ? [
+      fmt.time(f.time_ms), {v: "–", cls: "num"},
+      `${f.old || "–"} → ${f.new}`, badge(`redis ${f.reason}`, "warn"), {v: "–", cls: "num"},
+    ] : [
       fmt.time(f.time_ms), {v: f.epoch, cls: "num"},
       `${f.old || "–"} → ${f.new}`, f.reason,
       {v: f.gap_ms === null || f.gap_ms === undefined ? (f.reason === "initial" ? "–" : "waiting…") : `${f.gap_ms} ms`, cls: "num"},
