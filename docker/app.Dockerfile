@@ -1,4 +1,5 @@
-# ingest + web image: `cctv ingest` (default, :8080) and `cctv web` (:8000).
+# ingest + web image: `cctv ingest` (default, :8080) and `cctv web` (:8000); also `cctv events`,
+# `cctv swarmwatch` and `cctv capture` (with the sender package: its camera sources).
 #
 # Built by stack/build from a staged context (build/stack/context):
 #   docker/   this folder
@@ -39,6 +40,7 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
         --find-links /wheels -c /src/constraints.txt -r /src/requirements.txt
 RUN --mount=type=bind,source=dist,target=/dist \
     pip install --no-cache-dir --disable-pip-version-check --no-deps /dist/cctv_swarm-*.whl \
+        /dist/cctv_sender-*.whl \
  && pip check \
  && cctv --help >/dev/null
 

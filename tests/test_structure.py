@@ -1,6 +1,6 @@
 """The package structure stays as docs/architecture.md draws it: imports go one way
-(core <- inference, ingest, events <- web; the commands on top use any), and the package map
-there lists every module of services/cctv."""
+(core <- inference, ingest, events, swarmwatch, capture <- web; the commands on top use any),
+and the package map there lists every module of services/cctv."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ ALLOWED = {
     "ingest": {"core"},
     "events": {"core"},
     "swarmwatch": {"core"},
+    "capture": {"core"},
     "web": {"core", "events"},
 }
 

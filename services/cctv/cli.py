@@ -6,6 +6,7 @@
     cctv web          the viewer and dashboard HTTP service (gunicorn)
     cctv events       the events service: zones, rules, snapshots, captions, webhooks
     cctv swarmwatch   publish nodes, services and tasks from the Docker API (a manager only)
+    cctv capture      pull the cameras that have a source URL (RTSP, MJPEG) and post to ingest
     cctv token        print a new random camera token
     cctv cameras      list, add, change, remove cameras and rotate their tokens (the registry)
     cctv status       print the inference leader, epoch, standbys and recent failovers
@@ -94,6 +95,26 @@ def cmd_swarmwatch(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     return check(s) if args.check else run_swarmwatch(s)
+
+
+# --- cctv capture ---------------------------------------------------------------------------
+def cmd_capture(args: argparse.Namespace) -> int:
+    from cctv.capture.service import run_capture
+
+    s = _settings(args, capture_ingest=args.ingest, capture_http_bind=args.bind)
+    return run_capture(s)
+
+
+def add_capture_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``cctv capture`` subcommand."""
+    sp = sub.add_parser("capture", help="pull the cameras that have a source URL (one instance "
+                        "per node; each camera pulled by one instance at a time)")
+    sp.add_argument("--ingest", help="ingest URLs, comma-separated (CCTV_CAPTURE_INGEST, "
+                    "default http://127.0.0.1:8080)")
+    sp.add_argument("--bind", help="host:port of /healthz, /readyz, /metrics "
+                    "(CCTV_CAPTURE_HTTP_BIND, default 0.0.0.0:9300)")
+    sp.set_defaults(func=cmd_capture)
+# --- end of cctv capture ----------------------------------------------------------------------
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -201,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="health check: exit 0 when a fresh snapshot is in Redis")
     sp.set_defaults(func=cmd_swarmwatch)
 
+    add_capture_parser(sub)
+
     sp = sub.add_parser("token", help="print a new random camera token (URL-safe)")
     sp.add_argument("--count", type=int, default=1, help="how many (default 1)")
     sp.set_defaults(func=cmd_token)
@@ -256,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("redis-acl", help="write the Redis ACL file from one password file per "
                         "user (docs/architecture.md, Redis)")
     sp.add_argument("--passwords-dir", required=True,
-                    help="folder with one file per user (ingest, inference, web, events, "
+                    help="folder with one file per user (ingest, inference, web, events, capture, "
                     "sentinel, replication, admin) holding its password")
     sp.add_argument("--out", required=True, help="the ACL file to write (redis --aclfile)")
     sp.add_argument("--generate", action="store_true",

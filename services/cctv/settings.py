@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cctv.capture.settings import CaptureSettings
 from cctv.core.settings import SettingsError, load
 from cctv.inference.settings import InferenceSettings
 from cctv.ingest.settings import IngestSettings
@@ -21,7 +22,8 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 
 
 @dataclass(frozen=True)
-class Settings(IngestSettings, InferenceSettings, WebSettings, SwarmwatchSettings):
+class Settings(IngestSettings, InferenceSettings, WebSettings, SwarmwatchSettings,
+               CaptureSettings):
     """All configuration of every cctv service (web's section includes the events section).
     Field ``x`` is read from ``CCTV_X``."""
 

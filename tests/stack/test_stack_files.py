@@ -76,7 +76,7 @@ def test_docker_stack_config_validates(files: list[Path]) -> None:
 def test_stack_services_follow_the_rules(stack: dict) -> None:
     services = stack["services"]
     assert set(services) == {"redis", "ingest", "inference", "web", "events", "proxy",
-                             "swarmwatch"}
+                             "swarmwatch", "capture"}
     for name, svc in services.items():
         dep = svc["deploy"]
         assert svc.get("init") is True, name
@@ -114,7 +114,14 @@ def test_stack_topology(stack: dict) -> None:
     assert "{{.Task.ID}}" in inf["environment"]["CCTV_WORKER_ID"]
     assert stack["networks"]["cctv"]["driver"] == "overlay"
     assert "driver_opts" not in stack["networks"]["cctv"], "encryption only in the override"
-    assert {s["source"] for s in s["ingest"]["secrets"]} == {"cctv_cameras", "cctv_metrics"}
+    assert {s["source"] for s in s["ingest"]["secrets"]} == {"cctv_cameras", "cctv_metrics",
+                                                             "cctv_capture_token"}
+    assert s["capture"]["deploy"]["mode"] == "global"
+    for name in ("ingest", "capture"):
+        assert s[name]["environment"]["CCTV_CAPTURE_TOKEN_FILE"] == \
+            "/run/secrets/cctv_capture_token"
+        assert "cctv_capture_token" in {x["source"] for x in s[name]["secrets"]}, name
+    assert stack["secrets"]["cctv_capture_token"]["external"] is True
     assert s["ingest"]["environment"]["CCTV_CAMERAS_FILE"] == "/run/secrets/cctv_cameras"
     assert {s["source"] for s in s["web"]["secrets"]} == {"cctv_viewers", "cctv_metrics"}
     # TLS at the proxy: certificate and key from secrets, the session cookie Secure behind it

@@ -8,7 +8,8 @@ the permissions it has in production. Key patterns come from :mod:`cctv.core.key
 Users (the ``default`` user is off: a client that does not authenticate can do nothing; see
 :func:`acl_lines` for why it keeps every permission even so):
 
-* ``ingest``, ``inference``, ``web``, ``events``: the services (``CCTV_REDIS_USERNAME``);
+* ``ingest``, ``inference``, ``web``, ``events``, ``capture``: the services
+  (``CCTV_REDIS_USERNAME``);
 * ``sentinel``: what Redis Sentinel needs on the monitored servers (Redis' Sentinel docs,
   "Redis Access Control List authentication");
 * ``replication``: what a replica needs on its primary (``PSYNC``, ``REPLCONF``, ``PING``);
@@ -109,6 +110,17 @@ SERVICE_RULES: dict[str, str] = {
         f"(%R~{P}:frames:* %R~{P}:track:* +xrange +xrevrange +get)",
         f"(%R~{keys.CAMERAS_ACTIVE} +smembers +sismember)",
         _heartbeat("events"),
+    ]),
+    # capture: reads the registry and the heartbeats (who else captures), writes only its
+    # cameras' leases, epochs and seq floors (core/scripts.py CAPTURE_*) and its heartbeat
+    "capture": " ".join([
+        f"resetchannels {_CONNECTION}",
+        f"~{P}:capture:lease:* ~{P}:capture:epoch:* ~{P}:capture:floor:* "
+        "+get +mget +set +incr +pexpire +del",
+        f"(%R~{keys.CAMERAS_REGISTRY} %R~{keys.CAMERAS_REMOVED} %R~{keys.CAMERAS_VERSION} "
+        "+get +hgetall +hexists)",
+        f"(%R~{keys.HEARTBEATS} +zrangebyscore)",
+        _heartbeat("capture"),
     ]),
 }
 

@@ -6,6 +6,9 @@
   inference writes; each is built by :func:`fenced` from the one :data:`FENCE` (lease owner and
   epoch), so a deposed leader cannot publish, ack or save anything.
 * ``LEASE_*``: acquire (SET NX PX + INCR epoch), compare-and-extend, compare-and-delete.
+* ``CAPTURE_ACQUIRE`` / ``CAPTURE_RELEASE``: a capture instance's lease on one camera: taking it
+  also moves the camera's capture floor above every seq an earlier holder used (``INGEST``
+  refuses seqs below the floor); renewal is ``LEASE_RENEW``.
 * ``EMIT_EVENT``: the events service's record, indexes and stream entry in one step.
 * ``SET_CLIP``: an event's clip file, recorded only while the event is still stored.
 """
@@ -272,6 +275,31 @@ return 0
 """
 
 
+#: the capture floor of a camera is its epoch times this: each holder's seqs start there, so
+#: ten billion frames per take-over (over 10 years at 30 fps) before they would reach the next
+CAPTURE_SEQ_SPAN = 10_000_000_000
+
+# KEYS: capture_lease, capture_epoch, capture_floor   ARGV: instance, ttl_ms
+# Returns {epoch, floor} when acquired, {} when another instance holds the lease. The floor is
+# the epoch followed by ten zeros (epoch * CAPTURE_SEQ_SPAN, written as a string: exact past
+# what Lua's number formatting prints), and only ever grows, as the epoch does.
+CAPTURE_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {} end
+local epoch = redis.call('INCR', KEYS[2])
+local floor = tostring(epoch) .. '0000000000'
+redis.call('SET', KEYS[3], floor)
+return {epoch, floor}
+"""
+
+# KEYS: capture_lease  ARGV: instance  -> 1 released, 0 not ours
+CAPTURE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
 # KEYS: event hash, events stream, stats, index-keys set, index zsets...
 # ARGV: kind (start|end|instant), id, score, maxlen, camera, rule, record json, snapshot, crop
 # Returns 1 when written, 0 when it was already (a replay).
@@ -324,6 +352,8 @@ class Scripts:
         self.lease_acquire = client.register_script(LEASE_ACQUIRE)
         self.lease_renew = client.register_script(LEASE_RENEW)
         self.lease_release = client.register_script(LEASE_RELEASE)
+        self.capture_acquire = client.register_script(CAPTURE_ACQUIRE)
+        self.capture_release = client.register_script(CAPTURE_RELEASE)
         self.record_redis_primary = client.register_script(RECORD_REDIS_PRIMARY)
 
 
