@@ -257,11 +257,13 @@ def _now_ms() -> int:
 
 
 def camera_keys(camera: str) -> list[str]:
-    """Every key that holds data of ``camera`` (expired when it is removed)."""
+    """Every key that holds data of ``camera`` (expired when it is removed). The capture epoch
+    is not one of them: it must outlive the dedup markers, or a camera added again would
+    restart its seqs where old markers still stand (its frames then taken for duplicates)."""
     return [keys.frames(camera), keys.frame_index(camera), keys.detections(camera),
             keys.drops(camera), keys.stats(camera), keys.ratelimit(camera),
             keys.track_state(camera), keys.rules_state(camera), keys.line_counts(camera),
-            keys.capture_lease(camera), keys.capture_epoch(camera), keys.capture_floor(camera)]
+            keys.capture_lease(camera), keys.capture_floor(camera)]
 
 
 class Registry:
