@@ -18,6 +18,7 @@ from tlsfiles import make_tls
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "docker-stack.yml"
 GPU = ROOT / "docker-stack.gpu.yml"
+MIXED = ROOT / "docker-stack.mixed.yml"
 DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile")) + [
     ROOT / "stack" / "testbed" / "node.Dockerfile"]
 BASH_SCRIPTS = [ROOT / "stack" / p for p in
@@ -56,7 +57,8 @@ def stack() -> dict:
     return _yaml().safe_load(STACK.read_text())
 
 
-@pytest.mark.parametrize("files", [[STACK], [STACK, GPU]], ids=["stack", "stack+gpu"])
+@pytest.mark.parametrize("files", [[STACK], [STACK, GPU], [STACK, MIXED]],
+                         ids=["stack", "stack+gpu", "stack+mixed"])
 def test_docker_stack_config_validates(files: list[Path]) -> None:
     docker = _docker_with_stack_config()
     if docker is None:
@@ -231,6 +233,27 @@ def test_gpu_override() -> None:
     assert res["generic_resources"][0]["discrete_resource_spec"]["kind"] == "NVIDIA-GPU"
     net = gpu["networks"]["cctv"]
     assert "encrypted" in net["driver_opts"] and net["driver"] == "overlay"
+
+
+def test_mixed_override_puts_one_replica_on_each_kind_of_worker(stack: dict) -> None:
+    """One CPU replica on the inference worker without the GPU label, one GPU replica (with
+    its GPU reserved) on the labelled one: the same lease, the GPU one leads."""
+    mixed = _yaml().safe_load(MIXED.read_text())["services"]
+    cpu, gpu = mixed["inference"]["deploy"], mixed["inference-gpu"]
+    assert cpu["replicas"] == 1 and cpu["placement"]["constraints"] == [
+        "node.labels.cctv.gpu != true"]
+    assert gpu["deploy"]["replicas"] == 1
+    assert set(gpu["deploy"]["placement"]["constraints"]) == {
+        "node.labels.cctv.inference == true", "node.labels.cctv.gpu == true"}
+    res = gpu["deploy"]["resources"]["reservations"]["generic_resources"][0]
+    assert res["discrete_resource_spec"]["kind"] == "NVIDIA-GPU"
+    # the GPU service runs like the base inference service: same command, user, hardening,
+    # secrets and health check
+    base = stack["services"]["inference"]
+    for key in ("command", "user", "read_only", "cap_drop", "healthcheck", "stop_grace_period"):
+        assert gpu[key] == base[key], key
+    assert [x["source"] for x in gpu["secrets"]] == [x["source"] for x in base["secrets"]]
+    assert gpu["environment"]["CCTV_WORKER_ID"] == base["environment"]["CCTV_WORKER_ID"]
 
 
 def test_settings_config_is_valid() -> None:

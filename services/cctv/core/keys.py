@@ -25,6 +25,9 @@ LEASE_INFERENCE = f"{PREFIX}:lease:inference"
 EPOCH_INFERENCE = f"{PREFIX}:epoch:inference"
 #: hash: who held the lease last and whether it released it (for the failover reason)
 LEASE_HOLDER = f"{PREFIX}:lease:inference:holder"
+#: the replica a leader handed the lease over to (capacity-aware leadership): others do not
+#: take the lease while it stands (PX 3 x the lease TTL)
+LEASE_PREFER = f"{PREFIX}:lease:inference:prefer"
 #: pub/sub channel announcing a released lease so standbys take over at once
 LEASE_RELEASED_CHANNEL = f"{PREFIX}:lease:inference:released"
 #: hash: epoch, worker and time (ms) of the last published result (for the measured gap)

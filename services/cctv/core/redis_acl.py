@@ -69,13 +69,15 @@ SERVICE_RULES: dict[str, str] = {
     "inference": " ".join([
         f"resetchannels &{keys.LEASE_RELEASED_CHANNEL} {_CONNECTION}",
         f"~{keys.LEASE_INFERENCE} ~{keys.LEASE_HOLDER} ~{keys.LEASE_RELEASED_CHANNEL} "
-        f"~{keys.EPOCH_INFERENCE} "
+        f"~{keys.EPOCH_INFERENCE} ~{keys.LEASE_PREFER} "
         f"~{keys.LEADER_LAST_RESULT} ~{keys.FAILOVERS} ~{P}:frames:* ~{P}:frameidx:* "
         f"~{P}:det:* ~{P}:stats:* ~{P}:drops:* ~{P}:track:* {_INFERENCE_CMDS}",
         f"(%R~{keys.CAMERAS_ACTIVE} +smembers)",
         # the camera registry, read only: each camera's detection settings
         f"(%R~{keys.CAMERAS_REGISTRY} %R~{keys.CAMERAS_REMOVED} %R~{keys.CAMERAS_VERSION} "
         "+get +hgetall +hget)",
+        # capacity-aware leadership: the leader reads the standbys' heartbeats
+        f"(%R~{P}:hb:inference:* %R~{keys.HEARTBEATS} +hgetall +zrangebyscore)",
         _heartbeat("inference"),
     ]),
     # web reads everything it shows; it writes only its sessions, its heartbeat, the trim of

@@ -20,6 +20,7 @@ from cctv.core import keys
 from cctv.core.heartbeat import Heartbeat
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect_settings, is_redis_down
 from cctv.core.scripts import Scripts
+from cctv.inference.capacity import HandoverWatch, name_successor, someone_else_preferred
 from cctv.inference.leader import LeaderLoop
 from cctv.inference.lease import Acquired, Lease
 from cctv.inference.metrics import ACQUISITIONS, EPOCH, IS_LEADER, ReplicaStats
@@ -49,6 +50,8 @@ class Replica:
                                    on_beat=lambda _pipe: self._beat_done,
                                    instance=self.replica_id)
         self.detector = None
+        #: the model's time per frame here, announced for capacity-aware leadership
+        self.ms_per_frame = settings.inference_ms_per_frame
 
     # ---- heartbeat -----------------------------------------------------------------------
     def _beat_fields(self) -> dict[str, object]:
@@ -56,7 +59,9 @@ class Replica:
         return {"role": self.role, "epoch": self.epoch, "fps": f"{self.stats.fps():.2f}",
                 "lag_ms": f"{self.stats.lag_ms:.0f}", "started": f"{self.started:.3f}",
                 "model": det.model_name if det else "", "backend": det.backend if det else "",
-                "device": det.device if det else ""}
+                "device": det.device if det else "", "ms_per_frame": f"{self.ms_per_frame:.2f}",
+                "ms_source": "set" if self.s.inference_ms_per_frame else "measured",
+                "ready": "1" if self.ready else "0"}
 
     def _beat_done(self, ok: bool) -> None:
         if ok:
@@ -81,12 +86,26 @@ class Replica:
                 "time_ms": int(time.time() * 1000)}, maxlen=1000, approximate=True)
         loop = LeaderLoop(self.s, self.redis, self.scripts, self.detector, self.replica_id,
                           self.stats)
+        own = {k: str(v) for k, v in self._beat_fields().items()} | {"id": self.replica_id}
+        watch = HandoverWatch(self.redis, own, self.s.inference_handover_ratio).start()
         try:
-            why = loop.run(acquired.epoch, lease.held, self.stop)
+            why = loop.run(acquired.epoch, lambda: lease.held() and not watch.due.is_set(),
+                           self.stop)
         finally:
+            watch.stop()
             IS_LEADER.set(0)
             self.role = "standby"
-        if self.stop.is_set():
+        if watch.due.is_set() and not self.stop.is_set() and watch.target:
+            # planned hand-over to a much faster standby: name it, then release at once
+            try:
+                name_successor(self.redis, watch.target, self.s.lease_ttl_ms)
+            except REDIS_DOWN_ERRORS as exc:
+                log.warning("could not name %s as the next leader: %s", watch.target, exc)
+            released = lease.release()
+            log.info("handed the lease over to %s (%.1f ms per frame here): %s", watch.target,
+                     self.ms_per_frame, "released" if released else "not held",
+                     extra={"epoch": acquired.epoch, "to": watch.target})
+        elif self.stop.is_set():
             released = lease.release()
             log.info("shutting down: lease %s", "released" if released else "not held",
                      extra={"epoch": acquired.epoch})
@@ -116,7 +135,9 @@ class Replica:
                 if pubsub is None:
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(keys.LEASE_RELEASED_CHANNEL)
-                acquired = lease.try_acquire() if self.s.role == "auto" else None
+                # another replica named as the next leader (a hand-over): let it take the lease
+                acquired = lease.try_acquire() if self.s.role == "auto" and \
+                    not someone_else_preferred(self.redis, self.replica_id) else None
                 self.redis_ok_at = time.monotonic()
                 backoff.reset()
                 if acquired:

@@ -10,6 +10,7 @@ import time
 from http.server import ThreadingHTTPServer
 
 from cctv.core.health_server import start_health_server
+from cctv.inference.capacity import measure_ms_per_frame
 from cctv.inference.classes import ClassesError, class_filter
 from cctv.inference.detector import ModelLoadError, load_detector
 from cctv.inference.replica import Replica
@@ -55,6 +56,10 @@ def run_inference(settings: InferenceSettings) -> int:
         kept = class_filter(settings.classes, getattr(replica.detector, "names", None))
         log.info("classes kept: %s", kept.why)
         warm_tracker(settings)  # load the tracker now, not at the first take-over
+        if not replica.ms_per_frame:
+            replica.ms_per_frame = measure_ms_per_frame(replica.detector.detect)
+        log.info("model time per frame here: %.1f ms (%s)", replica.ms_per_frame,
+                 "CCTV_INFERENCE_MS_PER_FRAME" if settings.inference_ms_per_frame else "measured")
     except (ModelLoadError, TrackingUnavailable, ClassesError) as exc:
         log.error("%s%s", f"CCTV_CLASSES={settings.classes}: " if isinstance(
             exc, ClassesError) else "", exc)

@@ -31,6 +31,11 @@ class InferenceSettings(CoreSettings):
     # the leader claims frames pending (read, not acked) longer than this, on a timer: frames
     # read by a replica that had already lost the lease are processed or counted, not stranded
     pending_claim_idle_s: float = 5.0
+    # capacity-aware leadership (inference/capacity.py): the leader hands the lease over to a
+    # warm standby that needs at most this fraction of its time per frame (0 = never)
+    inference_handover_ratio: float = 0.5
+    # this replica's time per frame as announced to the others; 0 = measured when warm
+    inference_ms_per_frame: float = 0.0
 
     # --- tracking, in the leader ---
     # auto (= bytetrack), bytetrack, botsort (BoT-SORT's motion model) or none; numpy + lap, no
@@ -49,6 +54,10 @@ class InferenceSettings(CoreSettings):
             raise bad("conf", "must be between 0 and 1")
         if not 0.0 < self.iou < 1.0:
             raise bad("iou", "must be between 0 and 1")
+        if not 0.0 <= self.inference_handover_ratio < 1.0:
+            raise bad("inference_handover_ratio", "must be from 0 (never) to below 1")
+        if self.inference_ms_per_frame < 0:
+            raise bad("inference_ms_per_frame", "must be 0 (measure) or a time in ms")
         if self.imgsz % 32:
             raise bad("imgsz", "must be a multiple of 32")
         if self.role not in {"auto", "standby"}:
