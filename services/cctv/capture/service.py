@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 import zlib
@@ -30,6 +29,7 @@ from cctv.core.logthrottle import LogThrottle
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, NotReplicated, connect_settings
 from cctv.core.registry import Camera, RegistryCache, redact_url
 from cctv.core.scripts import Scripts
+from cctv.core.signals import stop_on_signals
 
 log = logging.getLogger("cctv.capture")
 
@@ -220,12 +220,7 @@ def run_capture(settings: CaptureSettings) -> int:
         return 2
     svc = CaptureService(settings)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: releasing every camera", signal.Signals(signum).name)
-        svc.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(svc.stop, log, "releasing every camera")
     try:
         server = _health_server(svc)
     except OSError as exc:

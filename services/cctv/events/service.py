@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import asdict
@@ -39,6 +38,7 @@ from cctv.core.redisconn import (
     connect_settings,
     is_redis_down,
 )
+from cctv.core.signals import stop_on_signals
 from cctv.events import retention, sinks
 from cctv.events.captions import caption
 from cctv.events.clips import ClipJobs, ClipWriter, clip_range
@@ -415,12 +415,7 @@ def run_events(settings: EventsSettings) -> int:
         log.error("%s", exc)
         return 2
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: stopping after the current result", signal.Signals(signum).name)
-        svc.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(svc.stop, log, "stopping after the current result")
     try:
         server = _health_server(svc)
     except OSError as exc:

@@ -5,11 +5,11 @@ tracker, then the replica's role loop (:mod:`cctv.inference.replica`) until SIGT
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from http.server import ThreadingHTTPServer
 
 from cctv.core.health_server import start_health_server
+from cctv.core.signals import stop_on_signals
 from cctv.inference.capacity import measure_ms_per_frame
 from cctv.inference.classes import ClassesError, class_filter
 from cctv.inference.detector import ModelLoadError, load_detector
@@ -34,13 +34,7 @@ def run_inference(settings: InferenceSettings) -> int:
     """Run one replica until SIGTERM/SIGINT; returns the process exit code."""
     replica = Replica(settings)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: finishing the current frame, then releasing the lease",
-                 signal.Signals(signum).name)
-        replica.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(replica.stop, log, "finishing the current frame, then releasing the lease")
     try:
         server = _health_server(replica)
     except OSError as exc:
