@@ -175,6 +175,19 @@ def test_red_states() -> None:
     assert codes({"leader": {"id": "a"}, "standbys": [{}], "cameras": cams}) == [
         "camera_silent", "lag_growing"]
     assert codes({"redis": {"ok": False, "error": "down"}}) == ["redis_down"]
+    # Redis itself: a replica not online, no replica under Sentinels, a Sentinel in trouble
+    fine = {"leader": {"id": "a"}, "standbys": [{}], "cameras": []}
+    online = {"addr": "10.0.0.2:6379", "state": "online"}
+    assert codes({**fine, "redis": {"ok": True, "replicas": [online]}}) == []
+    assert codes({**fine, "redis": {"ok": True, "replicas": [
+        online, {"addr": "10.0.0.3:6379", "state": "wait_bgsave"}]}}) == ["redis_replica_down"]
+    sentinels = [{"addr": "s1:26379", "ok": True, "down": False},
+                 {"addr": "s2:26379", "ok": False}, {"addr": "s3:26379", "ok": True,
+                                                     "down": True}]
+    assert codes({**fine, "redis": {"ok": True, "replicas": []}, "sentinels": sentinels}) == [
+        "redis_no_replica", "sentinel_down", "sentinel_down"]
+    # one Redis without Sentinels (cctv local) has no replica, and that is no alert
+    assert codes({**fine, "redis": {"ok": True, "replicas": []}}) == []
 
 
 def test_result_json_types_and_latency() -> None:

@@ -364,6 +364,23 @@ def alerts(snap: dict) -> list[dict]:
         elif cam.get("status") == "no_results":
             add("warning", "no_results", f"Camera {name}: frames arrive but no results",
                 camera=name)
+    for r in snap.get("redis", {}).get("replicas", []):
+        if r.get("state") != "online":
+            add("warning", "redis_replica_down",
+                f"Redis replica {r.get('addr')} is {r.get('state')}: frames are acknowledged "
+                "with fewer copies", server=r.get("addr"))
+    sentinels = snap.get("sentinels", [])
+    if sentinels:
+        if not snap.get("redis", {}).get("replicas"):
+            add("critical", "redis_no_replica",
+                "Redis has no replica: the loss of its node loses what it holds, and with "
+                "min-replicas-to-write it refuses frames")
+        for t in sentinels:
+            if not t.get("ok") or t.get("down"):
+                add("warning", "sentinel_down",
+                    f"Redis Sentinel {t['addr']} " + ("does not answer" if not t.get("ok")
+                                                      else "judges the primary down"),
+                    server=t["addr"])
     for n in snap.get("nodes", []):
         if snap.get("nodes_source") == "docker" and n.get("state") not in ("ready",):
             add("warning", "node_down", f"Node {n['name']} is {n.get('state')}", node=n["name"])
