@@ -5,6 +5,8 @@ fast one dies; two alike replicas never swap on measurement noise."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 from cctv.core import keys
@@ -83,6 +85,10 @@ def test_a_faster_standby_gets_the_lease_and_the_slow_one_stays_its_standby(
                  10, "the slow replica to stand by", [slow])
         time.sleep(3)  # no swap back
         assert _leader(rdb) == "fast"
+        out = subprocess.run([sys.executable, "-m", "cctv", "status"], capture_output=True,
+                             text=True, env=service_env(redis_server.url), timeout=60)
+        assert "leader:   fast" in out.stdout, out.stdout
+        assert "cpu 9.00ms/frame" in out.stdout and "cpu 90.00ms/frame" in out.stdout
         # the fast one dies: the slow one is a valid standby and takes over on expiry
         fast.signal(signal.SIGKILL)
         wait_for(lambda: _leader(rdb) == "slow", 15, "the slow replica to take over", [slow])
@@ -90,3 +96,14 @@ def test_a_faster_standby_gets_the_lease_and_the_slow_one_stays_its_standby(
         slow.stop()
         if fast is not None:
             fast.stop()
+
+
+def test_status_lists_the_capture_instances_and_their_cameras(rdb) -> None:
+    from cctv.status import cluster_status
+
+    now = time.time()
+    key = keys.heartbeat("capture", "node1-77")
+    rdb.hset(key, mapping={"node": "node1", "cameras": "door,gate", "count": 2, "beat": now})
+    rdb.zadd(keys.HEARTBEATS, {key: now})
+    st = cluster_status(rdb)
+    assert [(c["id"], c["cameras"]) for c in st["capture"]] == [("node1-77", "door,gate")]

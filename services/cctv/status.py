@@ -1,4 +1,6 @@
-"""``cctv status``: the inference leader, epoch, standbys and recent failovers."""
+"""``cctv status``: the inference leader, epoch, standbys (with their device and time per
+frame), the capture instances and the cameras each pulls, and recent failovers (inference
+take-overs and changes of the Redis primary)."""
 
 from __future__ import annotations
 
@@ -11,28 +13,36 @@ from cctv.inference.lease import current_leader
 from cctv.settings import Settings
 
 
-def cluster_status(client) -> dict:
-    """Leader, epoch, replicas (from heartbeats) and the last failovers, as a dict."""
-    leader, epoch, ttl_ms = current_leader(client)
-    replicas = []
-    # the heartbeats index (every beat ZADDs its key); SCAN for replicas older than the index
+def _beats(client, service: str) -> list[dict]:
+    """The heartbeats of ``service``'s instances, with their age; through the heartbeats
+    index (every beat ZADDs its key), or a SCAN for instances older than the index."""
     indexed = [k for k in client.zrangebyscore(keys.HEARTBEATS, time.time() - 120, "+inf")
-               if k.decode().startswith(keys.heartbeat("inference", ""))]
-    hb_keys = indexed or list(client.scan_iter(match=keys.heartbeat_pattern("inference"),
+               if k.decode().startswith(keys.heartbeat(service, ""))]
+    hb_keys = indexed or list(client.scan_iter(match=keys.heartbeat_pattern(service),
                                                count=1000))
+    out = []
     for key in hb_keys:
         hb = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
         if hb:
+            hb.setdefault("id", keys.heartbeat_parts(key.decode())[1])
             hb["age_s"] = round(time.time() - float(hb.get("beat", 0)), 2)
-            replicas.append(hb)
-    replicas.sort(key=lambda r: r.get("id", ""))
+            out.append(hb)
+    return sorted(out, key=lambda r: r.get("id", ""))
+
+
+def cluster_status(client) -> dict:
+    """Leader, epoch, replicas and capture instances (from heartbeats) and the last
+    failovers, as a dict."""
+    leader, epoch, ttl_ms = current_leader(client)
+    replicas = _beats(client, "inference")
+    capture = _beats(client, "capture")
     failovers = []
     for eid, fields in client.xrevrange(keys.FAILOVERS, count=10):
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         entry["id"] = eid.decode()
         failovers.append(entry)
     return {"leader": leader, "epoch": epoch, "lease_ms_left": ttl_ms,
-            "replicas": replicas, "failovers": failovers}
+            "replicas": replicas, "capture": capture, "failovers": failovers}
 
 
 def print_status(settings: Settings, as_json: bool = False) -> int:
@@ -51,16 +61,23 @@ def print_status(settings: Settings, as_json: bool = False) -> int:
     for r in st["replicas"]:
         print(f"  {r.get('id', '?'):24} {r.get('role', '?'):8} node={r.get('node', '?'):12} "
               f"epoch={r.get('epoch', '?'):>4} fps={r.get('fps', '?'):>6} "
-              f"lag={r.get('lag_ms', '?')}ms beat {r['age_s']}s ago")
+              f"lag={r.get('lag_ms', '?')}ms {r.get('device') or '?'} "
+              f"{r.get('ms_per_frame', '?')}ms/frame beat {r['age_s']}s ago")
     if not st["replicas"]:
         print("  none (no heartbeats)")
     standbys = [r for r in st["replicas"] if r.get("role") == "standby"]
     if not standbys:
         print("WARNING: no warm standby")
+    if st["capture"]:
+        print("capture instances:")
+        for c in st["capture"]:
+            print(f"  {c.get('id', '?'):24} node={c.get('node', '?'):12} "
+                  f"cameras={c.get('cameras') or '-'} beat {c['age_s']}s ago")
     print("recent failovers:")
     for f in st["failovers"]:
         when = time.strftime("%H:%M:%S", time.localtime(int(f.get("time_ms", 0)) / 1000))
         gap = f" gap={f['gap_ms']}ms" if "gap_ms" in f else ""
-        print(f"  {when} {f.get('event', ''):12} epoch={f.get('epoch')} "
+        epoch = f"epoch={f.get('epoch')} " if "epoch" in f else ""
+        print(f"  {when} {f.get('event', ''):13} {epoch}"
               f"{f.get('old') or '-'} -> {f.get('new')} {f.get('reason', '')}{gap}")
     return 0 if st["leader"] else 1
