@@ -61,7 +61,8 @@ def _hb(fields: dict, now: float) -> dict:
     out["age_s"] = round(max(0.0, now - beat), 2) if beat else None
     started = _num(out.get("started"))
     out["uptime_s"] = round(max(0.0, now - started), 1) if started else None
-    for name in ("fps", "lag_ms", "requests_per_s", "accepted_per_s", "errors_per_s"):
+    for name in ("fps", "lag_ms", "requests_per_s", "accepted_per_s", "errors_per_s",
+                 "ms_per_frame"):
         if name in out:
             out[name] = _num(out[name])
     for name in ("pid", "epoch", "viewers", "sse_clients", "requests_total"):

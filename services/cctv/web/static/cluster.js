@@ -83,7 +83,8 @@
         : r.role === "leader" ? badge(r.age_s > 2 ? "lost lease · silent" : "lost lease", "bad")
         : badge(r.role, r.role === "standby" ? "" : "warn"),
       {v: fmt.int(r.epoch), cls: "num"}, {v: fmt.num(r.fps), cls: "num"}, {v: fmt.ms(r.lag_ms), cls: "num"},
-      `${(r.model || "–").replace(/_openvino_model$|\.(pt|onnx)$/, "")}${r.backend ? " · " + r.backend : ""}`,
+      `${(r.model || "–").replace(/_openvino_model$|\.(pt|onnx)$/, "")}${r.backend ? " · " + r.backend : ""}${r.device ? " · " + r.device : ""}`,
+      {v: fmt.ms(r.ms_per_frame), cls: "num"},
       {v: fmt.age(r.age_s), cls: "num"},
     ]), "no inference replica is beating", i => (reps[i].age_s > 5 ? "bad" : null));
 
