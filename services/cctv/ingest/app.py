@@ -207,7 +207,8 @@ class Ingest:
                               else None)
         self.registry = RegistryCache(self.redis)
         self._seed_digests = {cam: token_digest(tok) for cam, tok in self.seed_tokens.items()}
-        self._seed_tried = -1e9
+        self._seed_tried = self._seed_warned = -1e9
+        self._seed_checked: Snapshot | None = None
         # compared against when the camera is unknown, so both refusals cost the same work
         self._no_camera = _token_digest(secrets.token_urlsafe(32))
         self.trusted = trusted_networks(settings.trusted_proxies)
@@ -257,15 +258,20 @@ class Ingest:
         """The registry copy. Cameras of CCTV_CAMERAS the registry lacks (first start, or a
         Redis that lost its data) are seeded again, at most once a second."""
         snap = self.registry.snapshot(force=force)
-        if self.seed_tokens and self._needs_seed(snap) and \
-                time.monotonic() - self._seed_tried >= 1.0:
+        if snap is self._seed_checked:  # the same copy as last time: checked already
+            return snap
+        if not self.seed_tokens or not self._needs_seed(snap):
+            self._seed_checked = snap
+        elif time.monotonic() - self._seed_tried >= 1.0:
             self._seed_tried = time.monotonic()
             try:
                 Registry(self.redis).seed(self.seed_tokens)
                 snap = self.registry.snapshot(force=True)
             except redis.RedisError as exc:
-                log.warning("camera registry not seeded from CCTV_CAMERAS yet (%s); will retry",
-                            exc)
+                if time.monotonic() - self._seed_warned >= 60.0:  # Redis down says it anyway
+                    self._seed_warned = time.monotonic()
+                    log.warning("camera registry not seeded from CCTV_CAMERAS yet (%s); "
+                                "retrying every second", exc)
         return snap
 
     def _needs_seed(self, snap: Snapshot) -> bool:
