@@ -87,7 +87,7 @@ def resolve_device(device: str) -> str:
 
 def load_detector(model: str, *, device: str = "auto", imgsz: int = 640, conf: float = 0.25,
                   iou: float = 0.7, classes: tuple[int, ...] = (), backend: str = "auto",
-                  warmup: bool = True) -> Detector:
+                  warmup: bool = True, batch: int = 1) -> Detector:
     """Load ``model`` with the best backend and run one warm-up inference.
 
     ``backend``: ``auto`` (an OpenVINO dir runs on the OpenVINO runtime on CPU, anything else
@@ -112,8 +112,10 @@ def load_detector(model: str, *, device: str = "auto", imgsz: int = 640, conf: f
     started = time.perf_counter()
     det: Detector
     try:
+        # batch (frames per model call) only when asked for: a backend may not take it
+        extra = {"batch": batch} if batch > 1 else {}
         det = chosen.load(model, device=device, imgsz=imgsz, conf=conf, iou=iou,
-                          classes=classes)
+                          classes=classes, **extra)
         if warmup:
             det.detect([np.zeros((480, 640, 3), dtype=np.uint8)])
     except ModelLoadError:

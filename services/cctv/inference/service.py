@@ -46,7 +46,8 @@ def run_inference(settings: InferenceSettings) -> int:
         replica.detector = load_detector(settings.model, device=settings.device,
                                          imgsz=settings.imgsz, conf=settings.conf,
                                          iou=settings.iou,
-                                         backend=settings.inference_backend)
+                                         backend=settings.inference_backend,
+                                         batch=settings.inference_batch)
         kept = class_filter(settings.classes, getattr(replica.detector, "names", None))
         log.info("classes kept: %s", kept.why)
         warm_tracker(settings)  # load the tracker now, not at the first take-over

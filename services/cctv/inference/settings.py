@@ -19,6 +19,8 @@ class InferenceSettings(CoreSettings):
     # auto or a backend key of inference/backends/ (openvino, ultralytics, ...)
     inference_backend: str = "auto"
     imgsz: int = 640
+    # the most frames (of different cameras) one model call takes; 1 = a call per frame
+    inference_batch: int = 1
     conf: float = 0.25
     iou: float = 0.7
     # the classes kept: cctv (people, vehicles, animals), all, or names/ids (inference/classes.py)
@@ -48,8 +50,8 @@ class InferenceSettings(CoreSettings):
 
     def _validate_section(self, bad: Bad) -> None:
         """Check the fields of this section."""
-        require_positive(self, bad, "imgsz", "max_frame_age_s", "pending_claim_idle_s",
-                         "track_buffer", "track_state_every")
+        require_positive(self, bad, "imgsz", "inference_batch", "max_frame_age_s",
+                         "pending_claim_idle_s", "track_buffer", "track_state_every")
         if not 0.0 < self.conf < 1.0:
             raise bad("conf", "must be between 0 and 1")
         if not 0.0 < self.iou < 1.0:

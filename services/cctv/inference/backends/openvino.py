@@ -21,7 +21,7 @@ class OpenVinoDetector:
     device = "cpu"
 
     def __init__(self, model_dir: str, *, imgsz: int, conf: float, iou: float,
-                 classes: tuple[int, ...]) -> None:
+                 classes: tuple[int, ...], batch: int = 1) -> None:
         import openvino as ov
 
         path = Path(model_dir)
@@ -37,9 +37,13 @@ class OpenVinoDetector:
         shape = model.inputs[0].get_partial_shape()
         static = shape.is_static
         self.imgsz = int(shape[2].get_length()) if static else imgsz
-        model = _with_preprocessing(model)
-        self._compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        self._compiled = core.compile_model(_with_preprocessing(model), "CPU",
+                                            {"PERFORMANCE_HINT": "LATENCY"})
         self._request = self._compiled.create_infer_request()
+        #: frames run at once per call (CCTV_INFERENCE_BATCH): several cameras' newest frames
+        #: go through a second copy of the model side by side
+        self.batch = max(1, batch)
+        self._batched = self._batched_request(core, xmls[0], batch) if batch > 1 else None
         self._conf, self._iou = conf, iou
         self._classes = np.array(classes, dtype=int) if classes else None
 
@@ -62,12 +66,45 @@ class OpenVinoDetector:
         calls it while the model runs on the previous frame."""
         return Prepared(frame, *self._letterbox(frame))
 
+    def _batched_request(self, core: Any, xml: Path, batch: int) -> Any:
+        """``batch`` infer requests of a second copy of the model compiled for throughput
+        (one CPU stream per request): the frames of one call run side by side. (An exported
+        IR has its batch dimension fixed in its reshapes, so frames cannot be stacked.)"""
+        import openvino as ov
+
+        compiled = core.compile_model(_with_preprocessing(core.read_model(str(xml))), "CPU",
+                                      {"PERFORMANCE_HINT": "THROUGHPUT",
+                                       "NUM_STREAMS": str(batch)})
+        self._batched_output = compiled.outputs[0]
+        return ov.AsyncInferQueue(compiled, batch)
+
+    def detect(self, frames: list[np.ndarray | Prepared]) -> list[list[Detection]]:
+        """Detections of each frame: one model call per frame, or with CCTV_INFERENCE_BATCH
+        > 1 the frames of a call run side by side, up to that many at once."""
+        if self._batched is None or len(frames) < 2:
+            return [self._one(f) for f in frames]
+        preps = [f if isinstance(f, Prepared) else self.prepare(f) for f in frames]
+        preds: list[np.ndarray | None] = [None] * len(preps)
+
+        def done(request: Any, index: int) -> None:
+            preds[index] = request.get_output_tensor(self._batched_output.index).data[0].copy()
+
+        self._batched.set_callback(done)
+        for i, p in enumerate(preps):
+            self._batched.start_async({0: p.blob}, i)
+        self._batched.wait_all()
+        return [self._post(p, pred) for p, pred in zip(preps, preds, strict=True)]
+
     def _one(self, item: np.ndarray | Prepared) -> list[Detection]:
+        prep = item if isinstance(item, Prepared) else self.prepare(item)
+        pred = self._request.infer({0: prep.blob})[self._compiled.outputs[0]][0]
+        return self._post(prep, pred)
+
+    def _post(self, prep: Prepared, pred: np.ndarray) -> list[Detection]:
+        """Detections of one frame from its model output (4 + classes, anchors)."""
         import cv2
 
-        prep = item if isinstance(item, Prepared) else self.prepare(item)
-        frame, blob, scale, left, top = prep.frame, prep.blob, prep.scale, prep.left, prep.top
-        pred = self._request.infer({0: blob})[self._compiled.outputs[0]][0]  # (4+nc, anchors)
+        frame, scale, left, top = prep.frame, prep.scale, prep.left, prep.top
         scores = pred[4:]  # (nc, anchors): reduce over classes without transposing
         conf = scores.max(0)
         keep = conf >= self._conf
@@ -99,8 +136,6 @@ class OpenVinoDetector:
         out.sort(key=lambda d: -d.conf)
         return out
 
-    def detect(self, frames: list[np.ndarray | Prepared]) -> list[list[Detection]]:
-        return [self._one(f) for f in frames]
 
 def _with_preprocessing(model: Any) -> Any:
     """Fold uint8 BGR NHWC → float RGB NCHW / 255 into the model, so that it runs on
@@ -128,11 +163,12 @@ def _is_ov_dir(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*.xml"))
 
 def _load(model: str, *, device: str, imgsz: int, conf: float, iou: float,
-          classes: tuple[int, ...]) -> OpenVinoDetector:
+          classes: tuple[int, ...], batch: int = 1) -> OpenVinoDetector:
     if not _is_ov_dir(Path(model)):
         raise ModelLoadError(f"CCTV_MODEL={model}: the openvino backend needs an "
                              "OpenVINO model folder (with .xml and .bin)")
-    return OpenVinoDetector(model, imgsz=imgsz, conf=conf, iou=iou, classes=classes)
+    return OpenVinoDetector(model, imgsz=imgsz, conf=conf, iou=iou, classes=classes,
+                            batch=batch)
 
 BACKEND = Backend("openvino", _load, accepts=lambda path, on_gpu: _is_ov_dir(path) and not on_gpu,
                   priority=10)

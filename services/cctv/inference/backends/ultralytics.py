@@ -73,7 +73,8 @@ def _missing(model: str) -> str | None:
 
 
 def _load(model: str, *, device: str, imgsz: int, conf: float, iou: float,
-          classes: tuple[int, ...]) -> UltralyticsDetector:
+          classes: tuple[int, ...], batch: int = 1) -> UltralyticsDetector:
+    # batch: ultralytics batches a .pt on a GPU by itself; exported models are batch 1
     return UltralyticsDetector(model, device=device, imgsz=imgsz, conf=conf, iou=iou,
                                classes=classes)
 
