@@ -36,6 +36,8 @@ def test_only_a_much_faster_comparable_ready_standby_is_preferred() -> None:
     assert preferred_standby(cpu, [beat("g", 6.0, device="cuda:0", age=10)], 0.5, NOW) is None
     assert preferred_standby(cpu, [beat("g", 6.0, device="cuda:0", role="leader")], 0.5,
                              NOW) is None
+    # a replica started with --role standby never takes the lease: never handed it
+    assert preferred_standby(cpu, [{**gpu, "may_lead": "0"}], 0.5, NOW) is None
     # two CPU replicas with measured times never swap, however the measurement came out
     assert preferred_standby(cpu, [beat("cpu2", 10.0)], 0.5, NOW) is None
     assert not comparable(cpu, beat("cpu2", 10.0))

@@ -74,8 +74,8 @@ def preferred_standby(own: dict, beats: list[dict], ratio: float, now: float) ->
         except ValueError:
             continue
         if (b.get("id") == own.get("id") or b.get("role") != "standby"
-                or b.get("ready") != "1" or now - beat > FRESH_BEAT_S or ms <= 0
-                or not comparable(own, b)):
+                or b.get("ready") != "1" or b.get("may_lead", "1") != "1"
+                or now - beat > FRESH_BEAT_S or ms <= 0 or not comparable(own, b)):
             continue
         if ms <= best_ms:
             best, best_ms = b.get("id"), ms

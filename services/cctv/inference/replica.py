@@ -61,6 +61,8 @@ class Replica:
                 "model": det.model_name if det else "", "backend": det.backend if det else "",
                 "device": det.device if det else "", "ms_per_frame": f"{self.ms_per_frame:.2f}",
                 "ms_source": "set" if self.s.inference_ms_per_frame else "measured",
+                # --role standby never takes the lease: never hand it over to such a replica
+                "may_lead": "1" if self.s.role == "auto" else "0",
                 "ready": "1" if self.ready else "0"}
 
     def _beat_done(self, ok: bool) -> None:
