@@ -90,3 +90,18 @@ def test_a_redis_that_lost_the_registry_still_takes_the_secret_cameras(ingest, r
         Registry(rdb).remove("cam2")
         assert post_frame(http, ing.url, "cam2", "tok2-16charsfortests", make_jpeg(3),
                           5000).status_code == 403
+
+
+def test_a_changed_secret_token_works_from_the_first_frame_after_a_restart(ingest, rdb) -> None:
+    """A camera seeded from CCTV_CAMERAS follows the secret: after ingest restarts with a new
+    token there, the very first frame with it is accepted (a sender's spool is not refused)."""
+    new = "tok1-changed-in-the-secret"
+    first = ingest()
+    with requests.Session() as http:
+        assert post_frame(http, first.url, "cam1", OLD, make_jpeg(1), 1).status_code == 202
+    first.stop()
+    second = ingest(cameras=f"cam1:{new}")
+    with requests.Session() as http:
+        assert post_frame(http, second.url, "cam1", new, make_jpeg(2), 2).status_code == 202
+        assert post_frame(http, second.url, "cam1", OLD, make_jpeg(3), 3).status_code == 403
+    assert Registry(rdb).get("cam1").tokens == (token_digest(new),)

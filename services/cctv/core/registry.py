@@ -511,6 +511,13 @@ class RegistryCache:
         self._snap = Snapshot({}, frozenset(), -1, False)
         self._checked = -1e9
 
+    def invalidate(self) -> None:
+        """Read the registry again at the next :meth:`snapshot` (after this process changed
+        it: its own change must count at once, whatever the throttle)."""
+        with self._lock:
+            self._checked = -1e9
+            self._snap = replace(self._snap, version=-1)
+
     def snapshot(self, force: bool = False) -> Snapshot:
         """The current copy (refreshed first when due); a Redis error keeps the old copy."""
         now = time.monotonic()

@@ -266,7 +266,8 @@ class Ingest:
             self._seed_tried = time.monotonic()
             try:
                 Registry(self.redis).seed(self.seed_tokens)
-                snap = self.registry.snapshot(force=True)
+                self.registry.invalidate()
+                snap = self.registry.snapshot()
             except redis.RedisError as exc:
                 if time.monotonic() - self._seed_warned >= 60.0:  # Redis down says it anyway
                     self._seed_warned = time.monotonic()
@@ -342,7 +343,7 @@ class Ingest:
         """The camera sent with its new token: the old one can go."""
         try:
             Registry(self.redis).confirm_token(camera, digest)
-            self.snapshot(force=True)
+            self.registry.invalidate()
         except (redis.RedisError, RegistryError) as exc:
             log.warning("camera %s: could not retire its old token yet (%s)", camera, exc)
 
