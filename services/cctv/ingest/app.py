@@ -23,7 +23,6 @@ a JPEG variant OpenCV does not decode (415) is refused before it is stored (core
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
@@ -161,10 +160,6 @@ class ReplyCounts:
                 "requests_total": sum(totals.values())}
 
 
-def _token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 def _int_header(name: str, *, required: bool) -> int | None:
     raw = request.headers.get(name)
     if raw is None or raw == "":
@@ -201,16 +196,17 @@ class Ingest:
         # the secret's tokens: the seed of the registry, and what opens a camera until the
         # registry could be read once
         self.seed_tokens = settings.camera_tokens
-        self.tokens = {cam: _token_digest(tok) for cam, tok in self.seed_tokens.items()}
-        self.default_token = _token_digest(settings.ingest_token) if settings.ingest_token else None
-        self.capture_token = (_token_digest(settings.capture_token) if settings.capture_token
-                              else None)
+        # every token is compared as its SHA-256 hex digest, the form the registry stores
+        self.tokens = {cam: token_digest(tok) for cam, tok in self.seed_tokens.items()}
+        self.default_token = token_digest(settings.ingest_token) if settings.ingest_token \
+            else None
+        self.capture_token = token_digest(settings.capture_token) if settings.capture_token \
+            else None
         self.registry = RegistryCache(self.redis)
-        self._seed_digests = {cam: token_digest(tok) for cam, tok in self.seed_tokens.items()}
         self._seed_tried = self._seed_warned = -1e9
         self._seed_checked: Snapshot | None = None
         # compared against when the camera is unknown, so both refusals cost the same work
-        self._no_camera = _token_digest(secrets.token_urlsafe(32))
+        self._no_camera = token_digest(secrets.token_urlsafe(32))
         self.trusted = trusted_networks(settings.trusted_proxies)
         self.auth_failures = FailureThrottle(settings.ingest_auth_fail_limit,
                                              settings.ingest_auth_fail_window_s)
@@ -278,7 +274,7 @@ class Ingest:
     def _needs_seed(self, snap: Snapshot) -> bool:
         if not snap.loaded:
             return True
-        for cam, digest in self._seed_digests.items():
+        for cam, digest in self.tokens.items():
             entry = snap.cameras.get(cam)
             if entry is None and cam not in snap.removed:
                 return True
@@ -286,11 +282,11 @@ class Ingest:
                 return True
         return False
 
-    def _expected(self, camera: str, snap: Snapshot) -> tuple[list[bytes], bool]:
+    def _expected(self, camera: str, snap: Snapshot) -> tuple[list[str], bool]:
         """The token digests that open ``camera`` and whether the camera is known."""
         entry = snap.cameras.get(camera)
         if entry is not None:
-            digests = [bytes.fromhex(t) for t in entry.tokens]
+            digests = list(entry.tokens)
             if entry.source and self.capture_token is not None:
                 digests.append(self.capture_token)
             return digests, True
@@ -312,32 +308,32 @@ class Ingest:
             REFUSED.labels("no_token").inc()
             raise Rejection(401, "unauthorized", "send Authorization: Bearer <camera token>",
                             **{"WWW-Authenticate": 'Bearer realm="cctv-ingest"'})
-        digest = _token_digest(token.strip())
+        digest = token_digest(token.strip())
         snap = self.snapshot()
-        match = self._match(camera, snap, digest)
+        match, known = self._match(camera, snap, digest)
         if match is None and snap.loaded:
             # a camera added or a token rotated a moment ago: read the registry again (at most
             # a few times a second, however many bad tokens arrive)
             snap = self.snapshot(force=True)
-            match = self._match(camera, snap, digest)
+            match, known = self._match(camera, snap, digest)
         if match is None:
-            known = bool(self._expected(camera, snap)[1])
             reason = "bad_token" if known else "unknown_camera"
             REFUSED.labels(reason).inc()
             raise Rejection(403, "forbidden", FORBIDDEN_MESSAGE, log_detail=reason)
         entry = snap.cameras.get(camera)
-        if entry is not None and len(entry.tokens) > 1 and match == bytes.fromhex(entry.tokens[-1]):
-            self._confirm_rotation(camera, entry.tokens[-1])
+        if entry is not None and len(entry.tokens) > 1 and match == entry.tokens[-1]:
+            self._confirm_rotation(camera, match)
 
-    def _match(self, camera: str, snap: Snapshot, digest: bytes) -> bytes | None:
-        """The digest among those that open ``camera`` that ``digest`` equals, or None (every
-        candidate is compared, and an unknown camera costs one comparison too)."""
+    def _match(self, camera: str, snap: Snapshot, digest: str) -> tuple[str | None, bool]:
+        """The digest among those that open ``camera`` that ``digest`` equals (or None), and
+        whether the camera is known. Every candidate is compared, and an unknown camera costs
+        one comparison too."""
         expected, known = self._expected(camera, snap)
         found = None
         for candidate in expected or [self._no_camera]:
             if hmac.compare_digest(digest, candidate) and known:
                 found = candidate
-        return found
+        return found, known
 
     def _confirm_rotation(self, camera: str, digest: str) -> None:
         """The camera sent with its new token: the old one can go."""

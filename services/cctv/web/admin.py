@@ -15,7 +15,6 @@ throttled per client address like ingest's camera tokens.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
@@ -31,6 +30,7 @@ from cctv.core.registry import (
     Registry,
     RegistryError,
     check_name,
+    token_digest,
 )
 from cctv.core.settings import trusted_networks
 from cctv.core.throttle import FailureThrottle
@@ -48,10 +48,6 @@ class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 def _body(allowed: set[str]) -> dict:
@@ -74,7 +70,7 @@ def create_admin(client: redis.Redis, settings: WebSettings) -> Blueprint:
     """The admin blueprint (register it only when ``settings.admin_token`` is set)."""
     bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
     registry = Registry(client)
-    expected = _digest(settings.admin_token)
+    expected = token_digest(settings.admin_token)
     trusted = trusted_networks(settings.trusted_proxies)
     failures = FailureThrottle(10, 60.0)
 
@@ -86,7 +82,7 @@ def create_admin(client: redis.Redis, settings: WebSettings) -> Blueprint:
             raise _Refused(429, "too_many_failures", "too many failed admin tokens; wait",
                            **{"Retry-After": str(max(1, math.ceil(wait)))})
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(token.strip()),
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token_digest(token.strip()),
                                                                  expected):
             failures.failed(addr)
             log.warning("admin API: refused a request from %s (missing or wrong token)", addr)
