@@ -8,6 +8,7 @@ import json
 import time
 
 from cctv.core import keys
+from cctv.core.heartbeat import beats_of, read_beats
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
 from cctv.inference.lease import current_leader
 from cctv.settings import Settings
@@ -16,18 +17,9 @@ from cctv.settings import Settings
 def _beats(client, service: str) -> list[dict]:
     """The heartbeats of ``service``'s instances, with their age; through the heartbeats
     index (every beat ZADDs its key), or a SCAN for instances older than the index."""
-    indexed = [k for k in client.zrangebyscore(keys.HEARTBEATS, time.time() - 120, "+inf")
-               if k.decode().startswith(keys.heartbeat(service, ""))]
-    hb_keys = indexed or list(client.scan_iter(match=keys.heartbeat_pattern(service),
-                                               count=1000))
-    out = []
-    for key in hb_keys:
-        hb = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
-        if hb:
-            hb.setdefault("id", keys.heartbeat_parts(key.decode())[1])
-            hb["age_s"] = round(time.time() - float(hb.get("beat", 0)), 2)
-            out.append(hb)
-    return sorted(out, key=lambda r: r.get("id", ""))
+    return read_beats(client, service, 120) or beats_of(
+        client, list(client.scan_iter(match=keys.heartbeat_pattern(service), count=1000)),
+        time.time())
 
 
 def cluster_status(client) -> dict:

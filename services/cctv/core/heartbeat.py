@@ -92,3 +92,35 @@ class Heartbeat:
         self._stop.set()
         with contextlib.suppress(redis.RedisError, OSError):
             self.redis.delete(self.key)
+
+
+def read_beats(client: redis.Redis, service: str, window_s: float,
+               now: float | None = None) -> list[dict]:
+    """The heartbeats of ``service``'s instances that beat within ``window_s`` (found through
+    the heartbeat index), decoded, each with its ``id`` and ``age_s``, sorted by id."""
+    now = time.time() if now is None else now
+    prefix = keys.heartbeat(service, "")
+    hb_keys = [k for k in client.zrangebyscore(keys.HEARTBEATS, now - window_s, "+inf")
+               if k.decode(errors="replace").startswith(prefix)]
+    return beats_of(client, hb_keys, now)
+
+
+def beats_of(client: redis.Redis, hb_keys: list[bytes], now: float) -> list[dict]:
+    """The heartbeat hashes ``hb_keys`` (one round trip), decoded (strings), each with its
+    ``id`` and ``age_s`` (seconds since its beat; None without a valid one); expired ones left
+    out; sorted by id."""
+    pipe = client.pipeline(transaction=False)
+    for k in hb_keys:
+        pipe.hgetall(k)
+    out = []
+    for k, fields in zip(hb_keys, pipe.execute(), strict=True):
+        if not fields:
+            continue  # expired between the index and the read
+        beat = {a.decode(): v.decode(errors="replace") for a, v in fields.items()}
+        beat.setdefault("id", keys.heartbeat_parts(k.decode())[1])
+        try:
+            beat["age_s"] = round(now - float(beat.get("beat", 0)), 2)
+        except ValueError:
+            beat["age_s"] = None
+        out.append(beat)
+    return sorted(out, key=lambda b: b.get("id", ""))

@@ -24,6 +24,7 @@ import numpy as np
 import redis
 
 from cctv.core import keys
+from cctv.core.heartbeat import read_beats
 from cctv.core.redisconn import REDIS_DOWN_ERRORS
 
 log = logging.getLogger("cctv.inference.capacity")
@@ -82,21 +83,6 @@ def preferred_standby(own: dict, beats: list[dict], ratio: float, now: float) ->
     return best
 
 
-def standby_beats(client: redis.Redis, now: float) -> list[dict]:
-    """The fresh inference heartbeats (decoded), read through the heartbeat index."""
-    hb_keys = [k for k in client.zrangebyscore(keys.HEARTBEATS, now - FRESH_BEAT_S, "+inf")
-               if keys.heartbeat_parts(k.decode())[0] == "inference"]
-    pipe = client.pipeline(transaction=False)
-    for k in hb_keys:
-        pipe.hgetall(k)
-    out = []
-    for k, fields in zip(hb_keys, pipe.execute(), strict=True):
-        beat = {a.decode(): v.decode(errors="replace") for a, v in fields.items()}
-        beat.setdefault("id", keys.heartbeat_parts(k.decode())[1])
-        out.append(beat)
-    return out
-
-
 class HandoverWatch:
     """While leading: every ``every_s`` looks for a much faster standby; when one is found,
     :attr:`target` names it and :attr:`due` is set (the leader loop then ends)."""
@@ -118,7 +104,8 @@ class HandoverWatch:
     def check(self) -> str | None:
         """One look; returns (and records) the standby to hand over to, if any."""
         now = time.time()
-        target = preferred_standby(self.own, standby_beats(self.redis, now), self.ratio, now)
+        target = preferred_standby(self.own, read_beats(self.redis, "inference", FRESH_BEAT_S,
+                                                        now), self.ratio, now)
         if target:
             self.target = target
             self.due.set()
