@@ -8,55 +8,38 @@ dropped, and :meth:`Outbox.put` returns it so that the drop is counted and logge
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-
 from cctv_sender.frame import Frame
+from cctv_sender.livequeue import LiveQueue
 
 
-class Outbox:
-    """At most ``size`` frames, oldest first."""
+class Outbox(LiveQueue):
+    """At most ``size`` frames, oldest first: the sender's live queue (``put`` drops and
+    returns the oldest when full, ``drain``), read by peeking instead of taking."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._q: deque[Frame] = deque()
-        self._cond = threading.Condition()
+        super().__init__(size)
         self._closed = False
 
-    def put(self, frame: Frame) -> Frame | None:
-        """Add ``frame``; returns the oldest frame dropped to make room, or None."""
-        with self._cond:
-            dropped = self._q.popleft() if len(self._q) >= self.size else None
-            self._q.append(frame)
-            self._cond.notify_all()
-            return dropped
+    @property
+    def size(self) -> int:
+        """How many frames it holds at most."""
+        return self.maxsize
 
     def peek(self, timeout_s: float) -> Frame | None:
         """The oldest frame (left in the queue), waiting up to ``timeout_s`` for one."""
         with self._cond:
-            if not self._q and not self._closed:
+            if not self._items and not self._closed:
                 self._cond.wait(timeout_s)
-            return self._q[0] if self._q else None
+            return self._items[0] if self._items else None
 
     def done(self, frame: Frame) -> None:
         """``frame`` was answered: remove it (when it is still the oldest)."""
         with self._cond:
-            if self._q and self._q[0] is frame:
-                self._q.popleft()
-
-    def drain(self) -> list[Frame]:
-        """Remove and return every frame (the camera is handed over: they will not be sent)."""
-        with self._cond:
-            out = list(self._q)
-            self._q.clear()
-            return out
+            if self._items and self._items[0] is frame:
+                self._items.popleft()
 
     def close(self) -> None:
         """Wake a waiting :meth:`peek` for good."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._q)
