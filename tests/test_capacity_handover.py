@@ -10,7 +10,7 @@ import sys
 import time
 
 from cctv.core import keys
-from cctv.inference.capacity import comparable, measure_ms_per_frame, preferred_standby
+from cctv.inference.capacity import comparable, measure_ms_per_frame, outclassed
 
 from support import MODEL_OPENVINO, Service, free_port, service_env, wait_for
 
@@ -23,29 +23,22 @@ def beat(id_: str, ms: float, *, device: str = "cpu", role: str = "standby", rea
             "ready": ready, "beat": str(NOW - age), "ms_source": source}
 
 
-def test_only_a_much_faster_comparable_ready_standby_is_preferred() -> None:
+def test_only_a_much_faster_comparable_replica_outclasses_another() -> None:
     cpu = beat("cpu", 80.0, role="leader")
     gpu = beat("gpu", 6.0, device="cuda:0")
-    assert preferred_standby(cpu, [cpu, gpu], 0.5, NOW) == "gpu"
-    # the fastest of several
-    assert preferred_standby(cpu, [beat("gpu2", 9.0, device="0"), gpu], 0.5, NOW) == "gpu"
-    # not fast enough, not ready, a stale heartbeat, a leader: none
-    assert preferred_standby(cpu, [beat("g", 50.0, device="cuda:0")], 0.5, NOW) is None
-    assert preferred_standby(cpu, [beat("g", 6.0, device="cuda:0", ready="0")], 0.5,
-                             NOW) is None
-    assert preferred_standby(cpu, [beat("g", 6.0, device="cuda:0", age=10)], 0.5, NOW) is None
-    assert preferred_standby(cpu, [beat("g", 6.0, device="cuda:0", role="leader")], 0.5,
-                             NOW) is None
-    # a replica started with --role standby never takes the lease: never handed it
-    assert preferred_standby(cpu, [{**gpu, "may_lead": "0"}], 0.5, NOW) is None
+    assert outclassed([cpu, gpu], 0.5) == {"cpu"}
+    # of several GPUs, none outclasses another (alike devices, measured times)
+    assert outclassed([cpu, beat("gpu2", 9.0, device="0"), gpu], 0.5) == {"cpu"}
+    # not fast enough: nobody
+    assert outclassed([cpu, beat("g", 50.0, device="cuda:0")], 0.5) == set()
     # two CPU replicas with measured times never swap, however the measurement came out
-    assert preferred_standby(cpu, [beat("cpu2", 10.0)], 0.5, NOW) is None
+    assert outclassed([cpu, beat("cpu2", 10.0)], 0.5) == set()
     assert not comparable(cpu, beat("cpu2", 10.0))
     # a time set by hand is compared; ratio 0 turns hand-overs off
-    assert preferred_standby(cpu, [beat("cpu2", 10.0, source="set")], 0.5, NOW) == "cpu2"
-    assert preferred_standby(cpu, [gpu], 0.0, NOW) is None
+    assert outclassed([cpu, beat("cpu2", 10.0, source="set")], 0.5) == {"cpu"}
+    assert outclassed([cpu, gpu], 0.0) == set()
     # garbage in a heartbeat is ignored
-    assert preferred_standby(cpu, [{"id": "x", "ms_per_frame": "fast"}], 0.5, NOW) is None
+    assert outclassed([cpu, {"id": "x", "ms_per_frame": "fast", "device": "0"}], 0.5) == set()
 
 
 def test_the_time_per_frame_is_the_median_of_model_calls() -> None:
@@ -82,7 +75,7 @@ def test_a_faster_standby_gets_the_lease_and_the_slow_one_stays_its_standby(
         acquired = [f for _i, f in rdb.xrange(keys.FAILOVERS) if f[b"event"] == b"acquired"]
         last = acquired[-1]
         assert (last[b"new"], last[b"old"], last[b"reason"]) == (b"fast", b"slow", b"released")
-        assert "handed the lease over to fast" in slow.log()
+        assert "shard 0 handed over to fast" in slow.log()
         wait_for(lambda: rdb.hget(keys.heartbeat("inference", "slow"), "role") == b"standby",
                  10, "the slow replica to stand by", [slow])
         time.sleep(3)  # no swap back

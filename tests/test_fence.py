@@ -19,7 +19,7 @@ CALLS = {
         keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames("cam"),
               keys.detections("cam"), keys.stats("cam"), keys.LEADER_LAST_RESULT,
               keys.FAILOVERS],
-        args=["0-1", 100, keys.INFER_GROUP, "seq", "1"]),
+        args=["0-1", 100, keys.INFER_GROUP, 0, "seq", "1"]),
     "drop_frames": lambda: dict(
         keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames("cam"),
               keys.stats("cam"), keys.drops("cam")],

@@ -1,6 +1,7 @@
-"""``cctv status``: the inference leader, epoch, standbys (with their device and time per
-frame), the capture instances and the cameras each pulls, and recent failovers (inference
-take-overs and changes of the Redis primary)."""
+"""``cctv status``: the inference leader and epoch (of each shard, with its cameras), the
+replicas (with their device and time per frame), the capture instances and the cameras each
+pulls, and recent failovers (inference take-overs, shard moves and changes of the Redis
+primary)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from cctv.core import keys
 from cctv.core.heartbeat import beats_of, read_beats
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
-from cctv.inference.lease import current_leader
+from cctv.inference.lease import current_leader, shard_leaders
 from cctv.settings import Settings
 
 
@@ -26,6 +27,15 @@ def cluster_status(client) -> dict:
     """Leader, epoch, replicas and capture instances (from heartbeats) and the last
     failovers, as a dict."""
     leader, epoch, ttl_ms = current_leader(client)
+    shards = [{"shard": k, "leader": who, "epoch": e, "lease_ms_left": left}
+              for k, who, e, left in shard_leaders(client)]
+    if len(shards) > 1:
+        cams: dict[int, list[str]] = {}
+        for cam, k in client.hgetall(keys.INFERENCE_CAMERA_SHARDS).items():
+            if k.isdigit():
+                cams.setdefault(int(k), []).append(cam.decode(errors="replace"))
+        for sh in shards:
+            sh["cameras"] = sorted(cams.get(sh["shard"], []))
     replicas = _beats(client, "inference")
     capture = _beats(client, "capture")
     failovers = []
@@ -33,31 +43,44 @@ def cluster_status(client) -> dict:
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         entry["id"] = eid.decode()
         failovers.append(entry)
-    return {"leader": leader, "epoch": epoch, "lease_ms_left": ttl_ms,
+    return {"leader": leader, "epoch": epoch, "lease_ms_left": ttl_ms, "shards": shards,
             "replicas": replicas, "capture": capture, "failovers": failovers}
 
 
 def print_status(settings: Settings, as_json: bool = False) -> int:
-    """Print the cluster status; exit code 0 with a leader, 1 without, 2 if Redis is down."""
+    """Print the cluster status; exit code 0 with a leader for every shard, 1 without, 2 if
+    Redis is down."""
     try:
         st = cluster_status(connect_settings(settings, name="cctv-status"))
     except REDIS_DOWN_ERRORS as exc:
         print(f"cctv status: cannot reach redis at {settings.redis_url}: {exc}")
         return 2
+    led = all(sh["leader"] for sh in st["shards"])
     if as_json:
         print(json.dumps(st, indent=2))
-        return 0 if st["leader"] else 1
-    print(f"leader:   {st['leader'] or 'NONE (no replica holds the lease)'}")
-    print(f"epoch:    {st['epoch']}  (lease {st['lease_ms_left']} ms left)")
+        return 0 if led else 1
+    if len(st["shards"]) > 1:
+        print(f"shards:   {sum(1 for sh in st['shards'] if sh['leader'])} of "
+              f"{len(st['shards'])} led")
+        for sh in st["shards"]:
+            print(f"  shard {sh['shard']:<3} {sh['leader'] or 'NO LEADER':24} "
+                  f"epoch={sh['epoch']:<5} lease {sh['lease_ms_left']} ms left  "
+                  f"cameras={','.join(sh['cameras']) or '-'}")
+    else:
+        print(f"leader:   {st['leader'] or 'NONE (no replica holds the lease)'}")
+        print(f"epoch:    {st['epoch']}  (lease {st['lease_ms_left']} ms left)")
     print("replicas:")
     for r in st["replicas"]:
         print(f"  {r.get('id', '?'):24} {r.get('role', '?'):8} node={r.get('node', '?'):12} "
-              f"epoch={r.get('epoch', '?'):>4} fps={r.get('fps', '?'):>6} "
+              f"epoch={r.get('epoch', '?'):>4} shards={r.get('shards') or '-'} "
+              f"fps={r.get('fps', '?'):>6} "
               f"lag={r.get('lag_ms', '?')}ms {r.get('device') or '?'} "
               f"{r.get('ms_per_frame', '?')}ms/frame beat {r['age_s']}s ago")
     if not st["replicas"]:
         print("  none (no heartbeats)")
     standbys = [r for r in st["replicas"] if r.get("role") == "standby"]
+    if len(st["shards"]) > 1:  # every replica stands by for the others' shards
+        standbys = st["replicas"] if len(st["replicas"]) > 1 else []
     if not standbys:
         print("WARNING: no warm standby")
     if st["capture"]:
@@ -70,6 +93,8 @@ def print_status(settings: Settings, as_json: bool = False) -> int:
         when = time.strftime("%H:%M:%S", time.localtime(int(f.get("time_ms", 0)) / 1000))
         gap = f" gap={f['gap_ms']}ms" if "gap_ms" in f else ""
         epoch = f"epoch={f.get('epoch')} " if "epoch" in f else ""
+        if len(st["shards"]) > 1 and "shard" in f:
+            epoch = f"shard={f['shard']} {epoch}"
         print(f"  {when} {f.get('event', ''):13} {epoch}"
               f"{f.get('old') or '-'} -> {f.get('new')} {f.get('reason', '')}{gap}")
-    return 0 if st["leader"] else 1
+    return 0 if led else 1

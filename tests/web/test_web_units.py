@@ -164,6 +164,32 @@ def test_failover_history_pairs_gaps_with_acquisitions() -> None:
         (2, "a", "b", 1034), (1, None, "a", None)]
 
 
+def test_failover_history_keeps_the_shards_apart() -> None:
+    entries = [  # two shards, both at epoch 2: each gap goes to its own shard's take-over
+        (b"5-0", {b"event": b"first_result", b"epoch": b"2", b"shard": b"1", b"gap_ms": b"40"}),
+        (b"4-0", {b"event": b"first_result", b"epoch": b"2", b"shard": b"0",
+                  b"gap_ms": b"1200"}),
+        (b"3-0", {b"event": b"acquired", b"epoch": b"2", b"shard": b"1", b"new": b"c",
+                  b"old": b"a", b"reason": b"released", b"time_ms": b"3000"}),
+        (b"2-0", {b"event": b"acquired", b"epoch": b"2", b"shard": b"0", b"new": b"b",
+                  b"old": b"a", b"reason": b"expired", b"time_ms": b"2000"}),
+    ]
+    hist = failover_history(entries)
+    assert [(f["shard"], f["epoch"], f["new"], f["gap_ms"]) for f in hist] == [
+        (1, 2, "c", 40), (0, 2, "b", 1200)]
+
+
+def test_a_shard_without_a_leader_is_red() -> None:
+    base = {"redis": {"ok": True}, "nodes_source": "heartbeats", "nodes": [], "services": [],
+            "standbys": [{}, {}], "cameras": [], "leader": {"id": "a"}}
+    shards = [{"shard": 0, "leader": "a", "cameras": ["c1"]},
+              {"shard": 1, "leader": None, "cameras": ["c2", "c3"]}]
+    found = [a for a in alerts({**base, "shards": shards}) if a["code"] == "no_leader"]
+    assert len(found) == 1 and "shard 1 (c2, c3)" in found[0]["message"]
+    shards[1]["leader"] = "b"
+    assert not [a for a in alerts({**base, "shards": shards}) if a["code"] == "no_leader"]
+
+
 def test_red_states() -> None:
     base = {"redis": {"ok": True}, "nodes_source": "heartbeats", "nodes": [], "services": []}
     codes = lambda snap: [a["code"] for a in alerts({**base, **snap})]  # noqa: E731

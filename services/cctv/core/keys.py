@@ -5,6 +5,8 @@ See docs/architecture.md for what each key holds. Nothing else in the code base 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PREFIX = "cctv"
 
 #: consumer group that inference replicas read frame streams through
@@ -32,10 +34,38 @@ LEASE_PREFER = f"{PREFIX}:lease:inference:prefer"
 LEASE_RELEASED_CHANNEL = f"{PREFIX}:lease:inference:released"
 #: hash: epoch, worker and time (ms) of the last published result (for the measured gap)
 LEADER_LAST_RESULT = f"{PREFIX}:leader:last"
+#: the number of inference shards (CCTV_INFERENCE_SHARDS of the first replica; every replica
+#: uses this value, so no camera is ever in two shards at once)
+INFERENCE_SHARDS = f"{PREFIX}:inference:shards"
+#: the most shards the cameras may be split into (shard k's keys: :func:`shard_keys`)
+MAX_SHARDS = 256
+#: hash camera -> its shard (inference/shards.py assign): set once, when a replica first sees
+#: the camera, to the shard with the fewest cameras; never changed while the count stands
+INFERENCE_CAMERA_SHARDS = f"{PREFIX}:inference:camera_shards"
 #: stream of every leadership change (and of every change of the Redis primary)
 FAILOVERS = f"{PREFIX}:failovers"
 #: hash: run_id, address and since (ms) of the Redis primary the dashboard saw last
 REDIS_PRIMARY = f"{PREFIX}:redis:primary"
+
+
+@dataclass(frozen=True)
+class ShardKeys:
+    """The leadership keys of one inference shard. Shard 0 uses the keys above (one shard is
+    the unsharded layout, unchanged); shard ``k`` > 0 appends ``:<k>`` to each."""
+
+    shard: int
+    lease: str
+    epoch: str
+    holder: str
+    prefer: str
+    last_result: str
+
+
+def shard_keys(shard: int) -> ShardKeys:
+    """The lease, epoch, holder, prefer and last-result keys of inference shard ``shard``."""
+    tail = f":{shard}" if shard else ""
+    return ShardKeys(shard, LEASE_INFERENCE + tail, EPOCH_INFERENCE + tail, LEASE_HOLDER + tail,
+                     LEASE_PREFER + tail, LEADER_LAST_RESULT + tail)
 
 
 def frames(camera: str) -> str:

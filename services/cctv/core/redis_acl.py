@@ -48,10 +48,10 @@ _INGEST_SCRIPT = ("+get +set +hexists +hincrby +hmget +hset +pexpire +exists +de
 
 #: the fenced inference scripts, the lease, take-over and tracker state (core/scripts.py,
 #: inference/lease.py, inference/worker.py, inference/tracking.py)
-_INFERENCE_CMDS = ("+get +set +incr +hmget +hset +hgetall +pexpire +pttl +del +publish "
-                   "+subscribe +unsubscribe +xack +xadd +hincrby +xgroup|create +xgroup|setid "
-                   "+xinfo|groups +lrange +xreadgroup +xautoclaim +xclaim +xpending +xrange "
-                   "+xrevrange +xlen +smembers")
+_INFERENCE_CMDS = ("+get +set +incr +hmget +hset +hsetnx +hdel +hgetall +pexpire +pttl +del "
+                   "+publish +subscribe +unsubscribe +xack +xadd +hincrby +xgroup|create "
+                   "+xgroup|setid +xinfo|groups +lrange +xreadgroup +xautoclaim +xclaim "
+                   "+xpending +xrange +xrevrange +xlen +smembers")
 
 #: what each service user may do (besides authenticating); see the module docstring
 SERVICE_RULES: dict[str, str] = {
@@ -68,9 +68,11 @@ SERVICE_RULES: dict[str, str] = {
     ]),
     "inference": " ".join([
         f"resetchannels &{keys.LEASE_RELEASED_CHANNEL} {_CONNECTION}",
-        f"~{keys.LEASE_INFERENCE} ~{keys.LEASE_HOLDER} ~{keys.LEASE_RELEASED_CHANNEL} "
-        f"~{keys.EPOCH_INFERENCE} ~{keys.LEASE_PREFER} "
-        f"~{keys.LEADER_LAST_RESULT} ~{keys.FAILOVERS} ~{P}:frames:* ~{P}:frameidx:* "
+        # every shard's lease, holder, successor, epoch and last result (keys.shard_keys)
+        f"~{keys.LEASE_INFERENCE} ~{keys.LEASE_INFERENCE}:* ~{keys.EPOCH_INFERENCE} "
+        f"~{keys.EPOCH_INFERENCE}:* ~{keys.LEADER_LAST_RESULT} ~{keys.LEADER_LAST_RESULT}:* "
+        f"~{keys.INFERENCE_SHARDS} ~{keys.INFERENCE_CAMERA_SHARDS} ~{keys.FAILOVERS} "
+        f"~{P}:frames:* ~{P}:frameidx:* "
         f"~{P}:det:* ~{P}:stats:* ~{P}:drops:* ~{P}:track:* {_INFERENCE_CMDS}",
         f"(%R~{keys.CAMERAS_ACTIVE} +smembers)",
         # the camera registry, read only: each camera's detection settings

@@ -155,14 +155,14 @@ def fenced(body: str, *helpers: str) -> str:
     return "".join(helpers) + FENCE + body
 
 
-# KEYS: lease, epoch, frames, det, stats, leader_last, failovers
-# ARGV: worker, epoch, frame_id, det_maxlen, group, field1, value1, ...
+# KEYS: lease, epoch, frames, det, stats, leader_last (of the shard), failovers
+# ARGV: worker, epoch, frame_id, det_maxlen, group, shard, field1, value1, ...
 # Returns the det entry id, 0 when the frame was no longer pending (already handled),
 # or the error STALE (the fence).
 PUBLISH_RESULT = fenced("""
 if redis.call('XACK', KEYS[3], ARGV[5], ARGV[3]) == 0 then return 0 end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', tonumber(ARGV[4]), '*', unpack(fields))
 redis.call('HINCRBY', KEYS[5], 'processed', 1)
 local t = redis.call('TIME')
@@ -171,7 +171,8 @@ local prev = redis.call('HMGET', KEYS[6], 'epoch', 'worker', 'ms')
 if prev[1] and prev[1] ~= ARGV[2] then
   -- first result of a new epoch: record the measured gap since the old leader's last result
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', 1000, '*', 'event', 'first_result',
-    'epoch', ARGV[2], 'new', ARGV[1], 'old', prev[2] or '', 'old_epoch', prev[1],
+    'epoch', ARGV[2], 'shard', ARGV[6], 'new', ARGV[1], 'old', prev[2] or '',
+    'old_epoch', prev[1],
     'gap_ms', tostring(now_ms - tonumber(prev[3])), 'time_ms', tostring(now_ms))
 end
 redis.call('HSET', KEYS[6], 'epoch', ARGV[2], 'worker', ARGV[1], 'ms', tostring(now_ms))

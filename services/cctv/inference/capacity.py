@@ -1,33 +1,22 @@
-"""Capacity-aware leadership: the fastest warm replica leads (a GPU replica before a CPU one).
+"""Capacity-aware leadership: the fastest warm replicas lead (a GPU replica before a CPU one).
 
 Each replica measures its model's time per frame once it is warm (or takes
-CCTV_INFERENCE_MS_PER_FRAME as given) and beats it with its device. While leading, a replica
-looks at the standbys' heartbeats every few seconds; when a ready standby on another kind of
-device (or with a time set by hand) needs at most CCTV_INFERENCE_HANDOVER_RATIO of its own
-time per frame, the leader names it in ``cctv:lease:inference:prefer`` and releases the lease:
-a planned hand-over, like a SIGTERM, tens of milliseconds. Standbys other than the named one do
-not take the lease while the name stands (it expires after three lease TTLs, so a preferred
-replica that dies in between delays a take-over by that much at most). A slower replica
-remains a valid standby: when the fast one dies, it takes over on expiry as always. Two alike
-replicas (same kind of device, measured times) never swap: measurement noise decides nothing.
+CCTV_INFERENCE_MS_PER_FRAME as given) and beats it with its device. A replica is *outclassed*
+when another ready replica on another kind of device (or with a time set by hand) needs at most
+CCTV_INFERENCE_HANDOVER_RATIO of its time per frame: it then hands its shards over to the faster
+ones (a planned hand-over, tens of milliseconds; :mod:`cctv.inference.shards`) and takes a free
+shard only when no faster replica does. A slower replica remains a valid standby: when the fast
+one dies, it takes over on expiry as always. Two alike replicas (same kind of device, measured
+times) never outclass each other: measurement noise decides nothing.
 """
 
 from __future__ import annotations
 
-import logging
 import statistics
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
-import redis
-
-from cctv.core import keys
-from cctv.core.heartbeat import read_beats
-from cctv.core.redisconn import REDIS_DOWN_ERRORS
-
-log = logging.getLogger("cctv.inference.capacity")
 
 #: a standby's heartbeat older than this is not considered for a hand-over
 FRESH_BEAT_S = 3.0
@@ -58,79 +47,20 @@ def comparable(own: dict, other: dict) -> bool:
             or "set" in (own.get("ms_source"), other.get("ms_source")))
 
 
-def preferred_standby(own: dict, beats: list[dict], ratio: float, now: float) -> str | None:
-    """The id of the fastest fresh, ready, comparable standby taking at most ``ratio`` x the
-    leader's time per frame, or None. ``own`` and ``beats`` are inference heartbeat fields
-    (decoded: id, role, ready, beat, device, ms_per_frame, ms_source)."""
-    try:
-        own_ms = float(own.get("ms_per_frame", ""))
-    except ValueError:
-        return None
-    if ratio <= 0 or own_ms <= 0:
-        return None
-    best, best_ms = None, own_ms * ratio
+def outclassed(beats: list[dict], ratio: float) -> set[str]:
+    """The ids of the replicas in ``beats`` (inference heartbeat fields: id, device,
+    ms_per_frame, ms_source) for which another of them is comparable and needs at most
+    ``ratio`` x their time per frame. The caller passes only replicas that may lead."""
+    if ratio <= 0:
+        return set()
+    timed = []
     for b in beats:
         try:
-            ms, beat = float(b.get("ms_per_frame", "")), float(b.get("beat", ""))
+            ms = float(b.get("ms_per_frame", ""))
         except ValueError:
             continue
-        if (b.get("id") == own.get("id") or b.get("role") != "standby"
-                or b.get("ready") != "1" or b.get("may_lead", "1") != "1"
-                or now - beat > FRESH_BEAT_S or ms <= 0 or not comparable(own, b)):
-            continue
-        if ms <= best_ms:
-            best, best_ms = b.get("id"), ms
-    return best
-
-
-class HandoverWatch:
-    """While leading: every ``every_s`` looks for a much faster standby; when one is found,
-    :attr:`target` names it and :attr:`due` is set (the leader loop then ends)."""
-
-    def __init__(self, client: redis.Redis, own: dict, ratio: float,
-                 every_s: float = 2.0) -> None:
-        self.redis, self.own, self.ratio = client, own, ratio
-        self.every_s = every_s
-        self.due = threading.Event()
-        self.target: str | None = None
-        self._stop = threading.Event()
-
-    def start(self) -> HandoverWatch:
-        """Watch in a daemon thread (nothing to do when hand-overs are off)."""
-        if self.ratio > 0:
-            threading.Thread(target=self._run, name="handover-watch", daemon=True).start()
-        return self
-
-    def check(self) -> str | None:
-        """One look; returns (and records) the standby to hand over to, if any."""
-        now = time.time()
-        target = preferred_standby(self.own, read_beats(self.redis, "inference", FRESH_BEAT_S,
-                                                        now), self.ratio, now)
-        if target:
-            self.target = target
-            self.due.set()
-        return target
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s) and not self.due.is_set():
-            try:
-                if self.check():
-                    log.info("standby %s is much faster (see its ms_per_frame); handing the "
-                             "lease over to it", self.target)
-            except (*REDIS_DOWN_ERRORS, redis.ResponseError) as exc:
-                log.debug("hand-over check skipped: %s", exc)
-
-    def stop(self) -> None:
-        """End the watch."""
-        self._stop.set()
-
-
-def name_successor(client: redis.Redis, target: str, ttl_ms: int) -> None:
-    """Write ``cctv:lease:inference:prefer`` = ``target`` (before releasing the lease)."""
-    client.set(keys.LEASE_PREFER, target, px=3 * ttl_ms)
-
-
-def someone_else_preferred(client: redis.Redis, own_id: str) -> bool:
-    """True while another replica is named to take the lease next."""
-    raw = client.get(keys.LEASE_PREFER)
-    return raw is not None and raw.decode(errors="replace") != own_id
+        if ms > 0:
+            timed.append((b, ms))
+    return {a.get("id", "") for a, a_ms in timed
+            if any(o is not a and comparable(a, o) and o_ms <= a_ms * ratio
+                   for o, o_ms in timed)}

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import redis
 
+from cctv.core import keys
 from cctv.core.registry import RegistryCache
 from cctv.core.scripts import Scripts
 from cctv.inference.clock import RedisClock
@@ -37,16 +38,19 @@ log = logging.getLogger("cctv.inference.leader")
 
 
 class LeaderLoop:
-    """Runs while this replica holds the lease; all writes are fenced by its epoch."""
+    """Runs while this replica holds the lease of a shard (of ``shards``; shard 0 of one
+    unless given) on that shard's cameras; all writes are fenced by the shard's epoch."""
 
     def __init__(self, settings: InferenceSettings, client: redis.Redis, scripts: Scripts,
-                 detector: Detector, replica_id: str, stats: ReplicaStats | None = None) -> None:
+                 detector: Detector, replica_id: str, stats: ReplicaStats | None = None, *,
+                 shard: keys.ShardKeys | None = None, shards: int = 1) -> None:
         self.s = settings
+        self.shard = shard or keys.shard_keys(0)
         self.clock = RedisClock(client)
         self.publisher = Publisher(client, scripts, replica_id, detector.model_name,
-                                   settings.det_maxlen)
+                                   settings.det_maxlen, self.shard)
         self.reader = StreamReader(client, replica_id, settings.max_frame_bytes,
-                                   self.publisher.drop_corrupt)
+                                   self.publisher.drop_corrupt, self.shard.shard, shards)
         # per-camera trackers of this leadership, restored from Redis on first use
         self.tracking = Tracking(settings, client)
         self.processor = FrameProcessor(settings, detector, self.tracking, self.publisher,

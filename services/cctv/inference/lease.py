@@ -40,11 +40,13 @@ class Acquired:
 
 
 class Lease:
-    """One replica's view of the inference lease."""
+    """One replica's view of the lease of one inference shard (shard 0 unless given)."""
 
     def __init__(self, client: redis.Redis, scripts: Scripts, replica_id: str, ttl_ms: int, *,
-                 replicas: int = 0, wait_timeout_ms: int = 200) -> None:
+                 replicas: int = 0, wait_timeout_ms: int = 200,
+                 shard: keys.ShardKeys | None = None) -> None:
         self.redis, self.scripts, self.replica_id, self.ttl_ms = client, scripts, replica_id, ttl_ms
+        self.keys = shard or keys.shard_keys(0)
         self.replicas, self.wait_timeout_ms = replicas, wait_timeout_ms
         self.epoch = 0
         self._lost = threading.Event()
@@ -62,8 +64,7 @@ class Lease:
         try:
             res, = durable(self.redis, self.replicas, self.wait_timeout_ms, lambda pipe:
                            self.scripts.lease_acquire(
-                               keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE,
-                                     keys.LEASE_HOLDER],
+                               keys=[self.keys.lease, self.keys.epoch, self.keys.holder],
                                args=[self.replica_id, self.ttl_ms], client=pipe))
         except NotReplicated as exc:
             if exc.replies and not exc.replies[0]:
@@ -77,7 +78,8 @@ class Lease:
         self._last_ok = sent
         self._lost.clear()
         self._stop_renew.clear()
-        self._renewer = threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True)
+        self._renewer = threading.Thread(target=self._renew_loop, daemon=True,
+                                         name=f"lease-renew-{self.keys.shard}")
         self._renewer.start()
         return Acquired(self.epoch, res[1].decode(), res[2].decode())
 
@@ -93,7 +95,7 @@ class Lease:
         while not self._stop_renew.wait(interval):
             sent = time.monotonic()
             try:
-                ok = self.scripts.lease_renew(keys=[keys.LEASE_INFERENCE],
+                ok = self.scripts.lease_renew(keys=[self.keys.lease],
                                               args=[self.replica_id, self.ttl_ms])
             except REDIS_DOWN_ERRORS as exc:
                 log.warning("lease renewal failed, redis unreachable: %s", exc)
@@ -115,7 +117,7 @@ class Lease:
         self._lost.set()
         try:
             return bool(self.scripts.lease_release(
-                keys=[keys.LEASE_INFERENCE, keys.LEASE_HOLDER, keys.LEASE_RELEASED_CHANNEL],
+                keys=[self.keys.lease, self.keys.holder, keys.LEASE_RELEASED_CHANNEL],
                 args=[self.replica_id]))
         except REDIS_DOWN_ERRORS as exc:
             log.warning("lease release failed (it will expire): %s", exc)
@@ -127,11 +129,35 @@ class Lease:
         self._lost.set()
 
 
-def current_leader(client: redis.Redis) -> tuple[str | None, int, int]:
-    """(leader id or None, current epoch, lease ms left) as stored in Redis."""
+def current_leader(client: redis.Redis, shard: int = 0) -> tuple[str | None, int, int]:
+    """(leader id or None, current epoch, lease ms left) of ``shard`` as stored in Redis."""
+    sk = keys.shard_keys(shard)
     pipe = client.pipeline()
-    pipe.get(keys.LEASE_INFERENCE)
-    pipe.get(keys.EPOCH_INFERENCE)
-    pipe.pttl(keys.LEASE_INFERENCE)
+    pipe.get(sk.lease)
+    pipe.get(sk.epoch)
+    pipe.pttl(sk.lease)
     leader, epoch, pttl = pipe.execute()
     return (leader.decode() if leader else None, int(epoch or 0), max(0, int(pttl or 0)))
+
+
+def shard_leaders(client: redis.Redis) -> list[tuple[int, str | None, int, int]]:
+    """(shard, leader id or None, epoch, lease ms left) of every shard, in one round trip
+    after reading the shard count (1 when unset or unreadable)."""
+    raw = client.get(keys.INFERENCE_SHARDS)
+    try:
+        count = max(1, min(int(raw or 1), keys.MAX_SHARDS))
+    except ValueError:
+        count = 1
+    pipe = client.pipeline(transaction=False)
+    for k in range(count):
+        sk = keys.shard_keys(k)
+        pipe.get(sk.lease)
+        pipe.get(sk.epoch)
+        pipe.pttl(sk.lease)
+    got = pipe.execute()
+    out = []
+    for k in range(count):
+        leader, epoch, pttl = got[3 * k:3 * k + 3]
+        out.append((k, leader.decode() if leader else None, int(epoch or 0),
+                    max(0, int(pttl or 0))))
+    return out

@@ -28,8 +28,11 @@ SETTINGS_REJECTED = Counter(
 LAG_SECONDS = Gauge("cctv_inference_stream_lag_seconds", "Age of the last processed frame",
                     ["camera"])
 
-IS_LEADER = Gauge("cctv_inference_is_leader", "1 while this replica holds the lease")
-EPOCH = Gauge("cctv_inference_leader_epoch", "Epoch of this replica's current/last leadership")
+IS_LEADER = Gauge("cctv_inference_is_leader", "1 while this replica leads a shard (holds a "
+                  "lease)")
+SHARDS_LED = Gauge("cctv_inference_shards_led", "Shards this replica leads now")
+EPOCH = Gauge("cctv_inference_leader_epoch",
+              "Epoch of this replica's current/last leadership (of its lowest shard)")
 ACQUISITIONS = Counter("cctv_inference_failovers_total",
                        "Lease acquisitions by this replica, by reason: initial (first leader), "
                        "expired (took over from a dead leader), released (planned hand-over)",

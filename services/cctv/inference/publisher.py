@@ -33,11 +33,13 @@ def raise_refused(reply: BaseException) -> NoReturn:
 
 
 class Publisher:
-    """Fenced writes of one leadership: the replica's id and the ``epoch`` it leads in."""
+    """Fenced writes of one leadership of one shard: the replica's id and the ``epoch`` it
+    leads the shard in."""
 
     def __init__(self, client: redis.Redis, scripts: Scripts, replica_id: str, model: str,
-                 det_maxlen: int) -> None:
+                 det_maxlen: int, shard: keys.ShardKeys | None = None) -> None:
         self.redis, self.scripts, self.replica_id = client, scripts, replica_id
+        self.keys = shard or keys.shard_keys(0)
         self.model, self.det_maxlen = model, det_maxlen
         self.epoch = 0
         self.bad_input = LogThrottle(log)
@@ -58,7 +60,7 @@ class Publisher:
             return 0
         cam = frames[0].camera
         n = self._call(self.scripts.drop_frames,
-                       [keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames(cam),
+                       [self.keys.lease, self.keys.epoch, keys.frames(cam),
                         keys.stats(cam), keys.drops(cam)],
                        [reason, keys.INFER_GROUP, len(frames), *[f.id for f in frames],
                         *[f.seq for f in frames]])
@@ -78,7 +80,7 @@ class Publisher:
         """Skip every undelivered frame of ``cam`` but the newest (counted as behind, their
         seqs from the frame index)."""
         n = self._call(self.scripts.skip_backlog,
-                       [keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames(cam),
+                       [self.keys.lease, self.keys.epoch, keys.frames(cam),
                         keys.stats(cam), keys.drops(cam), keys.frame_index(cam)],
                        [keys.INFER_GROUP])
         if n:
@@ -99,14 +101,15 @@ class Publisher:
                                    worker=self.replica_id, model=self.model,
                                    infer_ms=r.infer_ms)
             self.scripts.publish_result(
-                keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.frames(cam),
-                      keys.detections(cam), keys.stats(cam), keys.LEADER_LAST_RESULT,
+                keys=[self.keys.lease, self.keys.epoch, keys.frames(cam),
+                      keys.detections(cam), keys.stats(cam), self.keys.last_result,
                       keys.FAILOVERS],
-                args=[*self._fence(), e.id, self.det_maxlen, keys.INFER_GROUP, *fields],
+                args=[*self._fence(), e.id, self.det_maxlen, keys.INFER_GROUP, self.keys.shard,
+                      *fields],
                 client=pipe)
         for st in states:
             self.scripts.save_track_state(
-                keys=[keys.LEASE_INFERENCE, keys.EPOCH_INFERENCE, keys.track_state(st.camera)],
+                keys=[self.keys.lease, self.keys.epoch, keys.track_state(st.camera)],
                 args=[*self._fence(), st.ttl_ms, st.blob], client=pipe)
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[len(results):]:  # the tracker states

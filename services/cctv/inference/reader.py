@@ -26,12 +26,15 @@ READ_COUNT = 8  # new entries read per camera per round; a full read means a bac
 
 
 class StreamReader:
-    """Reads every active camera's frames stream as consumer ``replica_id`` of the group."""
+    """Reads the frames stream of every active camera of shard ``shard`` of ``shards`` (as
+    cctv:inference:camera_shards says; every camera when there is one shard) as consumer
+    ``replica_id`` of the group."""
 
     def __init__(self, client: redis.Redis, replica_id: str, max_frame_bytes: int,
-                 drop_corrupt: Callable[[BadEntry, str], None]) -> None:
+                 drop_corrupt: Callable[[BadEntry, str], None], shard: int = 0,
+                 shards: int = 1) -> None:
         self.redis, self.replica_id, self.max_frame_bytes = client, replica_id, max_frame_bytes
-        self.drop_corrupt = drop_corrupt
+        self.drop_corrupt, self.shard, self.shards = drop_corrupt, shard, shards
         self._cameras: list[str] = []
         self._cameras_at = 0.0
         self._backlogged: set[str] = set()
@@ -39,13 +42,16 @@ class StreamReader:
 
     # ---- cameras -------------------------------------------------------------------------
     def cameras(self) -> list[str]:
-        """Active cameras (refreshed every second), with their consumer groups ensured."""
+        """This shard's active cameras (refreshed every second), with their consumer groups
+        ensured."""
         if time.monotonic() - self._cameras_at > 1.0:
             names = []
+            owned = self._owned()
             for raw in self.redis.smembers(keys.CAMERAS_ACTIVE):
                 name = raw.decode(errors="replace")
                 if CAMERA_NAME_RE.fullmatch(name):
-                    names.append(name)
+                    if owned is None or name in owned:
+                        names.append(name)
                 else:
                     self.bad_input.warning("_registry", "ignoring %r in %s: not a camera name",
                                            name[:80], keys.CAMERAS_ACTIVE)
@@ -59,6 +65,15 @@ class StreamReader:
                         raise
             self._cameras, self._cameras_at = names, time.monotonic()
         return self._cameras
+
+    def _owned(self) -> set[str] | None:
+        """The cameras assigned to this shard; None (all) when there is one shard. A camera
+        not assigned yet belongs to no shard until a replica assigns it (within a second)."""
+        if self.shards <= 1:
+            return None
+        want = str(self.shard).encode()
+        return {cam.decode(errors="replace") for cam, k in
+                self.redis.hgetall(keys.INFERENCE_CAMERA_SHARDS).items() if k == want}
 
     def refresh_cameras(self) -> None:
         """Read the cameras again at the next :meth:`cameras` (a new leadership)."""

@@ -68,5 +68,7 @@ def run_inference(settings: InferenceSettings) -> int:
     replica.run()
     replica.heartbeat.stop()
     server.shutdown()
+    if replica.failure is not None:
+        return 1
     log.info("replica %s stopped", replica.replica_id)
     return 0

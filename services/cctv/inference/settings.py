@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cctv.core.settings import Bad, CoreSettings, require_bind, require_positive
 from cctv.inference.classes import ClassesError, parse_classes
+from cctv.inference.shards import MAX_SHARDS
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class InferenceSettings(CoreSettings):
     inference_handover_ratio: float = 0.5
     # this replica's time per frame as announced to the others; 0 = measured when warm
     inference_ms_per_frame: float = 0.0
+    # the cameras are split into this many shards, each with its own lease (inference/shards.py);
+    # every replica leads some and stands by for the others. 1 = one leader for every camera
+    inference_shards: int = 1
 
     # --- tracking, in the leader ---
     # auto (= bytetrack), bytetrack, botsort (BoT-SORT's motion model) or none; numpy + lap, no
@@ -58,6 +62,8 @@ class InferenceSettings(CoreSettings):
             raise bad("iou", "must be between 0 and 1")
         if not 0.0 <= self.inference_handover_ratio < 1.0:
             raise bad("inference_handover_ratio", "must be from 0 (never) to below 1")
+        if not 1 <= self.inference_shards <= MAX_SHARDS:
+            raise bad("inference_shards", f"must be from 1 to {MAX_SHARDS}")
         if self.inference_ms_per_frame < 0:
             raise bad("inference_ms_per_frame", "must be 0 (measure) or a time in ms")
         if self.imgsz % 32:

@@ -75,25 +75,29 @@ def failover_history(entries: list[tuple[bytes, dict]], limit: int = FAILOVER_HI
                      ) -> list[dict]:
     """Pair each ``acquired`` event with the ``first_result`` of its epoch (the measured
     gap), newest first."""
-    acquired: dict[int, dict] = {}
-    gaps: dict[int, int] = {}
+    acquired: dict[tuple[int, int], dict] = {}
+    gaps: dict[tuple[int, int], int] = {}
     for eid, f in entries:
         fields = {_s(k): _s(v) for k, v in f.items()}
         epoch = _num(fields.get("epoch"), int)
         if epoch is None:
             continue
+        # each shard counts its own epochs; entries without a shard are shard 0's
+        key = (_num(fields.get("shard"), int) or 0, epoch)
         if fields.get("event") == "acquired":
-            acquired[epoch] = {
-                "epoch": epoch, "id": _s(eid), "time_ms": _num(fields.get("time_ms"), int),
+            acquired[key] = {
+                "epoch": epoch, "shard": key[0], "id": _s(eid),
+                "time_ms": _num(fields.get("time_ms"), int),
                 "new": fields.get("new", ""), "old": fields.get("old") or None,
                 "reason": fields.get("reason", ""), "node": fields.get("node", ""),
                 "gap_ms": None}
         elif fields.get("event") == "first_result":
-            gaps[epoch] = _num(fields.get("gap_ms"), int)  # type: ignore[assignment]
-    for epoch, gap in gaps.items():
-        if epoch in acquired:
-            acquired[epoch]["gap_ms"] = gap
-    return [acquired[e] for e in sorted(acquired, reverse=True)[:limit]]
+            gaps[key] = _num(fields.get("gap_ms"), int)  # type: ignore[assignment]
+    for key, gap in gaps.items():
+        if key in acquired:
+            acquired[key]["gap_ms"] = gap
+    newest = sorted(acquired.values(), key=lambda a: a["time_ms"] or 0, reverse=True)
+    return newest[:limit]
 
 
 class ClusterMonitor:
@@ -196,10 +200,12 @@ class ClusterMonitor:
         pipe.hgetall(keys.ingest_responses_minute(minute - 1))
         pipe.hgetall(keys.ingest_responses_minute(minute))
         pipe.get(keys.SWARM_SNAPSHOT)
+        pipe.get(keys.INFERENCE_SHARDS)
+        pipe.hgetall(keys.INFERENCE_CAMERA_SHARDS)
         for k in hb_keys:
             pipe.hgetall(k)
         (lease, epoch, pttl, failovers, info, replies_total, replies_prev,
-         replies_now, swarm_raw, *beats) = pipe.execute()
+         replies_now, swarm_raw, shard_count, camera_shards, *beats) = pipe.execute()
         snap["_swarm_raw"] = swarm_raw
         heartbeats: dict[str, list[dict]] = {}
         for k, fields in zip(hb_keys, beats, strict=True):
@@ -235,8 +241,14 @@ class ClusterMonitor:
                 "heartbeat_age_s": hb.get("age_s"),
             }
         snap["leader"] = leader
-        snap["standbys"] = [r for r in replicas if r.get("id") != leader_id
-                            and r.get("role") == "standby"]
+        snap["shards"] = self._shards(shard_count, camera_shards, lease, epoch, pttl, replicas)
+        if len(snap["shards"]) > 1:
+            # every replica stands by for the shards the others lead
+            ready = [r for r in replicas if r.get("ready") == "1"]
+            snap["standbys"] = ready if len(ready) > 1 else []
+        else:
+            snap["standbys"] = [r for r in replicas if r.get("id") != leader_id
+                                and r.get("role") == "standby"]
         snap["redis"] = {
             "ok": True, "version": info.get("redis_version"),
             "used_memory": info.get("used_memory"),
@@ -276,6 +288,39 @@ class ClusterMonitor:
             "replies_this_minute": by_status(replies_now),
         }
         snap["web"] = {"instances": heartbeats.get("web", [])}
+
+    def _shards(self, count_raw: bytes | None, camera_shards: dict, lease0: bytes | None,
+                epoch0: bytes | None, pttl0: int | None, replicas: list[dict]) -> list[dict]:
+        """Each shard's leader (and its node), epoch, lease time left and cameras; each
+        replica gets ``shards_led``. One shard (the default) is the lease read already."""
+        count = _num(_s(count_raw) if count_raw else "1", int) or 1
+        count = max(1, min(count, keys.MAX_SHARDS))
+        leases = [(lease0, epoch0, pttl0)]
+        if count > 1:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in range(1, count):
+                sk = keys.shard_keys(k)
+                pipe.get(sk.lease)
+                pipe.get(sk.epoch)
+                pipe.pttl(sk.lease)
+            got = pipe.execute()
+            leases += [tuple(got[i:i + 3]) for i in range(0, len(got), 3)]
+        cams: dict[int, list[str]] = {}
+        for cam, k in camera_shards.items():
+            shard = _num(_s(k), int)
+            if shard is not None:
+                cams.setdefault(shard, []).append(_s(cam))
+        node_of = {r.get("id"): r.get("node") for r in replicas}
+        out = []
+        for k, (lease, epoch, pttl) in enumerate(leases):
+            leader = _s(lease) if lease else None
+            out.append({"shard": k, "leader": leader, "node": node_of.get(leader),
+                        "epoch": int(_num(_s(epoch), int) or 0) if epoch else 0,
+                        "lease_ttl_ms": max(0, int(pttl or 0)),
+                        "cameras": sorted(cams.get(k, [])) if count > 1 else None})
+        for r in replicas:
+            r["shards_led"] = [s["shard"] for s in out if s["leader"] == r.get("id")]
+        return out
 
     def _nodes_and_services(self, snap: dict) -> None:
         heartbeats = snap.get("heartbeats", {})
@@ -346,7 +391,14 @@ def alerts(snap: dict) -> list[dict]:
         add("critical", "redis_down", "Redis is unreachable: "
             + str(snap.get("redis", {}).get("error", "")))
         return out
-    if not snap.get("leader"):
+    shards = snap.get("shards") or []
+    if len(shards) > 1:
+        unled = [s for s in shards if not s.get("leader")]
+        if unled:
+            add("critical", "no_leader", "No inference leader for shard "
+                + ", ".join(f"{s['shard']} ({', '.join(s.get('cameras') or []) or 'no camera'})"
+                            for s in unled))
+    elif not snap.get("leader"):
         add("critical", "no_leader", "No inference leader: no replica holds the lease")
     if not snap.get("standbys"):
         add("critical", "standby_missing",

@@ -20,9 +20,26 @@
       : [el("div", {class: "alert allgood"}, "All good: a leader, a warm standby, every camera live")]));
 
     const L = s.leader;
-    setCard("s-leader", L ? L.id : "NO LEADER",
-            L ? `on ${L.node || "?"} · epoch ${L.epoch} · leading for ${fmt.dur(L.lease_age_s)} · lease ${L.lease_ttl_ms} ms left` : "no replica holds the lease",
-            L ? "ok" : "bad");
+    const shards = s.shards || [];
+    const sharded = shards.length > 1;
+    if (sharded) {
+      // several shards: how many are led, and who leads which
+      const led = shards.filter(x => x.leader);
+      const by = {};
+      for (const x of led) (by[x.leader] = by[x.leader] || []).push(x.shard);
+      setCard("s-leader", `${led.length} / ${shards.length} shards led`,
+              Object.entries(by).map(([id, ks]) => `${id}: ${ks.join(",")}`).join(" · ") || "no replica holds a lease",
+              led.length === shards.length ? "ok" : "bad");
+    } else {
+      setCard("s-leader", L ? L.id : "NO LEADER",
+              L ? `on ${L.node || "?"} · epoch ${L.epoch} · leading for ${fmt.dur(L.lease_age_s)} · lease ${L.lease_ttl_ms} ms left` : "no replica holds the lease",
+              L ? "ok" : "bad");
+    }
+    fillTable($("shards"), shards.map(x => [
+      {v: x.shard, cls: "num"}, x.leader ? el("span", {class: "mono"}, x.leader) : badge("no leader", "bad"),
+      x.node || "–", {v: fmt.int(x.epoch), cls: "num"}, {v: fmt.ms(x.lease_ttl_ms), cls: "num"},
+      x.cameras ? (x.cameras.join(", ") || "–") : "every camera",
+    ]), "no shard", i => (shards[i].leader ? null : "bad"));
     const sb = s.standbys || [];
     setCard("s-standby", sb.length ? sb.map(r => r.id).join(", ") : "NONE",
             sb.length ? sb.map(r => `on ${r.node} · beat ${fmt.age(r.age_s)}`).join("; ") : "no warm standby",
@@ -79,7 +96,7 @@
       el("span", {class: "mono"}, r.id), r.node || "–",
       // only the lease holder is the leader; a replica whose last beat still says "leader" has
       // lost the lease (killed, frozen or stepping down) and is shown as such
-      L && r.id === L.id ? badge("leader", "ok")
+      (r.shards_led || []).length ? badge(sharded ? `leader · shard${r.shards_led.length > 1 ? "s" : ""} ${r.shards_led.join(",")}` : "leader", "ok")
         : r.role === "leader" ? badge(r.age_s > 2 ? "lost lease · silent" : "lost lease", "bad")
         : badge(r.role, r.role === "standby" ? "" : "warn"),
       {v: fmt.int(r.epoch), cls: "num"}, {v: fmt.num(r.fps), cls: "num"}, {v: fmt.ms(r.lag_ms), cls: "num"},
@@ -96,7 +113,7 @@
       fmt.time(f.time_ms), {v: "–", cls: "num"},
       `${f.old || "–"} → ${f.new}`, badge(`redis ${f.reason}`, "warn"), {v: "–", cls: "num"},
     ] : [
-      fmt.time(f.time_ms), {v: f.epoch, cls: "num"},
+      fmt.time(f.time_ms), {v: sharded ? `shard ${f.shard} · ${f.epoch}` : f.epoch, cls: "num"},
       `${f.old || "–"} → ${f.new}`, f.reason,
       {v: f.gap_ms === null || f.gap_ms === undefined ? (f.reason === "initial" ? "–" : "waiting…") : `${f.gap_ms} ms`, cls: "num"},
     ]), "no leadership change recorded");
