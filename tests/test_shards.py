@@ -42,6 +42,10 @@ def test_cameras_are_split_evenly_and_a_new_camera_moves_no_other() -> None:
     assert assign([*gone, "new"], split, 6) == {"new": 2}
     # a shard out of range (the count changed) is assigned again
     assert set(assign(["x"], {"x": 9}, 6)) == {"x"}
+    # a few cameras over many shards: each goes where its replica has the fewest cameras
+    leaders = {0: "a", 1: "b", 2: "a", 3: "b"}
+    few = assign(["cam1", "cam2"], {}, 4, leaders)
+    assert sorted(leaders[k] for k in few.values()) == ["a", "b"]
     # ties are broken by the name's rendezvous hash, the same everywhere
     assert assign(["solo"], {}, 6) == {"solo": home_shard("solo", 6)}
     assert home_shard("solo", 1) == 0

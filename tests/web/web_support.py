@@ -57,11 +57,11 @@ class WebStack:
         self.services.append(svc)
         return svc
 
-    def replica(self, name: str) -> Service:
+    def replica(self, name: str, **cctv: object) -> Service:
         """Start an inference replica (OpenVINO: fast on CPU) named ``name``."""
         bind = self.inference_binds[name] = f"127.0.0.1:{free_port()}"
         svc = self._start(["inference", "--id", name], f"inference-{name}", cameras=CAMERAS,
-                          model=MODEL_OPENVINO, inference_http_bind=bind)
+                          model=MODEL_OPENVINO, inference_http_bind=bind, **cctv)
         self.replicas[name] = svc
         return svc
 

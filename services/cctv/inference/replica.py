@@ -275,9 +275,10 @@ class Replica:
         return View(shards, eligible, outclassed(beats + own, self.s.inference_handover_ratio),
                     stale)
 
-    def assign_cameras(self) -> None:
+    def assign_cameras(self, view: View) -> None:
         """Give every active camera without a shard its shard (HSETNX: when two replicas race,
-        the first write stands and both read it back)."""
+        the first write stands and both read it back), spreading cameras over the replicas
+        leading the shards in ``view``."""
         if self.shard_count <= 1:
             return
         pipe = self.redis.pipeline(transaction=False)
@@ -296,7 +297,8 @@ class Replica:
                             "again", name, keys.INFERENCE_CAMERA_SHARDS, value[:20],
                             self.shard_count - 1)
                 self.redis.hdel(keys.INFERENCE_CAMERA_SHARDS, name)
-        for cam, k in assign(active, current, self.shard_count).items():
+        leaders = {st.shard: st.holder for st in view.shards}
+        for cam, k in assign(active, current, self.shard_count, leaders).items():
             if self.redis.hsetnx(keys.INFERENCE_CAMERA_SHARDS, cam, k):
                 log.info("camera %s: in shard %d of %d", cam, k, self.shard_count,
                          extra={"camera": cam, "shard": k})
@@ -364,7 +366,7 @@ class Replica:
                     pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(keys.LEASE_RELEASED_CHANNEL)
                 view = self.read_view()
-                self.assign_cameras()
+                self.assign_cameras(view)
                 self.redis_ok_at = time.monotonic()
                 backoff.reset()
                 self.decide(view)

@@ -51,19 +51,29 @@ def home_shard(camera: str, shards: int) -> int:
     return max(range(shards), key=lambda k: _weight("camera", camera, k))
 
 
-def assign(cameras: list[str], current: dict[str, int], shards: int) -> dict[str, int]:
+def assign(cameras: list[str], current: dict[str, int], shards: int,
+           leaders: dict[int, str | None] | None = None) -> dict[str, int]:
     """Shards for the ``cameras`` that ``current`` (camera -> shard) lacks: each to the shard
-    with the fewest of ``cameras`` so far, ties by rendezvous weight. The cameras already in
-    ``current`` keep their shards."""
+    with the fewest of ``cameras`` so far; among those, the one whose leader (``leaders``:
+    shard -> replica) has the fewest cameras, so that a few cameras over many shards still
+    reach every replica; then by rendezvous weight. The cameras already in ``current`` keep
+    their shards."""
+    leaders = leaders or {}
     count = [0] * shards
     for cam in cameras:
         if 0 <= current.get(cam, -1) < shards:
             count[current[cam]] += 1
+
+    def busy(k: int) -> int:  # cameras of the replica leading shard k (0: unled)
+        who = leaders.get(k)
+        return sum(count[j] for j in range(shards) if who and leaders.get(j) == who)
+
     out: dict[str, int] = {}
     for cam in sorted(cameras):
         if 0 <= current.get(cam, -1) < shards:
             continue
-        k = min(range(shards), key=lambda k, c=cam: (count[k], -_weight("camera", c, k)))
+        k = min(range(shards),
+                key=lambda k, c=cam: (count[k], busy(k), -_weight("camera", c, k)))
         out[cam] = k
         count[k] += 1
     return out
