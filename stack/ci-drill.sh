@@ -146,5 +146,7 @@ step "build images, start the 3-node swarm, deploy, wait until healthy" up.log \
 step "stream the sample clip (results, MJPEG, warm standby, frame accounting)" stream.log \
     stack/testbed/testbed stream 15
 step "failover drill" drill.log stack/testbed/testbed drill "${DRILL_ARGS[@]}"
+step "mixed-cluster override (no GPU here: the CPU replica leads)" mixed.log \
+    stack/testbed/testbed mixed 10
 PHASE=teardown
 STATUS=0

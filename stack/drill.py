@@ -546,9 +546,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
         ok = False
     if not web_ok or not contained:
         ok = False
-    if len([r for r in roles if r[0] == "standby"]) < 1:
-        log("FAIL: no warm standby")
+    if len([r for r in roles if r[0] == "standby"]) < args.min_standbys:
+        log(f"FAIL: fewer than {args.min_standbys} warm standby")
         ok = False
+    if args.leader_node:
+        lead = [b for b in info["replicas"] if b.get("id") == info["leader"]]
+        where = (lead[0].get("node"), lead[0].get("device")) if lead else (None, None)
+        if where[0] != args.leader_node:
+            log(f"FAIL: the leader runs on {where[0]}, not {args.leader_node}")
+            ok = False
+        else:
+            log(f"leader on {where[0]} (device {where[1]}), as expected")
     log("stream check " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
 
@@ -875,6 +883,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", default=str(SHARED / "media" / "intersection_cctv.mp4"))
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--seconds", type=float, default=20.0, help="stream: how long")
+    p.add_argument("--min-standbys", type=int, default=1,
+                   help="stream: the warm standbys the check requires")
+    p.add_argument("--leader-node", default="",
+                   help="stream: the node the inference leader must run on")
     p.add_argument("--rounds", type=int, default=3, help="docker kill rounds")
     p.add_argument("--stop-rounds", type=int, default=1, help="docker stop rounds")
     p.add_argument("--update-rounds", type=int, default=1,
