@@ -14,7 +14,7 @@ For each count of cameras, after a warm-up, a window of results is read back:
 * frames dropped by the live policy (behind, stale) among the frames accepted in the window.
 
 A count is served when p95 latency <= 2 x the median model call and <= 1 % of the frames are
-dropped. The figure is the largest count served before the first that is not.
+dropped. Counts go up until more than 5 % are dropped; the figure is the largest count served.
 """
 
 from __future__ import annotations
@@ -48,9 +48,12 @@ from support import (  # noqa: E402
 )
 
 FPS = 5.0
+#: the looser bound also reported: the result before the camera's next frame
+FRAME_INTERVAL_MS = 1000 / FPS
 WARM_S = float(os.environ.get("CCTV_BENCH_WARM_S", "4"))
 WINDOW_S = float(os.environ.get("CCTV_BENCH_WINDOW_S", "10"))
-COUNTS = [2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64]
+COUNTS = [int(n) for n in os.environ.get(
+    "CCTV_BENCH_COUNTS", "2,4,6,8,10,12,14,16,20,24,28,32,40,48,56,64").split(",")]
 MAX_CAMERAS = COUNTS[-1]
 TOKEN = "capacity-bench-token-0001"
 
@@ -72,7 +75,8 @@ def prepare_320(out: Path) -> Path:
 
 def window(rdb, names: list[str], t0_us: int, t1_us: int) -> dict:
     """Latencies, model calls and drops of the frames captured in [t0, t1]."""
-    lat_ms, calls_ms, processed, dropped = [], [], 0, Counter()
+    lat_ms, processed, dropped = [], 0, Counter()
+    parts: dict[str, list[float]] = {"send": [], "queue": [], "leader": []}
     for cam in names:
         results = [f for _i, f in rdb.xrange(keys.detections(cam), count=100000)]
         for f in results:
@@ -80,6 +84,10 @@ def window(rdb, names: list[str], t0_us: int, t1_us: int) -> dict:
             if t0_us <= ts <= t1_us:
                 processed += 1
                 lat_ms.append((int(f[b"done"]) - ts) / 1000)
+                rx, pick, done = int(f[b"rx"]), int(f[b"pick"]), int(f[b"done"])
+                parts["send"].append((rx - ts) / 1000)  # the POST until ingest has it
+                parts["queue"].append((pick - rx) / 1000)  # in Redis until the leader reads
+                parts["leader"].append((done - pick) / 1000)  # decode, model, track, publish
         accepted_ids = {eid.decode() for eid, _f in rdb.xrange(
             keys.frames(cam), min=t0_us // 1000, max=t1_us // 1000)}
         for _i, f in rdb.xrange(keys.drops(cam)):
@@ -102,10 +110,13 @@ def window(rdb, names: list[str], t0_us: int, t1_us: int) -> dict:
         "p95_ms": lat_ms[int(0.95 * (len(lat_ms) - 1))] if lat_ms else float("inf"),
         "call_ms": statistics.median(calls_ms) if calls_ms else float("inf"),
         "frames_per_call": round(processed / len(calls_ms), 2) if calls_ms else 0.0,
+        "parts_ms": {k: round(statistics.median(v), 1) if v else None
+                     for k, v in parts.items()},
     }
 
 
-def run_size(label: str, model: Path, imgsz: int, jpegs: list[bytes]) -> tuple[int, list]:
+def run_size(label: str, model: Path, imgsz: int, jpegs: list[bytes]
+             ) -> tuple[int, int, list]:
     server = RedisServer().start()
     rdb = server.client()
     tmp = Path(tempfile.mkdtemp(prefix=f"cctv-bench-capacity-{label}-"))
@@ -116,7 +127,7 @@ def run_size(label: str, model: Path, imgsz: int, jpegs: list[bytes]) -> tuple[i
     infer = Service(["inference", "--id", "cap"], service_env(
         server.url, cameras=registry, model=model, imgsz=imgsz,
         inference_http_bind=f"127.0.0.1:{free_port()}"), tmp, "inference")
-    rows, best = [], 0
+    rows, best, best_live = [], 0, 0
     try:
         wait_for(lambda: rdb.get(keys.LEASE_INFERENCE) is not None, 180, "the leader",
                  [infer])
@@ -136,38 +147,49 @@ def run_size(label: str, model: Path, imgsz: int, jpegs: list[bytes]) -> tuple[i
             refused = sum(len(s.failed) for s in senders)
             ok = (w["p95_ms"] <= 2 * w["call_ms"] and w["drop_frac"] <= 0.01
                   and refused == 0)
-            rows.append((n, w, refused, ok))
+            live = w["p95_ms"] <= FRAME_INTERVAL_MS and w["drop_frac"] <= 0.01 and refused == 0
+            rows.append((n, w, refused, ok, live))
+            if live:
+                best_live = n
             print(f"{label}: {n:2d} cameras: p95 {w['p95_ms']:.0f} ms, model call "
                   f"{w['call_ms']:.0f} ms ({w['frames_per_call']} frames), dropped "
-                  f"{100 * w['drop_frac']:.2f} % {w['dropped']}, refused {refused} -> "
-                  f"{'served' if ok else 'NOT served'}", flush=True)
-            if not ok:
-                break
-            best = n
+                  f"{100 * w['drop_frac']:.2f} % {w['dropped']}, refused {refused}, median "
+                  f"parts {w['parts_ms']} -> {'served' if ok else 'NOT served'}"
+                  f"{'' if ok else ' (within one frame interval)' if live else ''}", flush=True)
+            if ok:
+                best = n
+            if w["drop_frac"] > 0.05:
+                break  # saturated: more cameras only drop more
             time.sleep(1.0)
     finally:
         infer.stop()
         ingest.stop()
         server.stop()
-    return best, [single, *rows]
+    return best, best_live, [single, *rows]
 
 
 def main() -> None:
     jpegs = clip_jpegs(n=60, step=3)
     ir320 = prepare_320(Path(tempfile.mkdtemp(prefix="cctv-bench-ir320-")))
-    best640, rows640 = run_size("640", MODEL_OPENVINO, 640, jpegs)
-    best320, rows320 = run_size("320", ir320, 320, jpegs)
-    figures = {"cameras_at_5fps_cpu_640": best640, "cameras_at_5fps_cpu_320": best320}
+    best640, live640, rows640 = run_size("640", MODEL_OPENVINO, 640, jpegs)
+    best320, live320, rows320 = run_size("320", ir320, 320, jpegs)
+    figures = {"cameras_at_5fps_cpu_640": best640, "cameras_at_5fps_cpu_320": best320,
+               "cameras_at_5fps_cpu_640_within_frame_interval": live640,
+               "cameras_at_5fps_cpu_320_within_frame_interval": live320}
 
     def table(rows: list) -> str:
         single, *steps = rows
         lines = [f"One-frame model call when warm: {single:.1f} ms.", "",
-                 "| cameras | p95 capture → result | model call (frames per call) | dropped | "
-                 "refused | served |", "| ---: | ---: | ---: | ---: | ---: | --- |"]
-        for n, w, refused, ok in steps:
+                 "| cameras | p95 capture → result | model call (frames per call) | parts: "
+                 "send / in Redis / leader | dropped | refused | served | within 200 ms |",
+                 "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        for n, w, refused, ok, live in steps:
+            p = w["parts_ms"]
             lines.append(f"| {n} | {w['p95_ms']:.0f} ms | {w['call_ms']:.0f} ms "
-                         f"({w['frames_per_call']}) | {100 * w['drop_frac']:.2f} % | "
-                         f"{refused} | {'yes' if ok else '**no**'} |")
+                         f"({w['frames_per_call']}) | {p['send']} / {p['queue']} / "
+                         f"{p['leader']} ms | {100 * w['drop_frac']:.2f} % | "
+                         f"{refused} | {'yes' if ok else '**no**'} | "
+                         f"{'yes' if live else 'no'} |")
         return "\n".join(lines)
 
     md = f"""Command: `.venv/bin/python -m bench.capacity`. One machine runs everything: redis-server,
@@ -177,12 +199,21 @@ the pipeline's, so a real site with cameras elsewhere does at least this well). 
 {WARM_S:.0f} s warm-up + {WINDOW_S:.0f} s measured. A count is served when the p95 capture → result
 latency is at most 2 × the median model call (the call a frame went through: the leader runs
 one call on the newest frame of every camera that has one) and at most 1 % of the frames
-accepted in the window were dropped by the live policy.
+accepted in the window were dropped by the live policy. Counts go up until more than 5 % are
+dropped; the figure is the largest count served. The parts are medians: the POST until ingest
+stored the frame, the wait in Redis until the leader read it, and the leader's part (decode,
+the wait for the call in progress, the model, tracking, publishing).
 
 | figure | value | goal |
 | --- | --- | --- |
 | cameras at 5 fps, imgsz 640 (shipped OpenVINO int8 IR) | **{best640}** | |
 | cameras at 5 fps, imgsz 320 (OpenVINO IR from `cctv model prepare --imgsz 320`, fp32) | **{best320}** | ≥ 20 |
+| the same with p95 ≤ one frame interval (200 ms) instead of 2 × the model call, 640 / 320 | {live640} / {live320} | |
+
+Why the strict bound is hard to meet here: a frame that arrives while the leader's call for
+other cameras is under way waits for that call, then goes through its own, and decoding,
+tracking and publishing come on top; so p95 sits near 2.5–3 × the call at every load. The
+looser bound says how many cameras get every result before their next frame.
 
 imgsz 640:
 

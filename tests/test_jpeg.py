@@ -83,3 +83,42 @@ def test_decoder_never_raises_opencv_errors() -> None:
     with pytest.raises(JpegError):
         decode_jpeg(tiny_huge_jpeg(), FrameLimits(65535, 65535, 2**33))
     assert decode_jpeg(_good_640x480()).shape == (480, 640, 3)
+
+
+def test_a_frame_decodes_no_larger_than_the_model_needs() -> None:
+    import cv2
+    import numpy as np
+
+    from cctv.core.jpeg_decode import decode_jpeg, decode_jpeg_at
+
+    img = np.zeros((720, 1280, 3), np.uint8)
+    cv2.rectangle(img, (640, 360), (960, 540), (255, 255, 255), -1)
+    data = cv2.imencode(".jpg", img)[1].tobytes()
+    half, size = decode_jpeg_at(data, min_side=640)
+    assert half.shape == (360, 640, 3) and size == (1280, 720)
+    # the white box is where it was, at half the scale
+    ys, xs = np.nonzero(half[:, :, 0] > 128)
+    assert abs(xs.min() - 320) <= 1 and abs(ys.min() - 180) <= 1
+    assert decode_jpeg_at(data, min_side=320)[0].shape == (180, 320, 3)
+    assert decode_jpeg_at(data, min_side=1280)[0].shape == (720, 1280, 3)
+    assert decode_jpeg_at(data)[0].shape == decode_jpeg(data).shape == (720, 1280, 3)
+    # an odd size decodes to the rounded-up fraction, and the full size is kept
+    odd = cv2.imencode(".jpg", np.zeros((481, 1281, 3), np.uint8))[1].tobytes()
+    small, size = decode_jpeg_at(odd, min_side=320)
+    assert size == (1281, 481) and small.shape[1] in (320, 321)
+
+
+def test_detections_of_a_smaller_decode_are_given_in_pixels_of_the_frame_as_sent() -> None:
+    import numpy as np
+
+    from cctv.inference.detector import Detection
+    from cctv.inference.processor import to_full_size
+    from cctv.inference.records import Frame
+
+    frame = Frame("cam", None, 0, image=np.zeros((360, 640, 3), np.uint8), size=(1280, 720))
+    d = Detection(0, "person", 0.9, (10, 20, 630, 359), track=4)
+    (full,) = to_full_size([d], frame)
+    assert full.xyxy == (20, 40, 1260, 718) and full.track == 4 and full.conf == 0.9
+    assert frame.full_size == (1280, 720)
+    same = Frame("cam", None, 0, image=np.zeros((720, 1280, 3), np.uint8), size=(1280, 720))
+    assert to_full_size([d], same) == [d]

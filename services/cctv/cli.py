@@ -2,14 +2,14 @@
 
     cctv local        run everything on this machine (redis, ingest, inference, web, demo camera)
     cctv ingest       the frame ingest HTTP service (gunicorn)
-    cctv inference    an inference replica (leader or warm standby, decided by the lease)
+    cctv inference    an inference replica (leads the shards it holds, stands by for the rest)
     cctv web          the viewer and dashboard HTTP service (gunicorn)
     cctv events       the events service: zones, rules, snapshots, captions, webhooks
     cctv swarmwatch   publish nodes, services and tasks from the Docker API (a manager only)
     cctv capture      pull the cameras that have a source URL (RTSP, MJPEG) and post to ingest
     cctv token        print a new random camera token
     cctv cameras      list, add, change, remove cameras and rotate their tokens (the registry)
-    cctv status       print the inference leader, epoch, standbys and recent failovers
+    cctv status       print the shards' leaders and epochs, the replicas and recent failovers
     cctv check-config validate the CCTV_* settings and exit
     cctv hash-password make a viewer account line (user:<hash>) for CCTV_VIEWERS
     cctv model prepare export YOLO weights to the fastest backend here (OpenVINO / TensorRT)
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("inference", help="run an inference replica (leader or warm standby)")
     sp.add_argument("--model", help="YOLO weights: .pt, .onnx or an OpenVINO dir (CCTV_MODEL)")
     sp.add_argument("--role", choices=["auto", "standby"],
-                    help="auto: lead when the lease is free (default); standby: never lead")
+                    help="auto: lead shards whose lease is free (default); standby: never lead")
     sp.add_argument("--id", help="worker id (CCTV_WORKER_ID, default node-pid)")
     sp.set_defaults(func=cmd_inference)
 

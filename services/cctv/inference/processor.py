@@ -5,11 +5,12 @@ settings (inference/camera_filter.py) leave out what the camera ignores."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import redis
 
 from cctv.core.jpeg import JpegError
-from cctv.core.jpeg_decode import decode_jpeg
+from cctv.core.jpeg_decode import decode_jpeg_at
 from cctv.core.registry import RegistryCache
 from cctv.inference.camera_filter import CameraFilters
 from cctv.inference.classes import class_filter
@@ -20,6 +21,19 @@ from cctv.inference.publisher import NotLeader, Publisher
 from cctv.inference.records import Frame, Result
 from cctv.inference.settings import InferenceSettings
 from cctv.inference.tracking import Tracking
+
+
+def to_full_size(dets: list[Detection], frame: Frame) -> list[Detection]:
+    """``dets`` of ``frame``'s decoded image, in pixels of the frame as sent (the image may
+    have been decoded at a fraction of its size)."""
+    w, h = frame.full_size
+    iw, ih = frame.image.shape[1], frame.image.shape[0]
+    if (iw, ih) == (w, h) or not iw or not ih:
+        return dets
+    sx, sy = w / iw, h / ih
+    return [replace(d, xyxy=(min(w, round(d.xyxy[0] * sx)), min(h, round(d.xyxy[1] * sy)),
+                             min(w, round(d.xyxy[2] * sx)), min(h, round(d.xyxy[3] * sy))))
+            for d in dets]
 
 
 class FrameProcessor:
@@ -41,7 +55,9 @@ class FrameProcessor:
         fails is dropped as corrupt and False returned."""
         try:
             if frame.image is None:
-                frame.image = decode_jpeg(frame.jpeg, self.s.frame_limits)
+                # decoded no larger than the model needs (see decode_jpeg_at)
+                frame.image, frame.size = decode_jpeg_at(frame.jpeg, self.s.frame_limits,
+                                                         self.s.imgsz)
             prepare = getattr(self.detector, "prepare", None)
             if prepare is not None and frame.prepared is None:
                 frame.prepared = prepare(frame.image)
@@ -60,7 +76,7 @@ class FrameProcessor:
         inputs = [f.prepared if f.prepared is not None else f.image for f in frames]
         try:
             keep = self.filters.for_camera
-            return [(f, keep(f.camera).keep(d, f.image.shape[1], f.image.shape[0]))
+            return [(f, keep(f.camera).keep(to_full_size(d, f), *f.full_size))
                     for f, d in zip(frames, self.detector.detect(inputs), strict=True)]
         except Exception as exc:  # noqa: BLE001 - a model error must not end the loop
             if len(frames) == 1:
@@ -96,8 +112,8 @@ class FrameProcessor:
         if not tracked:
             return
         done_us = time.time_ns() // 1000
-        self.publisher.publish([Result(f, d, infer_ms, done_us, f.image.shape[1],
-                                       f.image.shape[0]) for f, d in tracked],
+        self.publisher.publish([Result(f, d, infer_ms, done_us, *f.full_size)
+                                for f, d in tracked],
                                self.tracking.due_states())
         now_ms = self.clock.now_ms()
         lag = max(now_ms - f.id_ms for f, _ in tracked)

@@ -24,6 +24,16 @@ class Frame:
     image: np.ndarray | None = None
     #: the image as the detector's input (detector.prepare), filled in by the prefetch thread
     prepared: object | None = None
+    #: the frame's full (width, height): ``image`` may be decoded smaller (detections are
+    #: scaled back to this size)
+    size: tuple[int, int] | None = None
+
+    @property
+    def full_size(self) -> tuple[int, int]:
+        """(width, height) of the frame as sent (of ``image`` when no size is known)."""
+        if self.size is not None:
+            return self.size
+        return (self.image.shape[1], self.image.shape[0]) if self.image is not None else (0, 0)
 
     @property
     def id(self) -> str:
