@@ -5,7 +5,7 @@ from the .pt with ``cctv model prepare --imgsz 320``).
     .venv/bin/python -m bench.capacity            # ~10 minutes on 2 cores
 
 Everything runs on this one machine: redis-server, ingest, one inference replica (default
-settings) and the cameras (a Python thread each, posting the sample clip's JPEGs at 5 fps).
+settings) and the cameras (a Python thread each, posting a 1280x720 clip's JPEGs at 5 fps).
 For each count of cameras, after a warm-up, a window of results is read back:
 
 * capture -> result latency of each result (``done`` - ``ts``, both this machine's clock);
@@ -37,6 +37,7 @@ from cctv.core import keys  # noqa: E402
 from support import (  # noqa: E402
     MODEL_OPENVINO,
     MODEL_PT,
+    SHARED,
     FrameSender,
     RedisServer,
     Service,
@@ -56,6 +57,8 @@ COUNTS = [int(n) for n in os.environ.get(
     "CCTV_BENCH_COUNTS", "2,4,6,8,10,12,14,16,20,24,28,32,40,48,56,64").split(",")]
 MAX_CAMERAS = COUNTS[-1]
 TOKEN = "capacity-bench-token-0001"
+#: a 1280x720 street clip: what a CCTV camera sends (the default test clip is 640x480)
+CLIP_720P = SHARED / "media" / "highway_traffic.mp4"
 
 
 def cams(n: int) -> list[str]:
@@ -169,7 +172,7 @@ def run_size(label: str, model: Path, imgsz: int, jpegs: list[bytes]
 
 
 def main() -> None:
-    jpegs = clip_jpegs(n=60, step=3)
+    jpegs = clip_jpegs(CLIP_720P, n=60, step=3)
     ir320 = prepare_320(Path(tempfile.mkdtemp(prefix="cctv-bench-ir320-")))
     best640, live640, rows640 = run_size("640", MODEL_OPENVINO, 640, jpegs)
     best320, live320, rows320 = run_size("320", ir320, 320, jpegs)
@@ -194,7 +197,7 @@ def main() -> None:
 
     md = f"""Command: `.venv/bin/python -m bench.capacity`. One machine runs everything: redis-server,
 ingest, one inference replica with the default settings (`CCTV_INFERENCE_BATCH=1`), and the
-cameras (a Python thread each, posting the sample clip at {FPS:.0f} fps: their CPU is taken from
+cameras (a Python thread each, posting a 1280×720 street clip at {FPS:.0f} fps: their CPU is taken from
 the pipeline's, so a real site with cameras elsewhere does at least this well). Each count runs
 {WARM_S:.0f} s warm-up + {WINDOW_S:.0f} s measured. A count is served when the p95 capture → result
 latency is at most 2 × the median model call (the call a frame went through: the leader runs
