@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 
 import pytest
 from events_support import iou, wait_for, without_torch
@@ -34,6 +35,25 @@ def results(rdb, epoch: int) -> list[list[dict]]:
             if f[b"epoch"] == str(epoch).encode()]
 
 
+def _pipeline(redis_server, tmp_path, label: str, **cctv: object
+              ) -> tuple[int, Service, Callable[[str], Service]]:
+    """Start ingest for the camera; returns its port, the service, and a function that starts
+    an inference replica (without torch, ByteTrack) by name."""
+    common = {"cameras": f"{CAM}:tok1-16charsfortests", "tracker": "bytetrack", **cctv}
+    ingest_port = free_port()
+    ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
+                                             f"{ingest_port}", ingest_workers=1, **common),
+                     tmp_path, f"ingest-{label}")
+
+    def replica(name: str) -> Service:
+        env = service_env(redis_server.url, model=MODEL_OPENVINO,
+                          inference_http_bind=f"127.0.0.1:{free_port()}", **common)
+        return Service(["inference", "--id", name], without_torch(env, tmp_path), tmp_path,
+                       f"inference-{label}-{name}")
+
+    return ingest_port, ingest, replica
+
+
 def _same_objects(before: list[list[dict]], after: list[list[dict]]) -> list[tuple[int, int]]:
     """(track id before, after) of the objects of the last result before a move that the
     first results after it show again (same class, IoU >= 0.5)."""
@@ -52,18 +72,7 @@ def _same_objects(before: list[list[dict]], after: list[list[dict]]) -> list[tup
 @pytest.mark.slow
 def test_track_ids_continue_after_a_kill9_takeover(redis_server, rdb, tmp_path,
                                                    artifacts_dir) -> None:
-    common = {"cameras": f"{CAM}:tok1-16charsfortests", "tracker": "bytetrack"}
-    ingest_port = free_port()
-    ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
-                                             f"{ingest_port}", ingest_workers=1, **common),
-                     tmp_path, "ingest")
-
-    def replica(name: str) -> Service:
-        env = service_env(redis_server.url, model=MODEL_OPENVINO,
-                          inference_http_bind=f"127.0.0.1:{free_port()}", **common)
-        return Service(["inference", "--id", name], without_torch(env, tmp_path), tmp_path,
-                       f"inference-{name}")
-
+    ingest_port, ingest, replica = _pipeline(redis_server, tmp_path, "failover")
     a = replica("a")
     services = [ingest, a]
     sender = None
@@ -108,19 +117,8 @@ def test_track_ids_continue_after_a_kill9_takeover(redis_server, rdb, tmp_path,
 def test_track_ids_continue_when_a_shard_moves_to_another_replica(redis_server, rdb,
                                                                   tmp_path) -> None:
     rdb.flushall()
-    common = {"cameras": f"{CAM}:tok1-16charsfortests", "tracker": "bytetrack",
-              "inference_shards": 2}
-    ingest_port = free_port()
-    ingest = Service(["ingest"], service_env(redis_server.url, ingest_bind=f"127.0.0.1:"
-                                             f"{ingest_port}", ingest_workers=1, **common),
-                     tmp_path, "ingest-shards")
-
-    def replica(name: str) -> Service:
-        env = service_env(redis_server.url, model=MODEL_OPENVINO,
-                          inference_http_bind=f"127.0.0.1:{free_port()}", **common)
-        return Service(["inference", "--id", name], without_torch(env, tmp_path), tmp_path,
-                       f"inference-shards-{name}")
-
+    ingest_port, ingest, replica = _pipeline(redis_server, tmp_path, "shards",
+                                             inference_shards=2)
     services = [ingest, replica("a"), replica("b")]
     sender = None
     try:
