@@ -136,7 +136,7 @@ def test_the_secret_seeds_the_registry_and_a_rotated_token_wins_over_it(rdb) -> 
 
 def test_the_cache_follows_changes_and_keeps_its_copy_over_a_bad_entry(rdb) -> None:
     reg = Registry(rdb)
-    cache = RegistryCache(rdb, max_age_s=0.0, min_force_s=0.0)
+    cache = RegistryCache(rdb, max_age_s=0.0)
     assert cache.snapshot().cameras == {}
     reg.add("gate")
     assert set(cache.snapshot().cameras) == {"gate"}
@@ -144,6 +144,14 @@ def test_the_cache_follows_changes_and_keeps_its_copy_over_a_bad_entry(rdb) -> N
     rdb.hset(keys.CAMERAS_REGISTRY, "bad name!", "{}")
     rdb.incr(keys.CAMERAS_VERSION)
     assert set(cache.snapshot().cameras) == {"gate"}  # malformed entries are left out
+
+
+def test_a_forced_read_knows_a_camera_added_right_after_a_refresh(rdb) -> None:
+    cache = RegistryCache(rdb, max_age_s=60.0)
+    assert "porch" not in cache.snapshot().cameras
+    Registry(rdb).add("porch")  # just after the copy was read: the copy is fresh but old
+    assert "porch" not in cache.snapshot().cameras
+    assert "porch" in cache.snapshot(force=True).cameras
 
 
 def test_detect_settings_and_urls_are_checked() -> None:

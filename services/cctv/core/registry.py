@@ -500,13 +500,13 @@ class Snapshot:
 class RegistryCache:
     """A process's copy of the registry, refreshed when the version changed: at most every
     ``max_age_s`` it reads the version (one GET), and reads the entries only when it moved.
-    ``snapshot(force=True)`` refreshes now, but not more than every ``min_force_s`` (so a flood
-    of unknown tokens cannot turn into a flood of registry reads)."""
+    ``snapshot(force=True)`` reads the version now (one GET, one caller at a time) and the
+    entries only when it moved: a camera added a moment ago is known at once, and a flood of
+    unknown tokens costs one GET each, never a read of the whole registry."""
 
-    def __init__(self, client: redis.Redis, max_age_s: float = 1.0,
-                 min_force_s: float = 0.2) -> None:
+    def __init__(self, client: redis.Redis, max_age_s: float = 1.0) -> None:
         self.registry = Registry(client)
-        self.max_age_s, self.min_force_s = max_age_s, min_force_s
+        self.max_age_s = max_age_s
         self._lock = threading.Lock()
         self._snap = Snapshot({}, frozenset(), -1, False)
         self._checked = -1e9
@@ -520,13 +520,11 @@ class RegistryCache:
 
     def snapshot(self, force: bool = False) -> Snapshot:
         """The current copy (refreshed first when due); a Redis error keeps the old copy."""
-        now = time.monotonic()
-        age = now - self._checked
-        if age < self.max_age_s and not (force and age >= self.min_force_s):
+        if time.monotonic() - self._checked < self.max_age_s and not force:
             return self._snap
         with self._lock:
-            if time.monotonic() - self._checked < min(self.max_age_s, self.min_force_s):
-                return self._snap
+            if not force and time.monotonic() - self._checked < self.max_age_s:
+                return self._snap  # another thread refreshed it meanwhile
             self._checked = time.monotonic()
             try:
                 version = self.registry.version()

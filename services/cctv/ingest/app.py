@@ -312,8 +312,8 @@ class Ingest:
         snap = self.snapshot()
         match, known = self._match(camera, snap, digest)
         if match is None and snap.loaded:
-            # a camera added or a token rotated a moment ago: read the registry again (at most
-            # a few times a second, however many bad tokens arrive)
+            # a camera added or a token rotated a moment ago: check the registry's version
+            # again (one GET; the entries are read only when it moved)
             snap = self.snapshot(force=True)
             match, known = self._match(camera, snap, digest)
         if match is None:
