@@ -11,7 +11,7 @@ import time
 from cctv.core import keys
 from cctv.core.heartbeat import beats_of, read_beats
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, connect_settings
-from cctv.inference.lease import current_leader, shard_leaders
+from cctv.core.shardstate import read_shards, warm_standbys
 from cctv.settings import Settings
 
 
@@ -26,16 +26,11 @@ def _beats(client, service: str) -> list[dict]:
 def cluster_status(client) -> dict:
     """Leader, epoch, replicas and capture instances (from heartbeats) and the last
     failovers, as a dict."""
-    leader, epoch, ttl_ms = current_leader(client)
-    shards = [{"shard": k, "leader": who, "epoch": e, "lease_ms_left": left}
-              for k, who, e, left in shard_leaders(client)]
-    if len(shards) > 1:
-        cams: dict[int, list[str]] = {}
-        for cam, k in client.hgetall(keys.INFERENCE_CAMERA_SHARDS).items():
-            if k.isdigit():
-                cams.setdefault(int(k), []).append(cam.decode(errors="replace"))
-        for sh in shards:
-            sh["cameras"] = sorted(cams.get(sh["shard"], []))
+    leases = read_shards(client)
+    shards = [{"shard": sh.shard, "leader": sh.leader, "epoch": sh.epoch,
+               "lease_ms_left": sh.lease_ms_left}
+              | ({"cameras": list(sh.cameras)} if sh.cameras is not None else {})
+              for sh in leases]
     replicas = _beats(client, "inference")
     capture = _beats(client, "capture")
     failovers = []
@@ -43,7 +38,9 @@ def cluster_status(client) -> dict:
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         entry["id"] = eid.decode()
         failovers.append(entry)
-    return {"leader": leader, "epoch": epoch, "lease_ms_left": ttl_ms, "shards": shards,
+    first = leases[0]
+    return {"leader": first.leader, "epoch": first.epoch, "lease_ms_left": first.lease_ms_left,
+            "shards": shards,
             "replicas": replicas, "capture": capture, "failovers": failovers}
 
 
@@ -78,10 +75,7 @@ def print_status(settings: Settings, as_json: bool = False) -> int:
               f"{r.get('ms_per_frame', '?')}ms/frame beat {r['age_s']}s ago")
     if not st["replicas"]:
         print("  none (no heartbeats)")
-    standbys = [r for r in st["replicas"] if r.get("role") == "standby"]
-    if len(st["shards"]) > 1:  # every replica stands by for the others' shards
-        standbys = st["replicas"] if len(st["replicas"]) > 1 else []
-    if not standbys:
+    if not warm_standbys(st["replicas"], len(st["shards"]), st["leader"]):
         print("WARNING: no warm standby")
     if st["capture"]:
         print("capture instances:")

@@ -54,6 +54,11 @@ def _pipeline(redis_server, tmp_path, label: str, **cctv: object
     return ingest_port, ingest, replica
 
 
+def _track_ids(results: list[list[dict]]) -> set[int]:
+    """Every track id in ``results``."""
+    return {d["track"] for r in results for d in r if d.get("track") is not None}
+
+
 def _same_objects(before: list[list[dict]], after: list[list[dict]]) -> list[tuple[int, int]]:
     """(track id before, after) of the objects of the last result before a move that the
     first results after it show again (same class, IoU >= 0.5)."""
@@ -99,11 +104,11 @@ def test_track_ids_continue_after_a_kill9_takeover(redis_server, rdb, tmp_path,
     log_b = b.log()
     assert "tracker state restored" in log_b, log_b[-3000:]
     before, after = results(rdb, 1), results(rdb, 2)
-    ids_before = {d["track"] for r in before for d in r if d.get("track") is not None}
+    ids_before = _track_ids(before)
     # the same object before and after the take-over: the same class, overlapping boxes
     pairs = _same_objects(before, after)
     same = sum(1 for x, y in pairs if x == y)
-    new_ids = {d["track"] for r in after for d in r if d.get("track") is not None} - ids_before
+    new_ids = _track_ids(after) - ids_before
     report = {"pairs": len(pairs), "same_id": same, "ids_before": len(ids_before),
               "new_ids_after": sorted(new_ids), "max_id_before": max(ids_before)}
     (artifacts_dir / "failover_tracking.json").write_text(json.dumps(report, indent=1))
@@ -147,8 +152,8 @@ def test_track_ids_continue_when_a_shard_moves_to_another_replica(redis_server, 
             svc.stop()
     before, after = results(rdb, epoch), results(rdb, epoch + 1)
     pairs = _same_objects(before, after)
-    ids_before = {d["track"] for r in before for d in r if d.get("track") is not None}
-    new_ids = {d["track"] for r in after for d in r if d.get("track") is not None} - ids_before
+    ids_before = _track_ids(before)
+    new_ids = _track_ids(after) - ids_before
     assert len(pairs) >= 3, pairs
     assert sum(1 for x, y in pairs if x == y) >= 0.9 * len(pairs), \
         f"ids changed when the shard moved: {pairs}"

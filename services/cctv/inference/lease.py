@@ -128,36 +128,3 @@ class Lease:
         self._stop_renew.set()
         self._lost.set()
 
-
-def current_leader(client: redis.Redis, shard: int = 0) -> tuple[str | None, int, int]:
-    """(leader id or None, current epoch, lease ms left) of ``shard`` as stored in Redis."""
-    sk = keys.shard_keys(shard)
-    pipe = client.pipeline()
-    pipe.get(sk.lease)
-    pipe.get(sk.epoch)
-    pipe.pttl(sk.lease)
-    leader, epoch, pttl = pipe.execute()
-    return (leader.decode() if leader else None, int(epoch or 0), max(0, int(pttl or 0)))
-
-
-def shard_leaders(client: redis.Redis) -> list[tuple[int, str | None, int, int]]:
-    """(shard, leader id or None, epoch, lease ms left) of every shard, in one round trip
-    after reading the shard count (1 when unset or unreadable)."""
-    raw = client.get(keys.INFERENCE_SHARDS)
-    try:
-        count = max(1, min(int(raw or 1), keys.MAX_SHARDS))
-    except ValueError:
-        count = 1
-    pipe = client.pipeline(transaction=False)
-    for k in range(count):
-        sk = keys.shard_keys(k)
-        pipe.get(sk.lease)
-        pipe.get(sk.epoch)
-        pipe.pttl(sk.lease)
-    got = pipe.execute()
-    out = []
-    for k in range(count):
-        leader, epoch, pttl = got[3 * k:3 * k + 3]
-        out.append((k, leader.decode() if leader else None, int(epoch or 0),
-                    max(0, int(pttl or 0))))
-    return out

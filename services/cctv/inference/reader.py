@@ -18,6 +18,7 @@ from cctv.core import keys
 from cctv.core.entries import EntryError, decode_frame, seq_of
 from cctv.core.logthrottle import LogThrottle
 from cctv.core.settings import CAMERA_NAME_RE
+from cctv.core.shardstate import camera_shards
 from cctv.inference.records import BadEntry, Frame
 
 log = logging.getLogger("cctv.inference.reader")
@@ -71,9 +72,8 @@ class StreamReader:
         not assigned yet belongs to no shard until a replica assigns it (within a second)."""
         if self.shards <= 1:
             return None
-        want = str(self.shard).encode()
-        return {cam.decode(errors="replace") for cam, k in
-                self.redis.hgetall(keys.INFERENCE_CAMERA_SHARDS).items() if k == want}
+        assigned = camera_shards(self.redis.hgetall(keys.INFERENCE_CAMERA_SHARDS), self.shards)
+        return {cam for cam, k in assigned.items() if k == self.shard}
 
     def refresh_cameras(self) -> None:
         """Read the cameras again at the next :meth:`cameras` (a new leadership)."""

@@ -25,6 +25,7 @@ from cctv.core.heartbeat import Heartbeat, read_beats
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, Backoff, connect_settings, is_redis_down
 from cctv.core.scripts import Scripts
 from cctv.core.settings import CAMERA_NAME_RE
+from cctv.core.shardstate import camera_shards
 from cctv.inference.capacity import FRESH_BEAT_S, outclassed
 from cctv.inference.leader import LeaderLoop
 from cctv.inference.lease import Acquired, Lease
@@ -232,10 +233,8 @@ class Replica:
         return count
 
     def _own_beat(self) -> dict[str, str]:
-        det = self.detector
-        return {"id": self.replica_id, "device": det.device if det else "",
-                "ms_per_frame": f"{self.ms_per_frame:.2f}",
-                "ms_source": "set" if self.s.inference_ms_per_frame else "measured"}
+        """This replica's heartbeat fields as the others read them."""
+        return {k: str(v) for k, v in self._beat_fields().items()} | {"id": self.replica_id}
 
     def read_view(self) -> View:
         """The shards (leases, successors, last holders) and the replicas that may lead them,
@@ -287,15 +286,13 @@ class Replica:
         active_raw, current_raw = pipe.execute()
         active = sorted(c.decode(errors="replace") for c in active_raw
                         if CAMERA_NAME_RE.fullmatch(c.decode(errors="replace")))
-        current: dict[str, int] = {}
-        for cam, k in current_raw.items():
-            name, value = cam.decode(errors="replace"), k.decode(errors="replace")
-            if value.isdigit() and int(value) < self.shard_count:
-                current[name] = int(value)
-            elif name in active:
+        current = camera_shards(current_raw, self.shard_count)
+        for name in active:
+            value = current_raw.get(name.encode())
+            if value is not None and name not in current:
                 log.warning("camera %s: %s holds shard %r, not one of 0..%d; assigning it "
-                            "again", name, keys.INFERENCE_CAMERA_SHARDS, value[:20],
-                            self.shard_count - 1)
+                            "again", name, keys.INFERENCE_CAMERA_SHARDS,
+                            value.decode(errors="replace")[:20], self.shard_count - 1)
                 self.redis.hdel(keys.INFERENCE_CAMERA_SHARDS, name)
         leaders = {st.shard: st.holder for st in view.shards}
         for cam, k in assign(active, current, self.shard_count, leaders).items():

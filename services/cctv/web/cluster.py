@@ -30,6 +30,7 @@ from cctv.core.redis_topology import (
 )
 from cctv.core.redisconn import REDIS_DOWN_ERRORS, RedisTarget
 from cctv.core.scripts import Scripts
+from cctv.core.shardstate import ShardLease, read_shards, warm_standbys
 from cctv.core.swarmsnap import SwarmSnapshot, decode_snapshot
 from cctv.web.camera_stats import CameraStats
 
@@ -98,6 +99,19 @@ def failover_history(entries: list[tuple[bytes, dict]], limit: int = FAILOVER_HI
             acquired[key]["gap_ms"] = gap
     newest = sorted(acquired.values(), key=lambda a: a["time_ms"] or 0, reverse=True)
     return newest[:limit]
+
+
+def _shards(leases: list[ShardLease], replicas: list[dict]) -> list[dict]:
+    """Each shard's leader (and its node), epoch, lease time left and cameras; each replica
+    gets ``shards_led``."""
+    node_of = {r.get("id"): r.get("node") for r in replicas}
+    out = [{"shard": sh.shard, "leader": sh.leader, "node": node_of.get(sh.leader),
+            "epoch": sh.epoch, "lease_ttl_ms": sh.lease_ms_left,
+            "cameras": list(sh.cameras) if sh.cameras is not None else None}
+           for sh in leases]
+    for r in replicas:
+        r["shards_led"] = [sh["shard"] for sh in out if sh["leader"] == r.get("id")]
+    return out
 
 
 class ClusterMonitor:
@@ -191,21 +205,17 @@ class ClusterMonitor:
         pipe.zrangebyscore(keys.HEARTBEATS, now - 120, "+inf")
         hb_keys = pipe.execute()[1]
         minute = int(now // 60)
-        pipe.get(keys.LEASE_INFERENCE)
-        pipe.get(keys.EPOCH_INFERENCE)
-        pipe.pttl(keys.LEASE_INFERENCE)
         pipe.xrevrange(keys.FAILOVERS, count=4 * FAILOVER_HISTORY)
         pipe.info()
         pipe.hgetall(keys.INGEST_RESPONSES)
         pipe.hgetall(keys.ingest_responses_minute(minute - 1))
         pipe.hgetall(keys.ingest_responses_minute(minute))
         pipe.get(keys.SWARM_SNAPSHOT)
-        pipe.get(keys.INFERENCE_SHARDS)
-        pipe.hgetall(keys.INFERENCE_CAMERA_SHARDS)
         for k in hb_keys:
             pipe.hgetall(k)
-        (lease, epoch, pttl, failovers, info, replies_total, replies_prev,
-         replies_now, swarm_raw, shard_count, camera_shards, *beats) = pipe.execute()
+        (failovers, info, replies_total, replies_prev, replies_now, swarm_raw,
+         *beats) = pipe.execute()
+        leases = read_shards(self.redis)
         snap["_swarm_raw"] = swarm_raw
         heartbeats: dict[str, list[dict]] = {}
         for k, fields in zip(hb_keys, beats, strict=True):
@@ -222,10 +232,10 @@ class ClusterMonitor:
         history = failover_history(failovers)
         snap["failovers"] = history
         snap["redis_failovers"] = redis_history(failovers)
-        leader_id = _s(lease) if lease else None
+        leader_id = leases[0].leader
         replicas = heartbeats.get("inference", [])
         snap["replicas"] = replicas
-        snap["epoch"] = int(epoch or 0)
+        snap["epoch"] = leases[0].epoch
         leader = None
         if leader_id:
             hb = next((r for r in replicas if r.get("id") == leader_id), {})
@@ -233,7 +243,8 @@ class ClusterMonitor:
                           and f["new"] == leader_id), None)
             leader = {
                 "id": leader_id, "node": hb.get("node"), "epoch": snap["epoch"],
-                "lease_ttl_ms": max(0, int(pttl or 0)), "lease_ttl_setting_ms": self.lease_ttl_ms,
+                "lease_ttl_ms": leases[0].lease_ms_left,
+                "lease_ttl_setting_ms": self.lease_ttl_ms,
                 "since_ms": since,
                 "lease_age_s": round(max(0.0, now - since / 1000), 1) if since else None,
                 "fps": hb.get("fps"), "lag_ms": hb.get("lag_ms"), "model": hb.get("model"),
@@ -241,14 +252,8 @@ class ClusterMonitor:
                 "heartbeat_age_s": hb.get("age_s"),
             }
         snap["leader"] = leader
-        snap["shards"] = self._shards(shard_count, camera_shards, lease, epoch, pttl, replicas)
-        if len(snap["shards"]) > 1:
-            # every replica stands by for the shards the others lead
-            ready = [r for r in replicas if r.get("ready") == "1"]
-            snap["standbys"] = ready if len(ready) > 1 else []
-        else:
-            snap["standbys"] = [r for r in replicas if r.get("id") != leader_id
-                                and r.get("role") == "standby"]
+        snap["shards"] = _shards(leases, replicas)
+        snap["standbys"] = warm_standbys(replicas, len(leases), leader_id)
         snap["redis"] = {
             "ok": True, "version": info.get("redis_version"),
             "used_memory": info.get("used_memory"),
@@ -288,39 +293,6 @@ class ClusterMonitor:
             "replies_this_minute": by_status(replies_now),
         }
         snap["web"] = {"instances": heartbeats.get("web", [])}
-
-    def _shards(self, count_raw: bytes | None, camera_shards: dict, lease0: bytes | None,
-                epoch0: bytes | None, pttl0: int | None, replicas: list[dict]) -> list[dict]:
-        """Each shard's leader (and its node), epoch, lease time left and cameras; each
-        replica gets ``shards_led``. One shard (the default) is the lease read already."""
-        count = _num(_s(count_raw) if count_raw else "1", int) or 1
-        count = max(1, min(count, keys.MAX_SHARDS))
-        leases = [(lease0, epoch0, pttl0)]
-        if count > 1:
-            pipe = self.redis.pipeline(transaction=False)
-            for k in range(1, count):
-                sk = keys.shard_keys(k)
-                pipe.get(sk.lease)
-                pipe.get(sk.epoch)
-                pipe.pttl(sk.lease)
-            got = pipe.execute()
-            leases += [tuple(got[i:i + 3]) for i in range(0, len(got), 3)]
-        cams: dict[int, list[str]] = {}
-        for cam, k in camera_shards.items():
-            shard = _num(_s(k), int)
-            if shard is not None:
-                cams.setdefault(shard, []).append(_s(cam))
-        node_of = {r.get("id"): r.get("node") for r in replicas}
-        out = []
-        for k, (lease, epoch, pttl) in enumerate(leases):
-            leader = _s(lease) if lease else None
-            out.append({"shard": k, "leader": leader, "node": node_of.get(leader),
-                        "epoch": int(_num(_s(epoch), int) or 0) if epoch else 0,
-                        "lease_ttl_ms": max(0, int(pttl or 0)),
-                        "cameras": sorted(cams.get(k, [])) if count > 1 else None})
-        for r in replicas:
-            r["shards_led"] = [s["shard"] for s in out if s["leader"] == r.get("id")]
-        return out
 
     def _nodes_and_services(self, snap: dict) -> None:
         heartbeats = snap.get("heartbeats", {})
