@@ -240,7 +240,7 @@ class ClusterMonitor:
         if leader_id:
             hb = next((r for r in replicas if r.get("id") == leader_id), {})
             since = next((f["time_ms"] for f in history if f["epoch"] == snap["epoch"]
-                          and f["new"] == leader_id), None)
+                          and f["shard"] == 0 and f["new"] == leader_id), None)
             leader = {
                 "id": leader_id, "node": hb.get("node"), "epoch": snap["epoch"],
                 "lease_ttl_ms": leases[0].lease_ms_left,
